@@ -1,0 +1,47 @@
+# Task index. Every target sets up .venv on first use; variables override defaults,
+# e.g. `make dataset SIZE=100 SAMPLES=100000 WORKERS=8`.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+TF_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+
+SIZE         ?= 50
+VARIANT      ?= trail
+SAMPLES      ?= 5000
+TEST_SAMPLES ?= 1000
+SHARD_SIZE   ?= 1000
+SEED         ?= 0
+WORKERS      ?= $(shell nproc)
+OUT          ?= datasets/moving-square-$(SIZE)
+SCHEDULER    ?=
+QUICK        ?=
+RESULTS      ?= $(wildcard bench/results/*.json)
+
+.PHONY: setup dataset verify test test-slow test-faults bench bench-micro report clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(TF_EXTRA),dev]'
+	touch $@
+
+dataset: $(STAMP)
+	$(PY) -m pipeline generate --out $(OUT) --size $(SIZE) --variant $(VARIANT) --samples $(SAMPLES) \
+	  --test-samples $(TEST_SAMPLES) --shard-size $(SHARD_SIZE) --seed $(SEED) --workers $(WORKERS) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+
+verify: $(STAMP)
+	$(PY) -m pipeline verify $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -m faults
+
+clean:
+	rm -rf .pytest_cache .benchmarks

@@ -1,0 +1,134 @@
+"""One HDF5 shard: write it atomically, check it, hash it.
+
+A shard holds, for n sequences of side S (T = S frames):
+
+* ``frames`` uint8 (n, T, S, S), values 0/1, chunked in whole samples, compressed;
+* ``labels`` uint8 (n,), 1 = left-to-right;
+* ``rows`` / ``cols`` int16 (n, T), the pixel drawn at each step;
+* attributes: the generation parameters, the split, the shard index and the
+  index of its first sample within the split.
+
+A shard is written to ``NAME.tmp-<pid>``, flushed to disk and renamed to ``NAME``:
+a file under its final name is always complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline import codecs  # noqa: F401  (registers plugin filters for readers)
+from pipeline.errors import DataError
+from pipeline.synth import SequenceSpec, render, trajectories
+
+FORMAT_VERSION = 1
+TMP_MARK = ".tmp-"
+SPLIT_KEYS = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Everything needed to (re)create one shard's bytes, and nothing else."""
+
+    split: str
+    index: int
+    first_sample: int
+    samples: int
+    seed: int
+    spec: SequenceSpec
+    chunk: int
+    codec: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:05d}.h5"
+
+    def rng(self) -> np.random.Generator:
+        """The shard's own stream: a function of (root seed, split, shard index) only."""
+        return np.random.default_rng([self.seed, SPLIT_KEYS[self.split], self.index])
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What the manifest keeps of a finished shard."""
+
+    path: str
+    samples: int
+    sha256: str
+    bytes: int
+
+
+def sha256_of(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
+    """Render, compress and write one shard under a temporary name, then rename it into place.
+
+    Memory: trajectories for the whole shard (4 bytes x T per sample) plus one chunk of frames.
+    """
+    directory = Path(directory)
+    final = directory / plan.name
+    tmp = directory / f"{plan.name}{TMP_MARK}{os.getpid()}"
+    spec, size = plan.spec, plan.spec.size
+    labels, rows, cols = trajectories(plan.rng(), plan.samples, spec)
+    try:
+        with h5py.File(tmp, "w") as f:
+            frames = f.create_dataset("frames", (plan.samples, *spec.frame_shape), np.uint8,
+                                      chunks=(min(plan.chunk, plan.samples), *spec.frame_shape), track_times=False,
+                                      **codecs.filter_options(plan.codec))
+            for start in range(0, plan.samples, plan.chunk):
+                stop = min(start + plan.chunk, plan.samples)
+                frames[start:stop] = render(rows[start:stop], cols[start:stop], spec)
+            f.create_dataset("labels", data=labels, track_times=False)
+            f.create_dataset("rows", data=rows, track_times=False)
+            f.create_dataset("cols", data=cols, track_times=False)
+            attrs = dict(format_version=FORMAT_VERSION, size=size, variant=spec.variant, square=spec.square,
+                         wrap=spec.wrap, seed=plan.seed, split=plan.split, shard_index=plan.index,
+                         first_sample=plan.first_sample, chunk=plan.chunk, codec=plan.codec)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size)
+        os.replace(tmp, final)
+        return record
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_shard(path: Path, samples: int, size: int) -> None:
+    """Raise DataError naming `path` unless it opens with the expected datasets, shapes and dtypes."""
+    expected = {
+        "frames": ((samples, size, size, size), np.uint8),
+        "labels": ((samples,), np.uint8),
+        "rows": ((samples, size), np.int16),
+    }
+    if not path.exists():
+        raise DataError(f"{path}: missing")
+    try:
+        with h5py.File(path, "r") as f:
+            for name, (shape, dtype) in expected.items():
+                if name not in f:
+                    raise DataError(f"{path}: no dataset {name!r}")
+                d = f[name]
+                if d.shape != shape or d.dtype != dtype:
+                    raise DataError(f"{path}: {name} is {d.dtype}{d.shape}, expected {np.dtype(dtype)}{shape}")
+    except DataError:
+        raise
+    except OSError as e:
+        raise DataError(f"{path}: cannot be opened as HDF5 ({e})") from None
+
+
+def read_sequences(path: Path, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """frames, labels, rows, cols of samples [start, stop) of one shard, as NumPy arrays."""
+    with h5py.File(path, "r") as f:
+        return {name: f[name][start:stop] for name in ("frames", "labels", "rows", "cols")}

@@ -1,0 +1,136 @@
+"""Vectorized moving-square sequences: a pure function of an RNG and parameters.
+
+The rules are the seed's (`next_frame` / `build_frames` / `generate_examples`):
+a sequence has ``T = size`` frames of ``size x size`` pixels; the direction is
+left-to-right ("Right", label 1) with probability 1/2; step ``i`` draws in
+column ``i`` (right) or ``size-1-i`` (left); the first row is uniform over
+``0..size-1`` and each next row is uniform over the in-bounds members of
+``{r-1, r, r+1}``.
+
+Variants of what a frame shows:
+
+* ``trail``  (the seed's): frame ``t`` shows every pixel drawn up to step ``t``.
+* ``dot``    : frame ``t`` shows only the pixel of step ``t``.
+* ``square`` : frame ``t`` shows a ``square x square`` block centred on the
+  pixel of step ``t`` (clipped at the borders): a moving square.
+
+With ``wrap=True`` the path starts in a uniform random column and wraps around
+the image edge, so no single frame reveals the direction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+VARIANTS = ("trail", "dot", "square")
+MAX_SIZE = 512
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """What one sequence looks like; validates itself.
+
+    size:   image side in pixels, also the number of frames T.
+    variant: one of VARIANTS.
+    square: side of the block for the ``square`` variant (ignored otherwise).
+    wrap:   random start column, path wraps around the edge.
+    """
+
+    size: int = 50
+    variant: str = "trail"
+    square: int = 3
+    wrap: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.size, (int, np.integer)) or not 2 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be an integer in 2..{MAX_SIZE}, got {self.size!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if not isinstance(self.square, (int, np.integer)) or not 1 <= self.square <= self.size:
+            raise ValueError(f"square must be an integer in 1..size ({self.size}), got {self.square!r}")
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(T, H, W) of one sequence."""
+        return (self.size, self.size, self.size)
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """A batch of n sequences with their ground truth.
+
+    frames: uint8 (n, T, H, W), values 0/1.
+    labels: uint8 (n,), 1 = left-to-right ("Right").
+    rows:   int16 (n, T), the row drawn at each step.
+    cols:   int16 (n, T), the column drawn at each step.
+    """
+
+    frames: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+
+def walk_rows(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Row trajectories, int16 (n, size): uniform start, then uniform over in-bounds {r-1, r, r+1}."""
+    rows = np.empty((n, size), dtype=np.int16)
+    r = rng.integers(0, size, n)
+    rows[:, 0] = r
+    u = rng.random((n, size - 1))
+    for i in range(1, size):
+        at_top = r == 0
+        at_bottom = r == size - 1
+        options = np.where(at_top | at_bottom, 2, 3)
+        pick = (u[:, i - 1] * options).astype(np.int64)  # uniform in 0..options-1
+        # interior: r-1+pick; top edge: r+pick (r, r+1); bottom edge: r-1+pick (r-1, r)
+        r = r - 1 + pick + at_top
+        rows[:, i] = r
+    return rows
+
+
+def walk_cols(rng: np.random.Generator, labels: np.ndarray, size: int, wrap: bool) -> np.ndarray:
+    """Column of each step, int16 (n, size): 0..size-1 for Right, reversed for Left; shifted and wrapped if wrap."""
+    n = labels.shape[0]
+    steps = np.arange(size)
+    start = rng.integers(0, size, n) if wrap else np.where(labels == 1, 0, size - 1)
+    direction = np.where(labels == 1, 1, -1)
+    return ((start[:, None] + direction[:, None] * steps[None, :]) % size).astype(np.int16)
+
+
+def render(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec) -> np.ndarray:
+    """Frames uint8 (n, T, H, W) with values 0/1 from trajectories rows, cols (n, T)."""
+    n, size = rows.shape
+    frames = np.zeros((n, size, size, size), dtype=np.uint8)
+    sample = np.arange(n)
+    if spec.variant == "trail":
+        # Frame t is frame t-1 plus the pixel of step t: one block copy per step.
+        frames[sample, 0, rows[:, 0], cols[:, 0]] = 1
+        for t in range(1, size):
+            frames[:, t] = frames[:, t - 1]
+            frames[sample, t, rows[:, t], cols[:, t]] = 1
+        return frames
+    side = spec.square if spec.variant == "square" else 1
+    low = -((side - 1) // 2)
+    step = np.arange(size)[None, :]
+    for dy in range(low, low + side):
+        for dx in range(low, low + side):
+            # clipping maps an out-of-image offset onto an edge pixel that offset 0 lights anyway
+            frames[sample[:, None], step, np.clip(rows + dy, 0, size - 1), np.clip(cols + dx, 0, size - 1)] = 1
+    return frames
+
+
+def trajectories(rng: np.random.Generator, n: int, spec: SequenceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """labels uint8 (n,), rows int16 (n, T), cols int16 (n, T), drawn from rng in a fixed order."""
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    labels = (rng.random(n) < 0.5).astype(np.uint8)
+    rows = walk_rows(rng, n, spec.size)
+    cols = walk_cols(rng, labels, spec.size, spec.wrap)
+    return labels, rows, cols
+
+
+def generate(rng: np.random.Generator, n: int, spec: SequenceSpec) -> Sequences:
+    """n sequences drawn from rng; the same rng state gives the same bytes."""
+    labels, rows, cols = trajectories(rng, n, spec)
+    return Sequences(render(rows, cols, spec), labels, rows, cols)
