@@ -1,0 +1,77 @@
+"""The seed's CNN-LSTM workflow, reproduced as a baseline (same algorithm, our code).
+
+What the seed does (Brownlee, ch. 8, as quoted in ``seeds/000`` and ``seeds/001``):
+
+1. ``generate_examples``: a per-pixel Python generator drawing from the ``random``
+   module; frames are float64 ``(size, size)`` arrays, a sequence is ``size`` of them,
+   reshaped to ``(n, size, size, size, 1)`` with labels ``(n, 1)``.
+2. A ``Sequential`` model: ``TimeDistributed(Conv2D(2, (2, 2), relu))`` ->
+   ``TimeDistributed(MaxPooling2D(2))`` -> ``TimeDistributed(Flatten())`` -> ``LSTM(50)``
+   -> ``Dense(1, sigmoid)``; binary cross-entropy, Adam, accuracy.
+3. ``model.fit`` on 5,000 fresh sequences, batch 32, 1 epoch; ``evaluate`` on 100 fresh
+   ones; ``predict`` one and print ``Expected: Right, Predicted: Right``.
+
+Differences from the seed, all forced by today's stack or by reproducibility:
+the RNG is an explicit ``random.Random`` instance instead of the module's global
+one; ``predict_classes`` no longer exists, so the probability is thresholded at 0.5;
+``input_shape=`` is given through a ``keras.Input``.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+
+SEED_SIZE = 50
+SEED_TRAIN_SAMPLES = 5000
+SEED_TEST_SAMPLES = 100
+
+
+def next_frame(last_step: int, last_frame: np.ndarray, column: int, rng: random.Random) -> tuple[np.ndarray, int]:
+    """Copy of ``last_frame`` with one more pixel lit in ``column``; its row is in-bounds of last_step +- 1."""
+    lower = max(0, last_step - 1)
+    upper = min(last_frame.shape[0] - 1, last_step + 1)
+    step = rng.randint(lower, upper)  # inclusive at both ends, as the seed's randint
+    frame = last_frame.copy()
+    frame[step, column] = 1
+    return frame, step
+
+
+def build_frames(size: int, rng: random.Random) -> tuple[list[np.ndarray], int]:
+    """One sequence: ``size`` float64 frames ``(size, size)`` and right (1 = left-to-right).
+
+    Draw order is the seed's: first row, then direction, then one row per further step.
+    """
+    frame = np.zeros((size, size))
+    step = rng.randint(0, size - 1)
+    right = 1 if rng.random() < 0.5 else 0
+    column = 0 if right else size - 1
+    frame[step, column] = 1
+    frames = [frame]
+    for i in range(1, size):
+        column = i if right else size - 1 - i
+        frame, step = next_frame(step, frame, column, rng)
+        frames.append(frame)
+    return frames, right
+
+
+def generate_examples(size: int, n: int, rng: random.Random | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """n sequences as the seed feeds them: X float64 ``(n, size, size, size, 1)``, y int ``(n, 1)``.
+
+    rng: a ``random.Random``; the same seed gives the same arrays. None draws from a fresh,
+    unseeded instance (the seed's behaviour).
+    """
+    if not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an integer >= 2, got {size!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    rng = random.Random() if rng is None else rng
+    xs, ys = [], []
+    for _ in range(n):
+        frames, right = build_frames(size, rng)
+        xs.append(frames)
+        ys.append(right)
+    x = np.array(xs).reshape(n, size, size, size, 1)
+    y = np.array(ys).reshape(n, 1)
+    return x, y
