@@ -1,0 +1,200 @@
+"""`generate`: write a sharded dataset with one Dask task per shard.
+
+Each task opens its own HDF5 file (HDF5 files are not safe to share between
+processes) and derives its random stream from (seed, split, shard index), so the
+bytes do not depend on the number of workers or the order in which shards finish.
+The client alone writes the manifest, after each shard lands. A rerun of the same
+command resumes: shards already recorded (or renamed into place but not yet
+recorded) are kept, the rest are written; a crash's temporary files are removed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+
+from pipeline import codecs
+from pipeline.errors import DataError, UsageError
+from pipeline.manifest import MANIFEST, DatasetParams, Manifest, load_manifest
+from pipeline.shards import TMP_MARK, ShardPlan, check_shard, sha256_of, write_shard
+from pipeline.synth import VARIANTS
+
+LOCK = ".lock"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DatasetParams()
+    p.add_argument("--out", type=Path, default=Path("datasets/moving-square-50"), help="dataset directory")
+    p.add_argument("--size", type=int, default=d.size, help="image side in pixels (= frames per sequence)")
+    p.add_argument("--variant", default=d.variant, help=f"what a frame shows: {', '.join(VARIANTS)}")
+    p.add_argument("--square", type=int, default=d.square, help="block side for --variant square")
+    p.add_argument("--wrap", action="store_true", help="start at a random column and wrap: no frame reveals the direction")
+    p.add_argument("--samples", type=int, default=d.samples, help="sequences in the train split")
+    p.add_argument("--test-samples", type=int, default=d.test_samples, help="sequences in the test split")
+    p.add_argument("--shard-size", type=int, default=d.shard_size, help="sequences per shard file")
+    p.add_argument("--chunk", type=int, default=d.chunk, help="sequences per HDF5 chunk")
+    p.add_argument("--codec", default=d.codec, help=f"frames compression: {', '.join(codecs.CODECS)}")
+    p.add_argument("--seed", type=int, default=d.seed, help="root seed; train and test get separate streams")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="local worker processes (ignored with --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset generated with other parameters")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def params_from_args(args) -> DatasetParams:
+    try:
+        return DatasetParams(size=args.size, variant=args.variant, square=args.square, wrap=args.wrap,
+                             seed=args.seed, samples=args.samples, test_samples=args.test_samples,
+                             shard_size=args.shard_size, chunk=args.chunk, codec=args.codec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_output_dir(out: Path) -> None:
+    """UsageError unless `out` is (or can become) a writable directory; creates nothing."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
+
+
+@contextlib.contextmanager
+def exclusive_lock(out: Path):
+    """Hold DIR/.lock for the run; a second generator on DIR gets a UsageError. Released on any exit, kill -9 included."""
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UsageError(f"another generator (pid {holder}) is writing {out}; wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest, list[ShardPlan]]:
+    """Under the lock: reconcile DIR with `params`; return the manifest and the shards still to write."""
+    for leftover in out.glob(f"*{TMP_MARK}*"):
+        leftover.unlink()
+    manifest = Manifest.planned(params)
+    if (out / MANIFEST).exists():
+        try:
+            old = load_manifest(out)
+        except DataError:
+            old = None
+        if old is None or old.params != params:
+            if not overwrite:
+                what = "an unreadable manifest" if old is None else f"a dataset with other parameters ({_diff(old.params, params)})"
+                raise UsageError(f"{out} holds {what}; pass --overwrite to replace it")
+            for stale in out.glob("*.h5"):
+                stale.unlink()
+        else:
+            manifest = old
+    todo = []
+    for plan in params.plans():
+        entry = manifest.entry(plan.split, plan.name)
+        path = out / plan.name
+        if entry["sha256"] and path.exists() and path.stat().st_size == entry["bytes"]:
+            continue
+        if path.exists():  # renamed into place, but the crash came before the manifest recorded it
+            try:
+                check_shard(path, plan.samples, params.size)
+                entry.update(sha256=sha256_of(path), bytes=path.stat().st_size)
+                continue
+            except DataError:
+                path.unlink()
+        entry.update(sha256=None, bytes=None)
+        todo.append(plan)
+    manifest.complete = not todo
+    return manifest, todo
+
+
+def _diff(old: DatasetParams, new: DatasetParams) -> str:
+    return ", ".join(f"{k} {getattr(old, k)!r} vs {getattr(new, k)!r}"
+                     for k in old.__dataclass_fields__ if getattr(old, k) != getattr(new, k))
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler: str | None):
+    """A Client on `scheduler`, or on a new local cluster of `workers` single-threaded processes."""
+    from dask.distributed import Client, LocalCluster
+
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if scheduler:
+        with Client(scheduler, timeout="20s") as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler: str | None = None,
+                   overwrite: bool = False, progress: bool = True) -> Manifest:
+    """Generate (or finish) the dataset in `out`. Returns the complete manifest."""
+    from tqdm import tqdm
+
+    check_output_dir(out)
+    if not scheduler and not 1 <= workers <= 1024:
+        raise UsageError(f"workers must be in 1..1024, got {workers}")
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out):
+        manifest, todo = prepare(out, params, overwrite)
+        manifest.save(out)
+        if not todo:
+            print(f"{out}: complete, nothing to do")
+            return manifest
+        pending = sum(p.samples for p in todo)
+        with dask_client(workers, scheduler) as client:
+            where = scheduler or f"local cluster, {workers} worker process{'es' if workers > 1 else ''}"
+            print(f"dask: {where}; dashboard: {client.dashboard_link}")
+            from dask.distributed import as_completed
+
+            directory = out.absolute()
+            futures = [client.submit(write_shard, directory, plan, key=f"write-{plan.name}-{os.getpid()}", pure=False,
+                                     retries=2) for plan in todo]
+            plan_of = dict(zip((f.key for f in futures), todo))
+            bar = tqdm(total=pending, unit=" seq", unit_scale=True, disable=not progress, smoothing=0.1,
+                       desc=f"{out.name}")
+            try:
+                for future in as_completed(futures):
+                    plan = plan_of[future.key]
+                    try:
+                        record = future.result()
+                    except OSError as e:
+                        raise DataError(f"writing {out / plan.name} failed: {e.strerror or e}") from None
+                    manifest.entry(plan.split, plan.name).update(sha256=record.sha256, bytes=record.bytes)
+                    manifest.save(out)
+                    bar.update(plan.samples)
+            finally:
+                bar.close()
+                for future in futures:
+                    future.cancel()
+        manifest.complete = True
+        manifest.save(out)
+    return manifest
+
+
+def run(args) -> int:
+    params = params_from_args(args)
+    started = time.perf_counter()
+    manifest = run_generation(args.out, params, workers=args.workers, scheduler=args.scheduler,
+                              overwrite=args.overwrite, progress=not args.quiet)
+    doc = manifest.to_json()
+    total = params.samples + params.test_samples
+    stored = sum(e["bytes"] for s in doc["splits"].values() for e in s["shards"])
+    seconds = time.perf_counter() - started
+    print(f"{args.out}: {total:,} sequences of {params.size}x{params.size}x{params.size} in "
+          f"{sum(len(s['shards']) for s in doc['splits'].values())} shards, {stored / 1e6:.1f} MB "
+          f"({doc['storage']['stored_bytes_per_sample']} B/sequence, "
+          f"{total * params.size ** 3 / max(stored, 1):.0f}x smaller than raw), {seconds:.1f} s")
+    return 0
