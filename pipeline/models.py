@@ -1,0 +1,231 @@
+"""CNN-LSTM models for moving-square sequences: ``build_model(name, size, **options)``.
+
+Every model here takes what the loader yields, uint8 frames ``(B, T, S, S)`` with values
+0/1 and ``T = S``, and casts them to float and adds the channel axis inside the graph
+(layer ``FramesToFloat``), so the cast runs on the compute device and the host ships 1 byte
+per pixel instead of 8. All are compiled with binary cross-entropy, Adam and accuracy.
+
+Names:
+
+* ``seed``   the seed's network exactly (240,661 parameters at size 50):
+  ``Conv2D(2, (2, 2), relu)`` -> ``MaxPooling2D(2)`` -> ``Flatten`` per frame ->
+  ``LSTM(50)`` -> ``Dense(1, sigmoid)``, time axis left dynamic as in the seed.
+  ``style="nested"`` wraps one CNN sub-model in a single ``TimeDistributed``;
+  ``style="per_layer"`` wraps each CNN layer. Same weights give the same outputs.
+* ``fast``   the same mathematics and parameter count, faster: time folded into the batch
+  axis for the CNN (``(B*T, S, S, 1)`` in one call instead of one call per frame), then
+  unfolded to ``(B, T, F)`` for the LSTM. Switches: ``mixed_precision`` (default: on GPUs
+  with tensor cores only), ``jit_compile`` (XLA; default per device, see
+  ``default_jit_compile``), ``use_cudnn`` (the LSTM keeps cuDNN's conditions: default
+  activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``seed`` model's
+  weights unchanged (``fast.set_weights(seed.get_weights())``).
+* ``rowcol`` the row/column architecture of seed 004 (arXiv 1611.07890, fig. 2): per frame a
+  CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
+  columns fed to one LSTM, each column a sequence over rows fed to another, and the two
+  outputs are concatenated into the frame's feature vector. Frames are then combined across
+  time by a third LSTM (our choice; the figure classifies single images) -> Dense sigmoid.
+  The CNN is the seed's small one or a ``keras.applications`` backbone without its top.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers, ops
+
+MODEL_NAMES = ("seed", "fast", "rowcol")
+SEED_STYLES = ("nested", "per_layer")
+BACKBONES = ("seed", "vgg16", "mobilenetv2")
+LSTM_UNITS = 50
+
+
+# ---------------------------------------------------------------- layers shared by the models
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class FramesToFloat(layers.Layer):
+    """uint8 frames ``(B, T, S, S)`` -> compute dtype ``(B, T, S, S, 1)``; no parameters."""
+
+    def call(self, frames):
+        return ops.expand_dims(ops.cast(frames, self.compute_dtype), -1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, 1)
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class FoldTime(layers.Layer):
+    """``(B, T, ...)`` -> ``(B*T, ...)``: every frame of every sequence becomes one batch item."""
+
+    def call(self, x):
+        return ops.reshape(x, (-1, *x.shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        batch, steps = input_shape[:2]
+        folded = None if batch is None or steps is None else batch * steps
+        return (folded, *input_shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class UnfoldTime(layers.Layer):
+    """``(B*T, ...)`` -> ``(B, T, ...)`` for a fixed number of steps T."""
+
+    def __init__(self, steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = int(steps)
+
+    def call(self, x):
+        return ops.reshape(x, (-1, self.steps, *x.shape[1:]))
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] // self.steps
+        return (batch, self.steps, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps}
+
+
+# ---------------------------------------------------------------- helpers
+
+def default_jit_compile() -> bool:
+    """XLA or not for ``fast`` on this device.
+
+    On GPU, XLA fuses the small conv/pool/cast ops. On this project's 2-core CPU, the
+    side-by-side measurement (README, "Models") found XLA slower for ``fast``; so: GPU yes, CPU no.
+    """
+    from pipeline import devices
+
+    return devices.has_gpu()
+
+
+def compile_model(model: keras.Model, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
+    """Binary cross-entropy, Adam, accuracy (the seed's compile), returning the model."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
+    return model
+
+
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an integer >= 2, got {size!r}")
+    return size
+
+
+def _seed_cnn_layers(dtype=None) -> list[layers.Layer]:
+    """The seed's per-frame CNN: Conv2D(2, (2, 2), relu) -> MaxPooling2D(2) -> Flatten."""
+    return [layers.Conv2D(2, (2, 2), activation="relu", dtype=dtype, name="conv"),
+            layers.MaxPooling2D(pool_size=(2, 2), dtype=dtype, name="pool"),
+            layers.Flatten(dtype=dtype, name="flatten")]
+
+
+# ---------------------------------------------------------------- the three models
+
+def build_seed(size: int, *, style: str = "per_layer") -> keras.Model:
+    """The seed's model on uint8 ``(B, T, S, S)`` input, time axis dynamic; not compiled."""
+    if style not in SEED_STYLES:
+        raise ValueError(f"style must be one of {', '.join(SEED_STYLES)}, got {style!r}")
+    frames = keras.Input(shape=(None, size, size), dtype="uint8", name="frames")
+    x = FramesToFloat(name="to_float")(frames)
+    if style == "nested":
+        cnn = keras.Sequential([keras.Input(shape=(size, size, 1)), *_seed_cnn_layers()], name="cnn")
+        x = layers.TimeDistributed(cnn, name="td_cnn")(x)
+    else:
+        for layer in _seed_cnn_layers():
+            x = layers.TimeDistributed(layer, name=f"td_{layer.name}")(x)
+    x = layers.LSTM(LSTM_UNITS, name="lstm")(x)
+    out = layers.Dense(1, activation="sigmoid", name="dense")(x)
+    return keras.Model(frames, out, name=f"seed_{style}")
+
+
+def build_fast(size: int, *, mixed_precision: bool | None = None, use_cudnn: bool | str = "auto") -> keras.Model:
+    """The seed's mathematics with time folded into the batch for the CNN; not compiled.
+
+    mixed_precision: None -> ``devices.default_mixed_precision()`` (GPU with tensor cores only).
+    The sigmoid output stays float32 either way.
+    """
+    from pipeline import devices
+
+    if mixed_precision is None:
+        mixed_precision = devices.default_mixed_precision()
+    dtype = "mixed_float16" if mixed_precision else None
+    frames = keras.Input(shape=(size, size, size), dtype="uint8", name="frames")
+    x = FramesToFloat(dtype=dtype, name="to_float")(frames)
+    x = FoldTime(dtype=dtype, name="fold")(x)
+    for layer in _seed_cnn_layers(dtype):
+        x = layer(x)
+    x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
+    x = layers.LSTM(LSTM_UNITS, use_cudnn=use_cudnn, dtype=dtype, name="lstm")(x)
+    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="dense")(x)
+    return keras.Model(frames, out, name="fast")
+
+
+def _backbone(kind: str, size: int, weights: str | None, frozen: bool | None) -> keras.Model:
+    """A ``keras.applications`` CNN without its top on ``(size, size, 3)``; never downloads weights."""
+    if weights is not None and not os.path.isfile(weights):
+        raise ValueError(f"backbone_weights must be a local file (weights are never downloaded), got {weights!r}")
+    if size < 32:
+        raise ValueError(f"backbone {kind!r} needs size >= 32, got {size}")
+    factory = {"vgg16": keras.applications.VGG16, "mobilenetv2": keras.applications.MobileNetV2}[kind]
+    net = factory(include_top=False, weights=None, input_shape=(size, size, 3))
+    if weights is not None:
+        net.load_weights(weights)
+    net.trainable = not (weights is not None if frozen is None else frozen)
+    return net
+
+
+def build_rowcol(size: int, *, backbone: str = "seed", backbone_weights: str | None = None,
+                 frozen: bool | None = None, row_units: int = 16, col_units: int = 16,
+                 time_units: int = LSTM_UNITS) -> keras.Model:
+    """Row/column LSTMs over each frame's CNN feature map, then an LSTM over frames; not compiled.
+
+    backbone: "seed" (Conv2D(2, 2x2) + MaxPool, any size) or "vgg16" / "mobilenetv2"
+      (``include_top=False``, random weights unless ``backbone_weights`` names a local file;
+      grayscale is repeated to 3 channels; size >= 32).
+    frozen: backbone not trainable; default True when weights are loaded, else False.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    for name, value in (("row_units", row_units), ("col_units", col_units), ("time_units", time_units)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    frames = keras.Input(shape=(size, size, size), dtype="uint8", name="frames")
+    x = FoldTime(name="fold")(FramesToFloat(name="to_float")(frames))  # (B*T, S, S, 1)
+    if backbone == "seed":
+        x = layers.Conv2D(2, (2, 2), activation="relu", name="conv")(x)
+        x = layers.MaxPooling2D(pool_size=(2, 2), name="pool")(x)
+    else:
+        x = layers.Concatenate(name="to_rgb")([x, x, x])
+        x = _backbone(backbone, size, backbone_weights, frozen)(x)
+    h, w, c = x.shape[1:]
+    # rows: (N, H', W', C) -> N*H' sequences of W' steps; columns: N*W' sequences of H' steps
+    rows = layers.Reshape((w, c), name="rows_as_sequences")(FoldTime(name="fold_rows")(x))
+    rows = layers.LSTM(row_units, name="row_lstm")(rows)
+    rows = layers.Reshape((h * row_units,), name="row_features")(UnfoldTime(h, name="unfold_rows")(rows))
+    cols = layers.Permute((2, 1, 3), name="transpose")(x)
+    cols = layers.Reshape((h, c), name="cols_as_sequences")(FoldTime(name="fold_cols")(cols))
+    cols = layers.LSTM(col_units, name="col_lstm")(cols)
+    cols = layers.Reshape((w * col_units,), name="col_features")(UnfoldTime(w, name="unfold_cols")(cols))
+    x = layers.Concatenate(name="frame_features")([rows, cols])
+    x = UnfoldTime(size, name="unfold")(x)  # (B, T, (H'+W') * units)
+    x = layers.LSTM(time_units, name="time_lstm")(x)
+    out = layers.Dense(1, activation="sigmoid", name="dense")(x)
+    return keras.Model(frames, out, name=f"rowcol_{backbone}")
+
+
+def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compile: bool | str | None = None,
+                **options) -> keras.Model:
+    """A compiled model named ``name`` for ``size x size`` frames, taking uint8 ``(B, T, S, S)``.
+
+    jit_compile: None -> ``default_jit_compile()`` for ``fast``, False for the others
+      (the seed ran without XLA). Remaining options go to ``build_seed`` / ``build_fast`` /
+      ``build_rowcol``; an unknown option raises TypeError.
+    """
+    size = _check_size(size)
+    builders = {"seed": build_seed, "fast": build_fast, "rowcol": build_rowcol}
+    if name not in builders:
+        raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    model = builders[name](size, **options)
+    if jit_compile is None:
+        jit_compile = default_jit_compile() if name == "fast" else False
+    return compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
