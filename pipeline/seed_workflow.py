@@ -75,3 +75,65 @@ def generate_examples(size: int, n: int, rng: random.Random | None = None) -> tu
     x = np.array(xs).reshape(n, size, size, size, 1)
     y = np.array(ys).reshape(n, 1)
     return x, y
+
+
+def build_seed_model(size: int = SEED_SIZE):
+    """The seed's model exactly, on float ``(batch, time, size, size, 1)`` input; compiled as the seed's."""
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=(None, size, size, 1)),
+        layers.TimeDistributed(layers.Conv2D(2, (2, 2), activation="relu")),
+        layers.TimeDistributed(layers.MaxPooling2D(pool_size=(2, 2))),
+        layers.TimeDistributed(layers.Flatten()),
+        layers.LSTM(50),
+        layers.Dense(1, activation="sigmoid"),
+    ], name="seed_workflow")
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model
+
+
+def describe_prediction(expected: int, probability: float) -> str:
+    """The seed's line, with ``predict_classes`` replaced by thresholding at 0.5."""
+    name = {1: "Right", 0: "Left"}
+    return f"Expected: {name[int(expected)]}, Predicted: {name[int(probability > 0.5)]}"
+
+
+def run_seed_workflow(size: int = SEED_SIZE, train_samples: int = SEED_TRAIN_SAMPLES,
+                      test_samples: int = SEED_TEST_SAMPLES, batch_size: int = 32, epochs: int = 1,
+                      seed: int = 0, verbose: int = 0) -> dict:
+    """Generate, fit, evaluate and predict as the seed does; returns timings and results.
+
+    Keys: ``generate_s`` and ``generate_samples_per_s`` (training set generation),
+    ``fit_s`` and ``fit_samples_per_s`` (``model.fit`` wall time over all epochs, first
+    step included, as the seed's user experiences it), ``loss``, ``accuracy``
+    (on ``test_samples`` fresh sequences), ``prediction`` (one line) and the arguments.
+    ``seed`` seeds the ``random.Random`` generator and Keras' weight initialisation.
+    """
+    import keras
+
+    for name, value in (("size", size), ("train_samples", train_samples), ("test_samples", test_samples),
+                        ("batch_size", batch_size), ("epochs", epochs)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    rng = random.Random(seed)
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    x, y = generate_examples(size, train_samples, rng)
+    generate_s = time.perf_counter() - start
+    model = build_seed_model(size)
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    fit_s = time.perf_counter() - start
+    del x, y
+    x, y = generate_examples(size, test_samples, rng)
+    loss, accuracy = model.evaluate(x, y, verbose=0)
+    x, y = generate_examples(size, 1, rng)
+    probability = float(model.predict(x, verbose=0)[0, 0])
+    return {"size": size, "train_samples": train_samples, "test_samples": test_samples,
+            "batch_size": batch_size, "epochs": epochs, "seed": seed, "params": model.count_params(),
+            "generate_s": generate_s, "generate_samples_per_s": train_samples / generate_s,
+            "fit_s": fit_s, "fit_samples_per_s": train_samples * epochs / fit_s,
+            "loss": float(loss), "accuracy": float(accuracy),
+            "prediction": describe_prediction(int(y[0, 0]), probability)}
