@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 VARIANTS = ("trail", "dot", "square")
-MAX_SIZE = 512
+MAX_SIZE = 256  # 256^3 bytes = 16.8 MB per sequence
 
 
 @dataclass(frozen=True)

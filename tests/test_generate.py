@@ -1,0 +1,152 @@
+"""`generate` end to end: real Dask clusters, real files, the real command line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.generate import run_generation
+from pipeline.manifest import DatasetParams, load_manifest
+from pipeline.shards import read_sequences
+from pipeline.synth import SequenceSpec, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def hashes(directory: Path) -> dict:
+    doc = json.loads((directory / "manifest.json").read_text())
+    return {e["path"]: e["sha256"] for s in doc["splits"].values() for e in s["shards"]}
+
+
+def test_manifest_records_every_shard(tiny_dataset, tiny_params):
+    m = load_manifest(tiny_dataset)
+    assert m.complete and m.params == tiny_params
+    assert [e["samples"] for e in m.shards["train"]] == [32, 32, 32]
+    assert [e["samples"] for e in m.shards["test"]] == [32, 8]
+    for split in ("train", "test"):
+        for e in m.shards[split]:
+            assert len(e["sha256"]) == 64 and (tiny_dataset / e["path"]).stat().st_size == e["bytes"]
+
+
+def test_shards_readable_by_plain_h5py(tiny_dataset):
+    import hdf5plugin  # noqa: F401  (the Zstd filter)
+
+    with h5py.File(tiny_dataset / "train-00001.h5", "r") as f:
+        assert f["frames"].dtype == np.uint8 and f["frames"].shape == (32, 8, 8, 8)
+        assert f["frames"].chunks == (8, 8, 8, 8)
+        assert f["labels"].dtype == np.uint8 and f["rows"].dtype == np.int16
+        assert f.attrs["size"] == 8 and f.attrs["split"] == "train" and f.attrs["first_sample"] == 32
+        frames, rows, cols = f["frames"][:], f["rows"][:], f["cols"][:]
+    assert set(np.unique(frames)) == {0, 1}
+    assert (frames.reshape(32, 8, -1).sum(-1) == np.arange(1, 9)).all()
+    n, t = np.nonzero(np.ones((32, 8), bool))
+    assert (frames[n, t, rows[n, t], cols[n, t]] == 1).all()
+
+
+def test_splits_use_different_streams(tiny_dataset):
+    train = read_sequences(tiny_dataset / "train-00000.h5")
+    test = read_sequences(tiny_dataset / "test-00000.h5")
+    assert not np.array_equal(train["rows"], test["rows"])
+
+
+def test_bytes_do_not_depend_on_worker_count(tmp_path, tiny_dataset, tiny_params):
+    run_generation(tmp_path / "one", tiny_params, workers=1, progress=False)
+    assert hashes(tmp_path / "one") == hashes(tiny_dataset)  # tiny_dataset used 2 workers
+
+
+def test_shard_content_matches_the_generator(tiny_dataset, tiny_params):
+    """Shard k of a split is exactly generate() on the rng of (seed, split, k)."""
+    plan = tiny_params.plans()[1]
+    expected = generate(plan.rng(), plan.samples, SequenceSpec(tiny_params.size))
+    got = read_sequences(tiny_dataset / plan.name)
+    assert np.array_equal(got["frames"], expected.frames) and np.array_equal(got["labels"], expected.labels)
+
+
+def test_rerun_is_a_no_op_and_other_params_are_refused(tmp_path, tiny_params):
+    out = tmp_path / "d"
+    run_generation(out, tiny_params, workers=1, progress=False)
+    before = (out / "manifest.json").read_bytes()
+    r = cli("generate", "--out", out, "--size", 8, "--samples", 96, "--test-samples", 40, "--shard-size", 32,
+            "--chunk", 8, "--seed", 7, "--workers", 1, "--quiet")
+    assert r.returncode == 0 and "nothing to do" in r.stdout
+    r = cli("generate", "--out", out, "--size", 9, "--samples", 96, "--test-samples", 40, "--shard-size", 32,
+            "--chunk", 8, "--seed", 7, "--workers", 1, "--quiet")
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "size 8 vs 9" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (out / "manifest.json").read_bytes() == before
+    r = cli("generate", "--out", out, "--size", 9, "--samples", 64, "--test-samples", 16, "--shard-size", 32,
+            "--workers", 1, "--quiet", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert load_manifest(out).params.size == 9 and sorted(p.name for p in out.glob("*.h5")) == [
+        "test-00000.h5", "train-00000.h5", "train-00001.h5"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--size", "1"], "size"),
+    (["--size", "100000"], "size"),
+    (["--samples", "0"], "samples"),
+    (["--test-samples", "-3"], "test-samples"),
+    (["--shard-size", "50000"], "shard-size"),
+    (["--variant", "circle"], "variant"),
+    (["--codec", "rar"], "codec"),
+    (["--workers", "0"], "workers"),
+    (["--samples", "ten"], "invalid int"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, message):
+    out = tmp_path / "never"
+    r = cli("generate", "--out", out, "--samples", 100, "--shard-size", 50, "--quiet", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    r = cli("generate", "--out", target, "--samples", 10, "--shard-size", 10, "--quiet")
+    assert r.returncode == 2 and "not a directory" in r.stderr and target.read_text() == "x"
+
+
+def test_second_generator_on_the_same_directory_is_refused(tmp_path):
+    import fcntl
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        r = cli("generate", "--out", out, "--samples", 10, "--shard-size", 10, "--quiet")
+    assert r.returncode == 2 and "another generator (pid 4242)" in r.stderr
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun_gives_identical_dataset(tmp_path):
+    args = ["--size", 40, "--samples", 6000, "--test-samples", 400, "--shard-size", 200, "--workers", 2, "--quiet"]
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    assert cli("generate", "--out", clean, *args).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "generate", "--out", str(crashed), *map(str, args)],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(crashed.glob("train-*.h5"))) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not load_manifest(crashed).complete
+    r = cli("generate", "--out", crashed, *args)
+    assert r.returncode == 0, r.stderr
+    assert hashes(crashed) == hashes(clean)
+    assert not list(crashed.glob("*.tmp-*"))
+    assert cli("verify", crashed, "--quiet").returncode == 0
