@@ -16,11 +16,12 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 from pipeline import codecs
 from pipeline.errors import DataError, UsageError
 from pipeline.manifest import MANIFEST, DatasetParams, Manifest, load_manifest
-from pipeline.shards import TMP_MARK, ShardPlan, check_shard, sha256_of, write_shard
+from pipeline.shards import TMP_MARK, ShardPlan, ShardRecord, check_shard, sha256_of, write_shard
 from pipeline.synth import VARIANTS
 
 LOCK = ".lock"
@@ -139,8 +140,12 @@ def dask_client(workers: int, scheduler: str | None):
 
 
 def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler: str | None = None,
-                   overwrite: bool = False, progress: bool = True) -> Manifest:
-    """Generate (or finish) the dataset in `out`. Returns the complete manifest."""
+                   overwrite: bool = False, progress: bool = True,
+                   on_shard: Callable[[ShardRecord], None] | None = None) -> Manifest:
+    """Generate (or finish) the dataset in `out`. Returns the complete manifest.
+
+    on_shard: called in this process with each shard's record as it lands (after the manifest records it).
+    """
     from tqdm import tqdm
 
     check_output_dir(out)
@@ -175,6 +180,8 @@ def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler:
                     manifest.entry(plan.split, plan.name).update(sha256=record.sha256, bytes=record.bytes)
                     manifest.save(out)
                     bar.update(plan.samples)
+                    if on_shard:
+                        on_shard(record)
             finally:
                 bar.close()
                 for future in futures:
@@ -187,8 +194,10 @@ def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler:
 def run(args) -> int:
     params = params_from_args(args)
     started = time.perf_counter()
+    peak_rss = []
     manifest = run_generation(args.out, params, workers=args.workers, scheduler=args.scheduler,
-                              overwrite=args.overwrite, progress=not args.quiet)
+                              overwrite=args.overwrite, progress=not args.quiet,
+                              on_shard=lambda record: peak_rss.append(record.peak_rss_bytes))
     doc = manifest.to_json()
     total = params.samples + params.test_samples
     stored = sum(e["bytes"] for s in doc["splits"].values() for e in s["shards"])
@@ -196,5 +205,6 @@ def run(args) -> int:
     print(f"{args.out}: {total:,} sequences of {params.size}x{params.size}x{params.size} in "
           f"{sum(len(s['shards']) for s in doc['splits'].values())} shards, {stored / 1e6:.1f} MB "
           f"({doc['storage']['stored_bytes_per_sample']} B/sequence, "
-          f"{total * params.size ** 3 / max(stored, 1):.0f}x smaller than raw), {seconds:.1f} s")
+          f"{total * params.size ** 3 / max(stored, 1):.0f}x smaller than raw), {seconds:.1f} s"
+          + (f", peak worker memory {max(peak_rss) / 2**20:.0f} MiB" if peak_rss else ""))
     return 0

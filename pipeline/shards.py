@@ -60,6 +60,7 @@ class ShardRecord:
     samples: int
     sha256: str
     bytes: int
+    peak_rss_bytes: int  # of the process that wrote it, when it finished (not kept in the manifest)
 
 
 def sha256_of(path: Path, block: int = 1 << 20) -> str:
@@ -68,6 +69,13 @@ def sha256_of(path: Path, block: int = 1 << 20) -> str:
         while chunk := f.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
@@ -98,7 +106,7 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
                 f.attrs[key] = value
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size)
+        record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size, peak_rss_bytes())
         os.replace(tmp, final)
         return record
     finally:
