@@ -1,0 +1,132 @@
+"""Generation figures for the README: per-core throughput against the seed's generator,
+the codec table, and worker memory for N and 10N sequences. All measured in one run.
+
+    .venv/bin/python bench/generation.py [--size 50] [--samples 2048] [--repeats 5]
+
+Per-core throughput is one process running `write_shard` (render + compress + write +
+fsync + SHA-256): what one Dask worker does per shard, without the cluster.
+
+The seed's `generate_examples` is measured two ways. "cold": as the seed's workflow runs
+it, one call in a fresh process (the seed asks for 5,000 sequences, 5 GB of float64);
+its cost is dominated by first touching that memory. "warm": repeated small calls in one
+process, where the allocator recycles freed memory; an upper bound the seed never sees.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+
+from pipeline import codecs
+from pipeline.seed_workflow import generate_examples
+from pipeline.shards import ShardPlan, write_shard
+from pipeline.synth import SequenceSpec
+
+
+def timed(fn, repeats: int) -> list[float]:
+    """Wall seconds of `repeats` calls after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def rate(n: int, seconds: list[float]) -> dict:
+    """samples/s: median and the spread (min..max) over repeats."""
+    rates = sorted(n / s for s in seconds)
+    return {"median": statistics.median(rates), "min": rates[0], "max": rates[-1]}
+
+
+def seed_warm_rate(size: int, n: int, repeats: int) -> dict:
+    rng = random.Random(0)
+    return rate(n, timed(lambda: generate_examples(size, n, rng), repeats))
+
+
+def seed_cold_rate(size: int, n: int, repeats: int) -> dict:
+    """One `generate_examples(size, n)` call per fresh process, as the seed's workflow makes it."""
+    code = ("import random, time; from pipeline.seed_workflow import generate_examples; "
+            f"t = time.perf_counter(); generate_examples({size}, {n}, random.Random(0)); "
+            "print(time.perf_counter() - t)")
+    seconds = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout) for _ in range(repeats)]
+    return rate(n, seconds)
+
+
+def codec_rows(size: int, samples: int, repeats: int, scratch: Path) -> list[dict]:
+    rows = []
+    for codec in codecs.CODECS:
+        plan = ShardPlan("train", 0, 0, samples, 0, SequenceSpec(size), codecs.DEFAULT_CHUNK, codec)
+        write = rate(samples, timed(lambda: write_shard(scratch, plan), repeats))
+        path = scratch / plan.name
+
+        def read():
+            with h5py.File(path, "r") as f:
+                f["frames"][:]
+
+        rows.append({"codec": codec, "write": write, "read": rate(samples, timed(read, repeats)),
+                     "bytes_per_sample": path.stat().st_size / samples,
+                     "ratio": samples * size ** 3 / path.stat().st_size})
+    return rows
+
+
+def memory_rows(size: int, scratch: Path) -> list[dict]:
+    """Peak worker RSS generating N and 10N sequences with the same shard size (`generate`, 2 workers)."""
+    rows = []
+    for total in (5000, 50000):
+        out = subprocess.run([sys.executable, "-m", "pipeline", "generate", "--out", str(scratch / f"mem{total}"),
+                              "--size", str(size), "--samples", str(total), "--test-samples", "1000",
+                              "--shard-size", "500", "--workers", "2", "--quiet"],
+                             capture_output=True, text=True, check=True).stdout
+        peak = float(re.search(r"peak worker memory (\d+) MiB", out).group(1))
+        rows.append({"sequences": total + 1000, "shard_size": 500, "peak_worker_rss_mib": peak})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=50)
+    p.add_argument("--samples", type=int, default=2048, help="sequences per timed shard")
+    p.add_argument("--seed-samples", type=int, default=1000,
+                   help="sequences per cold seed call (the seed's workflow asks for 5,000: 10 GB peak)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="genbench-") as tmp:
+        scratch = Path(tmp)
+        memory = memory_rows(args.size, scratch)
+        cold = seed_cold_rate(args.size, args.seed_samples, min(args.repeats, 3))
+        warm = seed_warm_rate(args.size, 200, args.repeats)
+        table = codec_rows(args.size, args.samples, args.repeats, scratch)
+    print(f"size {args.size}; samples/s per core, median (min..max) of {args.repeats}\n")
+    for name, r in (("cold, one call in a fresh process, as the seed runs it", cold),
+                    ("warm, repeated 200-sequence calls", warm)):
+        print(f"seed generate_examples ({name}): {r['median']:,.0f} ({r['min']:,.0f}..{r['max']:,.0f})")
+    print("\n| codec | write samples/s | x seed cold | x seed warm | bytes/sample | ratio | read samples/s (h5py, 1 thread) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in table:
+        w = r["write"]
+        print(f"| {r['codec']}{' (default)' if r['codec'] == codecs.DEFAULT_CODEC else ''} | "
+              f"{w['median']:,.0f} ({w['min']:,.0f}..{w['max']:,.0f}) | {w['median'] / cold['median']:.0f}x | "
+              f"{w['median'] / warm['median']:.1f}x | {r['bytes_per_sample']:,.0f} | {r['ratio']:.0f}x | "
+              f"{r['read']['median']:,.0f} |")
+    print("\n| sequences | shard size | peak worker RSS |\n|---|---|---|")
+    for r in memory:
+        print(f"| {r['sequences']:,} | {r['shard_size']} | {r['peak_worker_rss_mib']:.0f} MiB |")
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "seed_cold": cold, "seed_warm": warm, "codecs": table, "memory": memory}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
