@@ -67,7 +67,8 @@ class Grid:
     """What one bench run measures, and with what budget. Validates itself.
 
     gen_raw_mb / seed_raw_mb: uint8 frame megabytes per timed generation run (ours / seed);
-    samples = MB * 1e6 / size**3. workers: generator worker counts; () -> 1, 2, all cores.
+    samples = MB * 1e6 / size**3, at most gen_max_samples.
+    workers: generator worker counts; () -> 1, 2, all cores.
     dataset_*: the train/test dataset each size's load/train/accuracy suites read.
     """
 
@@ -76,6 +77,7 @@ class Grid:
     suites: tuple[str, ...] = SUITES
     workers: tuple[int, ...] = ()
     gen_raw_mb: float = 1000.0
+    gen_max_samples: int = 100_000
     gen_repeats: int = 3
     seed_raw_mb: float = 40.0
     seed_repeats: int = 2
@@ -111,7 +113,7 @@ class Grid:
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ValueError(f"unknown suite {unknown[0]!r}; suites are {', '.join(SUITES)}")
-        for name in ("gen_repeats", "seed_repeats", "load_batches", "train_steps", "seed_workflow_steps",
+        for name in ("gen_max_samples", "gen_repeats", "seed_repeats", "load_batches", "train_steps", "seed_workflow_steps",
                      "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
                      "dataset_shard_size"):
             value = getattr(self, name)
@@ -302,7 +304,7 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
     import logging
 
     for size in grid.sizes:
-        samples = max(16, int(grid.gen_raw_mb * 1e6 / size ** 3))
+        samples = max(16, min(grid.gen_max_samples, int(grid.gen_raw_mb * 1e6 / size ** 3)))
         raw_mb = samples * size ** 3 / 1e6
         for workers in grid.worker_counts():
             key = dict(size=size, workers=workers, samples=samples)
@@ -341,7 +343,7 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
                 rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
                 rec.add("generate", "ours", "stored_mb_per_s", stored[-1] / 1e6 / median, **key, **extra)
                 rec.add("generate", "ours", "per_worker_samples_per_s", samples / median / workers, **key, **extra)
-        seed_samples = max(2, int(grid.seed_raw_mb * 1e6 / size ** 3))
+        seed_samples = max(2, min(grid.gen_max_samples, int(grid.seed_raw_mb * 1e6 / size ** 3)))
         key = dict(size=size, workers=1, samples=seed_samples)
         with rec.cell("generate", "seed", ("samples_per_s", "mb_per_s", "per_worker_samples_per_s"), **key):
             log(f"generate seed size={size} samples={seed_samples}")
