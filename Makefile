@@ -43,5 +43,15 @@ test-slow: $(STAMP)
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m faults
 
+bench: $(STAMP)
+	$(PY) -m pipeline bench $(if $(QUICK),--quick)
+
+bench-micro: $(STAMP)
+	$(PY) -m pytest bench/micro -o addopts="" --benchmark-only --benchmark-autosave --benchmark-storage=bench/results/micro $(if $(COMPARE),--benchmark-compare=$(COMPARE))
+
+report: $(STAMP)
+	$(if $(RESULTS),,$(error no result files: run `make bench` first or pass RESULTS="a.json b.json"))
+	$(PY) -m pipeline report $(RESULTS) --out bench/report
+
 clean:
 	rm -rf .pytest_cache .benchmarks
