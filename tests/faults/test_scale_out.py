@@ -1,0 +1,88 @@
+"""Generation on a Dask cluster started as separate processes: same bytes, a worker killed mid-shard, two generators."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from faultlib import PY, bytes_lost, cli, kill_group, shard_hashes, spawn, wait_for
+from pipeline.generate import run_generation
+from pipeline.manifest import DatasetParams
+from pipeline.verify import find_problems
+
+pytestmark = pytest.mark.faults
+
+SMALL = ["--size", 16, "--samples", 480, "--test-samples", 40, "--shard-size", 8, "--chunk", 8, "--seed", 3, "--quiet"]
+# Shards big enough (~0.5 s each to write) that a worker can be caught mid-shard.
+BIG_PARAMS = DatasetParams(size=48, samples=2400, test_samples=200, shard_size=200, chunk=25, seed=11)
+BIG = ["--size", 48, "--samples", 2400, "--test-samples", 200, "--shard-size", 200, "--chunk", 25, "--seed", 11, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def big_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("big") / "reference"
+    run_generation(out, BIG_PARAMS, workers=2, progress=False)
+    return out
+
+
+def test_dask_cluster_gives_the_same_bytes_as_a_local_run(dask_cluster, tmp_path, tally):
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert cli("generate", "--out", local, *SMALL, "--workers", 2).returncode == 0
+    r = cli("generate", "--out", remote, *SMALL, "--scheduler", dask_cluster.address)
+    assert r.returncode == 0, r.stderr
+    assert dask_cluster.address in r.stdout
+    v = cli("verify", remote, "--quiet")
+    lost = bytes_lost(local, remote)
+    tally("scale-out: Dask cluster vs local (same bytes)", lost == 0 and v.returncode == 0, lost)
+    assert shard_hashes(remote) == shard_hashes(local) and lost == 0
+    assert (remote / "manifest.json").read_bytes() == (local / "manifest.json").read_bytes()
+    assert v.returncode == 0, v.stdout
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_worker_killed_mid_shard_is_redone(trial, fresh_dask_cluster, big_reference, tmp_path, tally):
+    cluster = fresh_dask_cluster
+    victim = cluster.workers[trial % 2]
+    out = tmp_path / "d"
+    gen = spawn([PY, "-m", "pipeline", "generate", "--out", out, *BIG, "--scheduler", cluster.address],
+                stdout=open(tmp_path / "gen.log", "w"), stderr=open(tmp_path / "gen.err", "w"))
+    try:
+        # Wait until the victim has a shard open under its temporary name (its pid is in the name), then kill it.
+        wait_for(lambda: list(out.glob(f"*.h5.tmp-{victim.pid}")) if out.exists() else None, 120,
+                 "the victim worker to start a shard", interval=0.005)
+        kill_group(victim)
+        code = gen.wait(timeout=300)
+    finally:
+        kill_group(gen)
+    problems = find_problems(out) if (out / "manifest.json").exists() else ["no manifest"]
+    leftovers = sorted(p.name for p in out.glob("*.tmp-*"))
+    lost = bytes_lost(big_reference, out)
+    survived = code == 0 and not problems and lost == 0
+    tally("Dask worker SIGKILLed mid-shard", survived, lost, leftover_tmp=bool(leftovers))
+    assert code == 0, (tmp_path / "gen.err").read_text()[-2000:]
+    assert lost == 0
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_second_generator_on_the_same_directory_is_refused(trial, tmp_path, big_reference, tally):
+    out = tmp_path / "d"
+    first = spawn([PY, "-m", "pipeline", "generate", "--out", out, *BIG, "--workers", 2],
+                  stdout=open(tmp_path / "first.log", "w"), stderr=open(tmp_path / "first.err", "w"))
+    try:
+        wait_for(lambda: (out / "manifest.json").exists(), 120, "the first generator's manifest")
+        time.sleep(0.5 * trial)
+        args = BIG if trial < 2 else [*BIG[:1], 47, *BIG[2:]]  # same command, and once with other parameters
+        second = cli("generate", "--out", out, *args, "--workers", 1)
+        still_running = first.poll() is None
+        code = first.wait(timeout=300)
+    finally:
+        kill_group(first)
+    lines = second.stderr.strip().splitlines()
+    refused = second.returncode == 2 and len(lines) == 1 and "another generator" in lines[0]
+    problems = find_problems(out)
+    lost = bytes_lost(big_reference, out)
+    tally("two generators on one directory", refused and code == 0 and not problems and lost == 0, lost)
+    assert still_running, "the first generator finished before the second started; the trial proves nothing"
+    assert refused, second.stderr
+    assert code == 0 and not problems and lost == 0, problems
