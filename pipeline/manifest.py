@@ -139,6 +139,8 @@ def load_manifest(directory: Path) -> Manifest:
         raise DataError(f"{path}: missing (not a dataset directory?)")
     try:
         doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError(f"expected a JSON object, found {type(doc).__name__}")
         if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format {doc.get('format')!r} version {doc.get('format_version')!r} "
                              f"is not {FORMAT!r} version {FORMAT_VERSION}")
