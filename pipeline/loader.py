@@ -1,0 +1,327 @@
+"""tf.data loader: stream a dataset's HDF5 shards as batches of uint8 frames.
+
+    ds = make_dataset("datasets/moving-square-50", "train", 32, repeat=True)
+    model.fit(ds, steps_per_epoch=..., epochs=...)      # elements: frames (B,T,S,S) uint8, labels (B,) uint8
+
+`open_dataset` validates the whole split before any training (manifest, every shard's
+presence, shapes, dtypes, counts, size, SHA-256 against the manifest) and indexes every
+chunk of `frames`: byte offset, length and a fingerprint of its stored bytes.
+
+Reading: shards are interleaved `readers` at a time; each chunk is decoded by one of two
+mechanisms, chosen by codec (README "Loader" has the measurements):
+
+* graph (gzip, none): `tf.io.read_file` + `tf.strings.substr` + `tf.io.decode_compressed`
+  ("ZLIB") + `tf.io.decode_raw`, all TensorFlow ops: parallel without the GIL or h5py's lock,
+  and the only mechanism that runs under tf.data service.
+* process (zstd-fast, zstd, lz4, blosc-lz4): `pipeline.chunk_reader.ChunkReader` worker
+  processes, each with its own h5py, decoding into shared memory; reached through
+  `tf.py_function`, so not under tf.data service.
+
+Either way a chunk whose bytes differ from those indexed at open raises an error naming the
+shard, never zeros. Order: per epoch the shard order and each shard's chunk order are
+permuted with stateless seeds drawn from `seed`, then samples go through a shuffle buffer;
+`deterministic=True` gives the same order for the same seed, epochs differ.
+Memory: the shuffle buffer, `readers` chunks in flight per stage and the prefetch buffer.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline import codecs  # noqa: F401  (registers plugin filters)
+from pipeline.errors import DataError
+from pipeline.manifest import MANIFEST, load_manifest
+from pipeline.shards import check_shard
+
+GRAPH_CODECS = ("gzip", "none")  # decodable by TensorFlow ops
+MECHANISMS = ("auto", "graph", "process")
+SHUFFLE_BUFFER_BYTES = 256 << 20  # default sample shuffle buffer: ~256 MB of frames
+
+
+@dataclass(frozen=True)
+class Source:
+    """A validated split: its shards and a table of every chunk of `frames`.
+
+    Chunk table (one entry per chunk, in manifest order): `shard` index into `paths`,
+    `start` first sample within the shard, `count` samples, `offset`/`nbytes` of the stored
+    bytes in the file, `crc` (zlib CRC-32) and `fingerprint` (TF farmhash) of those bytes,
+    `first` index of its first sample within the split (into `labels`).
+    """
+
+    directory: Path
+    split: str
+    size: int
+    codec: str
+    chunk: int
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    shard: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    offset: np.ndarray
+    nbytes: np.ndarray
+    crc: np.ndarray
+    fingerprint: np.ndarray
+    first: np.ndarray
+
+    @property
+    def samples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, self.size)
+
+    @property
+    def chunks(self) -> int:
+        return len(self.shard)
+
+
+def open_dataset(data_dir, split: str, expected_size: int | None = None, *, check_hashes: bool = True) -> Source:
+    """Validate split `split` of the dataset in `data_dir` and index its chunks.
+
+    Raises DataError naming the file on: a missing or malformed manifest, an incomplete
+    dataset, a size other than `expected_size`, a missing shard, wrong shapes/dtypes, counts
+    that disagree with the manifest, a file whose length or SHA-256 (`check_hashes`) differs
+    from the manifest, a chunk outside its file or with a skipped filter.
+    """
+    directory = Path(data_dir)
+    manifest = load_manifest(directory)
+    params = manifest.params
+    if split not in manifest.shards:
+        raise ValueError(f"split must be one of {', '.join(manifest.shards)}, got {split!r}")
+    if not manifest.complete:
+        raise DataError(f"{directory / MANIFEST}: dataset is incomplete (generation still running or interrupted)")
+    if expected_size is not None and params.size != expected_size:
+        raise DataError(f"{directory / MANIFEST}: dataset has size {params.size}, expected {expected_size}")
+    size, chunk = params.size, min(params.chunk, params.shard_size)
+    paths, labels, table = [], [], []
+    first = 0
+    for index, entry in enumerate(manifest.shards[split]):
+        path = directory / entry["path"]
+        n = entry["samples"]
+        check_shard(path, n, size)
+        raw = path.read_bytes()
+        if entry.get("bytes") is not None and len(raw) != entry["bytes"]:
+            raise DataError(f"{path}: {len(raw):,} bytes, the manifest says {entry['bytes']:,} (truncated or replaced?)")
+        if check_hashes and entry.get("sha256") and hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+            raise DataError(f"{path}: SHA-256 differs from the manifest (corrupt or replaced)")
+        with h5py.File(path, "r") as f:
+            frames = f["frames"]
+            if frames.chunks != (chunk, size, size, size):
+                raise DataError(f"{path}: frames chunked as {frames.chunks}, expected {(chunk, size, size, size)}")
+            filters = frames.id.get_create_plist()
+            if (params.codec == "gzip" and not _is_plain_deflate(filters)
+                    or params.codec == "none" and filters.get_nfilters() != 0):
+                raise DataError(f"{path}: frames filters do not match codec {params.codec!r}")
+            expected_chunks = -(-n // chunk)
+            if frames.id.get_num_chunks() != expected_chunks:
+                raise DataError(f"{path}: {frames.id.get_num_chunks()} chunks stored, expected {expected_chunks}")
+            shard_labels = f["labels"][:]
+            for k in range(expected_chunks):
+                info = frames.id.get_chunk_info(k)
+                start = info.chunk_offset[0]
+                if info.filter_mask != 0:
+                    raise DataError(f"{path}: chunk at sample {start} was stored with a filter skipped")
+                if info.byte_offset + info.size > len(raw):
+                    raise DataError(f"{path}: chunk at sample {start} lies past the end of the file")
+                stored = raw[info.byte_offset:info.byte_offset + info.size]
+                table.append((index, start, min(chunk, n - start), info.byte_offset, info.size,
+                              zlib.crc32(stored), stored, first + start))
+        if len(shard_labels) != n:
+            raise DataError(f"{path}: {len(shard_labels)} labels, the manifest says {n}")
+        paths.append(str(path.resolve()))
+        labels.append(shard_labels)
+        first += n
+    if not table:
+        raise DataError(f"{directory / MANIFEST}: split {split!r} has no shards")
+    if params.codec in GRAPH_CODECS:
+        fingerprints = _fingerprints([row[6] for row in table])
+    else:
+        fingerprints = np.zeros(len(table), np.int64)
+    cols = list(zip(*table))
+    return Source(directory, split, size, params.codec, chunk, tuple(paths),
+                  np.concatenate(labels).astype(np.uint8),
+                  shard=np.array(cols[0], np.int32), start=np.array(cols[1], np.int64),
+                  count=np.array(cols[2], np.int32), offset=np.array(cols[3], np.int64),
+                  nbytes=np.array(cols[4], np.int64), crc=np.array(cols[5], np.int64),
+                  fingerprint=fingerprints, first=np.array(cols[7], np.int64))
+
+
+def _is_plain_deflate(plist) -> bool:
+    return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == h5py.h5z.FILTER_DEFLATE
+
+
+def _fingerprints(blobs: list[bytes]) -> np.ndarray:
+    import tensorflow as tf
+
+    return tf.strings.to_hash_bucket_fast(tf.constant(blobs), 2**62).numpy()
+
+
+def default_shuffle_buffer(size: int, chunk: int) -> int:
+    """Samples in ~SHUFFLE_BUFFER_BYTES of frames, at least two chunks."""
+    return max(2 * chunk, SHUFFLE_BUFFER_BYTES // size ** 3)
+
+
+def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 repeat: bool = False, drop_remainder: bool = False, deterministic: bool = True,
+                 readers: int | None = None, shuffle_buffer: int | None = None, steps: int | None = None,
+                 prefetch: bool = True, expected_size: int | None = None, mechanism: str = "auto",
+                 source: Source | None = None):
+    """Batches `(frames uint8 (B,T,S,S), labels uint8 (B,))` of split `split`, as a tf.data.Dataset.
+
+    shuffle: permute shard order and chunk order each epoch and pass samples through a
+      shuffle buffer of `shuffle_buffer` samples (default ~256 MB of frames; 0: chunk
+      permutations only). Same order for the same `seed` when `deterministic`.
+    repeat: endless epochs; steps: stop after that many batches.
+    readers: shards read in parallel (default: all cores); mechanism: "auto" (graph for
+      gzip/none, process otherwise), "graph" or "process".
+    prefetch: prefetch to the accelerator when one is present, else a plain prefetch;
+      pass False before `distribute` to tf.data service.
+    source: an already opened `open_dataset` result (skips re-validation).
+    """
+    import tensorflow as tf
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+    readers = readers or os.cpu_count() or 1
+    if not isinstance(readers, int) or readers < 1:
+        raise ValueError(f"readers must be a positive integer, got {readers!r}")
+    src = source or open_dataset(data_dir, split, expected_size)
+    if mechanism == "auto":
+        mechanism = "graph" if src.codec in GRAPH_CODECS else "process"
+    if mechanism == "graph" and src.codec not in GRAPH_CODECS:
+        raise ValueError(f"mechanism 'graph' decodes only {', '.join(GRAPH_CODECS)}, this dataset is {src.codec!r}")
+    if shuffle_buffer is None:
+        shuffle_buffer = default_shuffle_buffer(src.size, src.chunk)
+    if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be a non-negative integer, got {shuffle_buffer!r}")
+
+    read_chunk = _graph_reader(src) if mechanism == "graph" else _process_reader(src, readers)
+    shards_of = _chunk_ranges(src)
+
+    def one_epoch(epoch_seed):
+        order = tf.range(len(src.paths), dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([epoch_seed, -1]))
+
+        def chunks_of(shard):
+            lo, hi = shards_of[0][shard], shards_of[1][shard]
+            ids = tf.range(lo, hi)
+            if shuffle:
+                ids = tf.random.experimental.stateless_shuffle(ids, seed=tf.stack([epoch_seed, shard]))
+            return read_chunk(shard, tf.data.Dataset.from_tensor_slices(ids))
+
+        return tf.data.Dataset.from_tensor_slices(order).interleave(
+            chunks_of, cycle_length=readers, block_length=1, num_parallel_calls=readers,
+            deterministic=deterministic)
+
+    # One int64 per epoch; rerandomized on every iteration, so model.fit epochs differ.
+    epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = (epochs if repeat else epochs.take(1)).flat_map(one_epoch)
+    if shuffle and shuffle_buffer > 0:
+        ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    if steps is not None:
+        ds = ds.take(steps)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    ds = ds.with_options(options)
+    if prefetch:
+        from pipeline.devices import compute_device, has_gpu
+
+        if has_gpu():
+            ds = ds.apply(tf.data.experimental.prefetch_to_device(compute_device(), buffer_size=2))
+        else:
+            ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds
+
+
+def _chunk_ranges(src: Source):
+    """Per shard, [lo, hi) of its chunks in the chunk table, as int64 constants."""
+    import tensorflow as tf
+
+    lo = np.searchsorted(src.shard, np.arange(len(src.paths)), side="left")
+    hi = np.searchsorted(src.shard, np.arange(len(src.paths)), side="right")
+    return tf.constant(lo, tf.int64), tf.constant(hi, tf.int64)
+
+
+def _labels_of(src: Source):
+    import tensorflow as tf
+
+    labels, first, count = tf.constant(src.labels), tf.constant(src.first), tf.constant(src.count)
+
+    def labels_of(c):
+        return tf.slice(labels, [first[c]], [tf.cast(count[c], tf.int64)])
+
+    return labels_of
+
+
+def _graph_reader(src: Source):
+    """chunks -> (frames, labels) with TensorFlow ops only (gzip/none): runs under tf.data service."""
+    import tensorflow as tf
+
+    paths = tf.constant(src.paths)
+    offset, nbytes = tf.constant(src.offset), tf.constant(src.nbytes)
+    fingerprint, count, start = tf.constant(src.fingerprint), tf.constant(src.count), tf.constant(src.start)
+    chunk_shape = (-1, *src.frame_shape)
+    labels_of = _labels_of(src)
+    zlib_coded = src.codec == "gzip"
+
+    def read_chunk(shard, ids):
+        content = tf.io.read_file(paths[shard])  # one read per shard (~0.5% of its raw bytes)
+
+        def decode(c):
+            end = offset[c] + nbytes[c]
+            fits = tf.debugging.Assert(end <= tf.cast(tf.strings.length(content), tf.int64),
+                                       ["truncated shard", paths[shard], "chunk at sample", start[c]])
+            with tf.control_dependencies([fits]):
+                stored = tf.strings.substr(content, offset[c], nbytes[c])
+            same = tf.debugging.Assert(tf.strings.to_hash_bucket_fast(stored, 2**62) == fingerprint[c],
+                                       ["corrupt chunk in shard", paths[shard], "at sample", start[c]])
+            with tf.control_dependencies([same]):
+                raw = tf.io.decode_compressed(stored, "ZLIB") if zlib_coded else tf.identity(stored)
+            frames = tf.reshape(tf.io.decode_raw(raw, tf.uint8), chunk_shape)[:count[c]]
+            return frames, labels_of(c)
+
+        return ids.map(decode)
+
+    return read_chunk
+
+
+def _process_reader(src: Source, readers: int):
+    """chunks -> (frames, labels) decoded by worker processes (any codec h5py reads)."""
+    import tensorflow as tf
+
+    from pipeline.chunk_reader import ChunkReader
+
+    reader = ChunkReader(src.paths, (src.chunk, *src.frame_shape), workers=readers)
+    table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc], axis=1).astype(np.int64)
+    labels_of = _labels_of(src)
+    frame_shape = src.frame_shape
+
+    def read(c):
+        return reader.read(*(int(v) for v in table[int(c)]))
+
+    def decode(c):
+        frames = tf.py_function(read, [c], tf.uint8)
+        frames.set_shape((None, *frame_shape))
+        return frames, labels_of(c)
+
+    def read_chunk(shard, ids):
+        return ids.map(decode)
+
+    read_chunk.reader = reader  # keeps the pool alive as long as the dataset function
+    return read_chunk
