@@ -18,7 +18,9 @@ Names:
   with tensor cores only), ``jit_compile`` (XLA; default per device, see
   ``default_jit_compile``), ``use_cudnn`` (the LSTM keeps cuDNN's conditions: default
   activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``seed`` model's
-  weights unchanged (``fast.set_weights(seed.get_weights())``).
+  weights unchanged (``fast.set_weights(seed.get_weights())``). On CPU it also replaces
+  Conv2D/MaxPooling2D/Flatten by one ``ConvPool`` layer and the LSTM by ``ProjectedLSTM``
+  (same weights, same outputs to float rounding; see their docstrings); both switchable.
 * ``rowcol`` the row/column architecture of seed 004 (arXiv 1611.07890, fig. 2): per frame a
   CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
   columns fed to one LSTM, each column a sequence over rows fed to another, and the two
@@ -84,17 +86,128 @@ class UnfoldTime(layers.Layer):
         return {**super().get_config(), "steps": self.steps}
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class ConvPool(layers.Layer):
+    """``Conv2D(filters, (2, 2), relu)`` then ``MaxPooling2D(2)`` then ``Flatten``, computed in one pass.
+
+    Same weights (kernel ``(2, 2, 1, filters)``, bias ``(filters,)``) and same outputs as the
+    three seed layers on ``(N, S, S, 1)`` input, but without the ``(N, S-1, S-1, filters)``
+    intermediate: pooled cell ``(i, j)`` only depends on the 3x3 input patch at ``(2i, 2j)``,
+    so the 9 stride-2 shifted views of the input, times a ``(9, 4 * filters)`` matrix built
+    from the kernel, give the 4 conv outputs of every pooling window at once; max over the
+    window, add the bias, relu (both commute with the max). Output ``(N, P*P*filters)``,
+    ``P = (S - 1) // 2``, flattened in the same (row, column, channel) order as ``Flatten``.
+    """
+
+    def __init__(self, filters: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        # scatter[dy, dx, k, w]: kernel tap (dy, dx) of pooling-window cell w reads patch pixel k
+        scatter = [[[[0.0] * 4 for _ in range(9)] for _ in range(2)] for _ in range(2)]
+        for w, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            for dy in range(2):
+                for dx in range(2):
+                    scatter[dy][dx][(a + dy) * 3 + (b + dx)][w] = 1.0
+        self._scatter = scatter
+        # block tap (by, bx) and block channel (ry, rx) hold patch pixel (2 by + ry, 2 bx + rx) when it is in the 3x3 patch
+        index, mask = [], []
+        for by in range(2):
+            for bx in range(2):
+                for ry in range(2):
+                    for rx in range(2):
+                        r, c = 2 * by + ry, 2 * bx + rx
+                        index.append(3 * r + c if r < 3 and c < 3 else 0)
+                        mask.append(1.0 if r < 3 and c < 3 else 0.0)
+        self._patch_index = index
+        self._patch_mask = [[[[m] for m in mask[i * 4:(i + 1) * 4]] for i in range(2 * b, 2 * b + 2)] for b in range(2)]
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(2, 2, 1, self.filters), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, x):
+        size = x.shape[1]
+        pooled = (size - 1) // 2
+        blocks = pooled + 1
+        x = x[:, :2 * blocks, :2 * blocks, 0]
+        if 2 * blocks > size:  # odd size: one zero row/column that no pooled cell reads
+            x = ops.pad(x, ((0, 0), (0, 2 * blocks - size), (0, 2 * blocks - size)))
+        # space-to-depth: (N, 2B, 2B) -> (N, B, B, 4), channel k = 2 * (row % 2) + (col % 2)
+        x = ops.reshape(x, (-1, blocks, 2, blocks, 2))
+        x = ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4)), (-1, blocks, blocks, 4))
+        scatter = ops.convert_to_tensor(self._scatter, dtype=self.compute_dtype)
+        kernel = ops.einsum("yxf,yxkw->kwf", ops.cast(self.kernel[:, :, 0, :], self.compute_dtype), scatter)
+        # patch pixel k = 3 * r + c of a 3x3 window lies in block (r // 2, c // 2), channel 2 * (r % 2) + (c % 2)
+        kernel = ops.take(ops.reshape(kernel, (9, 4 * self.filters)), self._patch_index, axis=0)
+        kernel = ops.reshape(kernel, (2, 2, 4, 4 * self.filters)) * ops.convert_to_tensor(self._patch_mask, self.compute_dtype)
+        conv = ops.conv(x, kernel, strides=1, padding="valid")  # (N, P, P, 4 * filters)
+        conv = ops.max(ops.reshape(conv, (-1, pooled, pooled, 4, self.filters)), axis=3)
+        out = ops.relu(conv + ops.cast(self.bias, self.compute_dtype))
+        return ops.reshape(out, (-1, pooled * pooled * self.filters))
+
+    def compute_output_shape(self, input_shape):
+        pooled = (input_shape[1] - 1) // 2
+        return (input_shape[0], pooled * pooled * self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ProjectedLSTM(layers.Layer):
+    """``keras.layers.LSTM(units)`` (last output only) with the input projection hoisted out of the loop.
+
+    Same weights in the same order (kernel ``(F, 4u)``, recurrent_kernel ``(u, 4u)``, bias
+    ``(4u,)``, gates i, f, c, o), same initialisers, same outputs. ``x @ kernel`` for all T
+    steps is one ``(B*T, F) x (F, 4u)`` matrix product instead of T small ones, and the
+    recurrence over the static T steps is unrolled. For CPUs; on GPU use ``LSTM`` (cuDNN).
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        u = self.units
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], 4 * u), initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(u, 4 * u), initializer="orthogonal")
+
+        def forget_ones(shape, dtype=None):  # unit_forget_bias=True, as keras.layers.LSTM
+            return ops.concatenate([ops.zeros((u,), dtype), ops.ones((u,), dtype), ops.zeros((2 * u,), dtype)])
+
+        self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer=forget_ones)
+
+    def call(self, x):
+        steps = x.shape[1]
+        z = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)  # (B, T, 4u)
+        recurrent = ops.cast(self.recurrent_kernel, x.dtype)
+        h = c = ops.zeros_like(z[:, 0, :self.units])
+        for t in range(steps):
+            i, f, g, o = ops.split(z[:, t] + ops.matmul(h, recurrent), 4, axis=-1)
+            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+            h = ops.sigmoid(o) * ops.tanh(c)
+        return h
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 # ---------------------------------------------------------------- helpers
 
-def default_jit_compile() -> bool:
+def default_jit_compile() -> bool | str:
     """XLA or not for ``fast`` on this device.
 
-    On GPU, XLA fuses the small conv/pool/cast ops. On this project's 2-core CPU, the
-    side-by-side measurement (README, "Models") found XLA slower for ``fast``; so: GPU yes, CPU no.
+    CPU: True. Side by side on the project's 2-core CPU (size 50, batch 32), XLA made the
+    ``fast`` train step faster with the fused ``ConvPool`` CNN (and slower with the plain
+    Keras Conv2D/MaxPooling2D layers, which ``fast`` no longer uses by default).
+    GPU: "auto" (Keras decides; a cuDNN LSTM turns XLA off). Not measured here.
     """
     from pipeline import devices
 
-    return devices.has_gpu()
+    return "auto" if devices.has_gpu() else True
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
@@ -136,24 +249,46 @@ def build_seed(size: int, *, style: str = "per_layer") -> keras.Model:
     return keras.Model(frames, out, name=f"seed_{style}")
 
 
-def build_fast(size: int, *, mixed_precision: bool | None = None, use_cudnn: bool | str = "auto") -> keras.Model:
+def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudnn: bool | str = "auto",
+               fused: bool = True, unroll: bool = False, lstm: str | None = None) -> keras.Model:
     """The seed's mathematics with time folded into the batch for the CNN; not compiled.
 
-    mixed_precision: None -> ``devices.default_mixed_precision()`` (GPU with tensor cores only).
-    The sigmoid output stays float32 either way.
+    mixed_precision: None -> ``devices.default_mixed_precision()`` (GPU with tensor cores only);
+      True -> "mixed_float16"; or a Keras policy name such as "mixed_bfloat16". The sigmoid
+      output stays float32 either way.
+    fused: the CNN as one ``ConvPool`` layer (conv + pool + flatten without the full-size conv
+      output; same weights, same outputs) instead of the three Keras layers.
+    lstm: "keras" (``keras.layers.LSTM``, cuDNN-eligible on GPU unless ``use_cudnn=False`` or
+      ``unroll=True``) or "projected" (``ProjectedLSTM``: same maths, input projection hoisted);
+      None -> "keras" on GPU, "projected" on CPU.
+    use_cudnn / unroll: passed to ``LSTM`` (lstm="keras" only).
     """
     from pipeline import devices
 
     if mixed_precision is None:
         mixed_precision = devices.default_mixed_precision()
-    dtype = "mixed_float16" if mixed_precision else None
+    if mixed_precision is True:
+        mixed_precision = "mixed_float16"
+    dtype = mixed_precision or None
+    if size < 3:
+        raise ValueError(f"size must be >= 3 for the fast model (2x2 conv then 2x2 pool), got {size}")
     frames = keras.Input(shape=(size, size, size), dtype="uint8", name="frames")
     x = FramesToFloat(dtype=dtype, name="to_float")(frames)
     x = FoldTime(dtype=dtype, name="fold")(x)
-    for layer in _seed_cnn_layers(dtype):
-        x = layer(x)
+    if fused:
+        x = ConvPool(2, dtype=dtype, name="conv_pool")(x)
+    else:
+        for layer in _seed_cnn_layers(dtype):
+            x = layer(x)
     x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
-    x = layers.LSTM(LSTM_UNITS, use_cudnn=use_cudnn, dtype=dtype, name="lstm")(x)
+    if lstm is None:
+        lstm = "keras" if devices.has_gpu() else "projected"
+    if lstm == "keras":
+        x = layers.LSTM(LSTM_UNITS, use_cudnn=use_cudnn, unroll=unroll, dtype=dtype, name="lstm")(x)
+    elif lstm == "projected":
+        x = ProjectedLSTM(LSTM_UNITS, dtype=dtype, name="lstm")(x)
+    else:
+        raise ValueError(f"lstm must be 'keras' or 'projected', got {lstm!r}")
     out = layers.Dense(1, activation="sigmoid", dtype="float32", name="dense")(x)
     return keras.Model(frames, out, name="fast")
 

@@ -1,0 +1,142 @@
+"""`train`: fit a CNN-LSTM model on a dataset's train split; write a run directory.
+
+A run directory holds:
+
+* ``model.keras``  the trained model (Keras 3 format; custom layers live in pipeline.models),
+* ``config.json``  everything that produced it: model name and options, the dataset's
+  parameters (size, variant, wrap, ...) and manifest hash, batch size, epochs, steps,
+  seed, device and library versions,
+* ``history.json`` per-epoch loss/accuracy and the wall time of ``model.fit``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.errors import UsageError
+
+MODEL_CHOICES = ("seed", "fast", "rowcol")
+RUN_FILES = ("model.keras", "config.json", "history.json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (made by `generate`)")
+    p.add_argument("--model", default="fast", choices=MODEL_CHOICES,
+                   help="seed: the seed's TimeDistributed network; fast: same maths, time folded into the batch; "
+                        "rowcol: row/column LSTMs over each frame's feature map")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per training step")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the train split (or of --steps steps)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per epoch; the split is repeated as needed (default: one pass over the split)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory to write (default: runs/MODEL-sSIZE-seedSEED)")
+    p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
+    p.add_argument("--style", default="per_layer", choices=("per_layer", "nested"),
+                   help="seed model only: TimeDistributed around each CNN layer or around one CNN sub-model")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                   help="fast model only: mixed float16 (default: on for GPUs with tensor cores, off otherwise)")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA-compile the train step (default: fast model on GPU only; measured slower on CPU)")
+    p.add_argument("--backbone", default="seed", choices=("seed", "vgg16", "mobilenetv2"),
+                   help="rowcol model only: per-frame CNN (keras.applications backbones need size >= 32)")
+    p.add_argument("--backbone-weights", default=None,
+                   help="rowcol model only: local weights file for the backbone (frozen); never downloaded")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+
+
+def check_positive(**values) -> None:
+    """UsageError naming the first value that is not a positive integer (None is allowed)."""
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def model_options(args) -> dict:
+    """The builder options that the chosen model accepts; UsageError for options of another model."""
+    if args.model != "fast" and args.mixed_precision is not None:
+        raise UsageError("--mixed-precision applies to --model fast only")
+    if args.model != "rowcol" and args.backbone_weights is not None:
+        raise UsageError("--backbone-weights applies to --model rowcol only")
+    if args.model == "seed":
+        return {"style": args.style}
+    if args.model == "fast":
+        return {"mixed_precision": args.mixed_precision}
+    if args.backbone_weights is not None and not Path(args.backbone_weights).is_file():
+        raise UsageError(f"--backbone-weights {args.backbone_weights}: no such file")
+    return {"backbone": args.backbone, "backbone_weights": args.backbone_weights}
+
+
+def versions() -> dict:
+    import sys
+
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__}
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              check=True, cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(args) -> int:
+    check_positive(batch_size=args.batch_size, epochs=args.epochs, steps=args.steps)
+    if args.seed < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    if not args.learning_rate > 0:
+        raise UsageError(f"--learning-rate must be positive, got {args.learning_rate}")
+    from pipeline.manifest import load_manifest, manifest_sha256
+
+    manifest = load_manifest(args.data)  # DataError (exit 1) if missing or malformed
+    size = manifest.params.size
+    options = model_options(args)
+    out = args.out or Path("runs") / f"{args.model}-s{size}-seed{args.seed}"
+    if (out / "model.keras").exists() and not args.force:
+        raise UsageError(f"{out} already holds a model (use --force to overwrite)")
+
+    import keras
+
+    from pipeline import devices
+    from pipeline.loader import make_dataset
+    from pipeline.models import build_model
+
+    keras.utils.set_random_seed(args.seed)
+    model = build_model(args.model, size, learning_rate=args.learning_rate, jit_compile=args.jit, **options)
+    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed,
+                        repeat=args.steps is not None)
+    start = time.perf_counter()
+    history = model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps, verbose=args.verbose)
+    fit_seconds = time.perf_counter() - start
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.keras")
+    config = {
+        "model": {"name": args.model, "options": options, "params": model.count_params(),
+                  "learning_rate": args.learning_rate, "jit_compile": bool(model.jit_compile),
+                  "dtype_policy": model.layers[-2].dtype_policy.name},
+        "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
+                    "manifest_sha256": manifest_sha256(args.data)},
+        "batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps, "seed": args.seed,
+        "device": devices.describe(), "versions": versions(), "commit": git_commit(),
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    seen = sum(len(v) for v in history.history.values()) // max(len(history.history), 1)
+    record = {"epoch": list(range(1, seen + 1)),
+              **{k: [float(x) for x in v] for k, v in history.history.items()},
+              "fit_seconds": fit_seconds}
+    (out / "history.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out} ({model.count_params():,} parameters, fit {fit_seconds:.1f} s)")
+    return 0
