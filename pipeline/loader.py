@@ -114,13 +114,14 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
             raise DataError(f"{path}: SHA-256 differs from the manifest (corrupt or replaced)")
         with h5py.File(path, "r") as f:
             frames = f["frames"]
-            if frames.chunks != (chunk, size, size, size):
-                raise DataError(f"{path}: frames chunked as {frames.chunks}, expected {(chunk, size, size, size)}")
+            step = min(chunk, n)  # the writer's chunk, smaller in a shard of fewer samples
+            if frames.chunks != (step, size, size, size):
+                raise DataError(f"{path}: frames chunked as {frames.chunks}, expected {(step, size, size, size)}")
             filters = frames.id.get_create_plist()
             if (params.codec == "gzip" and not _is_plain_deflate(filters)
                     or params.codec == "none" and filters.get_nfilters() != 0):
                 raise DataError(f"{path}: frames filters do not match codec {params.codec!r}")
-            expected_chunks = -(-n // chunk)
+            expected_chunks = -(-n // step)
             if frames.id.get_num_chunks() != expected_chunks:
                 raise DataError(f"{path}: {frames.id.get_num_chunks()} chunks stored, expected {expected_chunks}")
             shard_labels = f["labels"][:]
@@ -132,7 +133,7 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
                 if info.byte_offset + info.size > len(raw):
                     raise DataError(f"{path}: chunk at sample {start} lies past the end of the file")
                 stored = raw[info.byte_offset:info.byte_offset + info.size]
-                table.append((index, start, min(chunk, n - start), info.byte_offset, info.size,
+                table.append((index, start, min(step, n - start), info.byte_offset, info.size,
                               zlib.crc32(stored), stored, first + start))
         if len(shard_labels) != n:
             raise DataError(f"{path}: {len(shard_labels)} labels, the manifest says {n}")
@@ -194,7 +195,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
-    readers = readers or os.cpu_count() or 1
+    if readers is None:
+        readers = os.cpu_count() or 1
     if not isinstance(readers, int) or readers < 1:
         raise ValueError(f"readers must be a positive integer, got {readers!r}")
     src = source or open_dataset(data_dir, split, expected_size)
@@ -222,15 +224,17 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                 ids = tf.random.experimental.stateless_shuffle(ids, seed=tf.stack([epoch_seed, shard]))
             return read_chunk(shard, tf.data.Dataset.from_tensor_slices(ids))
 
-        return tf.data.Dataset.from_tensor_slices(order).interleave(
+        chunks = tf.data.Dataset.from_tensor_slices(order).interleave(
             chunks_of, cycle_length=readers, block_length=1, num_parallel_calls=readers,
             deterministic=deterministic)
+        if shuffle and shuffle_buffer > 0:  # within the epoch: every sample once per epoch
+            return chunks.unbatch().shuffle(shuffle_buffer, seed=epoch_seed)
+        return chunks
 
     # One int64 per epoch; rerandomized on every iteration, so model.fit epochs differ.
     epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = (epochs if repeat else epochs.take(1)).flat_map(one_epoch)
     if shuffle and shuffle_buffer > 0:
-        ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:
         ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
