@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="steps per epoch; the split is repeated as needed (default: one pass over the split)")
     p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
+    p.add_argument("--shuffle-buffer", type=int, default=0,
+                   help="samples in the loader's shuffle buffer; 0 permutes shard and chunk order only "
+                        "(samples are i.i.d. draws, so chunk order is enough)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--out", type=Path, default=None,
                    help="run directory to write (default: runs/MODEL-sSIZE-seedSEED)")
@@ -94,6 +98,8 @@ def git_commit() -> str | None:
 
 def run(args) -> int:
     check_positive(batch_size=args.batch_size, epochs=args.epochs, steps=args.steps)
+    if args.shuffle_buffer < 0:
+        raise UsageError(f"--shuffle-buffer must be non-negative, got {args.shuffle_buffer}")
     if args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
     if not args.learning_rate > 0:
@@ -115,10 +121,19 @@ def run(args) -> int:
 
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.model, size, learning_rate=args.learning_rate, jit_compile=args.jit, **options)
-    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed,
-                        repeat=args.steps is not None)
+    import tensorflow as tf
+
+    # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
+    # with --steps, endless reshuffled passes.
+    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=args.steps is not None,
+                        shuffle_buffer=args.shuffle_buffer, expected_size=size)
+    if args.steps is None:
+        steps = math.ceil(manifest.params.samples / args.batch_size)
+        data = data.apply(tf.data.experimental.assert_cardinality(steps))
+    else:
+        steps = args.steps
     start = time.perf_counter()
-    history = model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps, verbose=args.verbose)
+    history = model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose, shuffle=False)
     fit_seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
@@ -126,10 +141,12 @@ def run(args) -> int:
     config = {
         "model": {"name": args.model, "options": options, "params": model.count_params(),
                   "learning_rate": args.learning_rate, "jit_compile": bool(model.jit_compile),
-                  "dtype_policy": model.layers[-2].dtype_policy.name},
+                  "dtype_policy": model.layers[-2].dtype_policy.name,
+                  "layers": [type(layer).__name__ for layer in model.layers]},
         "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
                     "manifest_sha256": manifest_sha256(args.data)},
-        "batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps, "seed": args.seed,
+        "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps, "seed": args.seed,
+        "shuffle_buffer": args.shuffle_buffer,
         "device": devices.describe(), "versions": versions(), "commit": git_commit(),
     }
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")

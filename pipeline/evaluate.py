@@ -1,0 +1,79 @@
+"""`evaluate`: loss and accuracy of a trained run on a dataset's test split.
+
+`--json` prints one JSON object: loss, accuracy, samples, run, data, model, size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from pipeline.errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="run directory written by `train`")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory; its test split is evaluated")
+    p.add_argument("--samples", type=int, default=None, help="evaluate the first N test sequences (default: all)")
+    p.add_argument("--batch-size", type=int, default=256, help="sequences per evaluation batch")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def load_run(run_dir: Path):
+    """(model, config) of a run directory; UsageError if it or its files are missing or unreadable."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"--run {run_dir}: no such run directory")
+    for name in ("model.keras", "config.json"):
+        if not (run_dir / name).is_file():
+            raise UsageError(f"--run {run_dir}: missing {name} (not a run directory written by `train`?)")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        config["dataset"]["params"]["size"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--run {run_dir}: unreadable config.json ({e})") from None
+    import keras
+
+    import pipeline.models  # noqa: F401  registers the custom layers for deserialisation
+
+    try:
+        model = keras.saving.load_model(run_dir / "model.keras")
+    except (ValueError, OSError, KeyError) as e:
+        raise UsageError(f"--run {run_dir}: cannot load model.keras ({str(e).splitlines()[0]})") from None
+    return model, config
+
+
+def model_size(model) -> int:
+    """Frame side the model was built for (last axis of its uint8 (B, T, S, S) input)."""
+    return int(model.input_shape[-1])
+
+
+def run(args) -> int:
+    for name in ("samples", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    from pipeline.manifest import load_manifest
+
+    manifest = load_manifest(args.data)  # DataError (exit 1) if missing or malformed
+    model, config = load_run(args.run)
+    size = model_size(model)
+    if manifest.params.size != size:
+        raise UsageError(f"dataset {args.data} has size {manifest.params.size}, the model in {args.run} expects {size}")
+    from pipeline.loader import make_dataset
+
+    total = manifest.params.test_samples
+    samples = total if args.samples is None else min(args.samples, total)
+    data = make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size)
+    if samples < total:
+        data = data.unbatch().take(samples).batch(args.batch_size)
+    loss, accuracy = model.evaluate(data, verbose=0, steps=math.ceil(samples / args.batch_size))
+    result = {"loss": float(loss), "accuracy": float(accuracy), "samples": samples,
+              "run": str(args.run), "data": str(args.data), "model": config["model"]["name"], "size": size}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"loss: {loss:.6f}, accuracy: {accuracy * 100:.3f}% on {samples} test sequences "
+              f"({config['model']['name']} model, size {size})")
+    return 0

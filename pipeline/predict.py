@@ -1,0 +1,45 @@
+"""`predict`: classify fresh sequences with a trained run, as the seed's last step does.
+
+Sequences come from `pipeline.synth` with the run's dataset parameters (size, variant,
+square, wrap); each is printed as `Expected: Right, Predicted: Right`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="run directory written by `train`")
+    p.add_argument("--count", type=int, default=1, help="number of fresh sequences to classify")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fresh sequences")
+
+
+def label_name(label: int) -> str:
+    return "Right" if int(label) == 1 else "Left"
+
+
+def run(args) -> int:
+    if args.count < 1:
+        raise UsageError(f"--count must be a positive integer, got {args.count}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    from pipeline.evaluate import load_run, model_size
+
+    model, config = load_run(args.run)
+    import numpy as np
+
+    from pipeline.synth import SequenceSpec, generate
+
+    params = config["dataset"]["params"]
+    if params["size"] != model_size(model):
+        raise UsageError(f"--run {args.run}: config.json size {params['size']} disagrees with the model's {model_size(model)}")
+    spec = SequenceSpec(params["size"], params["variant"], params["square"] if params["variant"] == "square" else 1,
+                        params["wrap"])
+    sequences = generate(np.random.default_rng(args.seed), args.count, spec)
+    probabilities = model.predict(sequences.frames, verbose=0)[:, 0]
+    for expected, p in zip(sequences.labels, probabilities):
+        print(f"Expected: {label_name(expected)}, Predicted: {label_name(p > 0.5)}")
+    return 0
