@@ -1,0 +1,135 @@
+"""Models: the seed's parameter count, equal outputs across styles, seed -> fast weight transfer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from pipeline import devices  # noqa: E402
+from pipeline.models import ConvPool, ProjectedLSTM, _seed_cnn_layers, build_model  # noqa: E402
+from pipeline.synth import SequenceSpec, generate  # noqa: E402
+
+SEED_PARAMS_AT_50 = 240_661  # 10 (conv) + 240,600 (LSTM on 24*24*2 features) + 51 (dense)
+TOLERANCE = 1e-5  # float32 sums in a different order (folded batch, fused conv/pool, hoisted projection)
+
+
+def frames(size, n=4, seed=0):
+    return generate(np.random.default_rng(seed), n, SequenceSpec(size)).frames
+
+
+@pytest.mark.parametrize("name,options", [("seed", {"style": "nested"}), ("seed", {"style": "per_layer"}),
+                                          ("fast", {}), ("fast", {"fused": False, "lstm": "keras"})])
+def test_parameter_count_at_size_50_is_the_seeds(name, options):
+    assert build_model(name, 50, **options).count_params() == SEED_PARAMS_AT_50
+
+
+def test_models_take_uint8_frames():
+    for name in ("seed", "fast", "rowcol"):
+        model = build_model(name, 8)
+        assert model.inputs[0].dtype == "uint8"
+        assert tuple(model.input_shape[-2:]) == (8, 8)
+
+
+def test_seed_styles_give_identical_outputs_for_identical_weights():
+    nested = build_model("seed", 12, style="nested")
+    per_layer = build_model("seed", 12, style="per_layer")
+    per_layer.set_weights(nested.get_weights())
+    x = frames(12)
+    np.testing.assert_array_equal(np.asarray(nested(x)), np.asarray(per_layer(x)))
+
+
+@pytest.mark.parametrize("options", [{}, {"fused": False, "lstm": "keras"}, {"fused": True, "lstm": "keras"},
+                                     {"fused": False, "lstm": "projected"}])
+def test_fast_with_the_seed_models_weights_gives_the_same_outputs(options):
+    seed = build_model("seed", 50)
+    fast = build_model("fast", 50, **options)
+    fast.set_weights(seed.get_weights())
+    x = frames(50, n=3)
+    np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(seed(x)), atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("size", [3, 5, 10, 11])
+def test_conv_pool_equals_conv_maxpool_flatten(size):
+    x = (np.random.default_rng(size).random((5, size, size, 1)) < 0.4).astype("float32")
+    reference = keras.Sequential([keras.Input((size, size, 1)), *_seed_cnn_layers()])
+    fused = ConvPool(2)
+    fused(x)
+    weights = [np.random.default_rng(1).normal(size=(2, 2, 1, 2)).astype("float32"), np.array([0.1, -0.3], "float32")]
+    fused.set_weights(weights)
+    reference.set_weights(weights)
+    np.testing.assert_allclose(np.asarray(fused(x)), np.asarray(reference(x)), atol=TOLERANCE, rtol=0)
+
+
+def test_projected_lstm_equals_keras_lstm():
+    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
+    reference, projected = keras.layers.LSTM(4), ProjectedLSTM(4)
+    reference(x)
+    projected(x)
+    assert [w.shape for w in projected.get_weights()] == [w.shape for w in reference.get_weights()]
+    np.testing.assert_allclose(projected.get_weights()[2], reference.get_weights()[2])  # unit forget bias
+    projected.set_weights(reference.get_weights())
+    np.testing.assert_allclose(np.asarray(projected(x)), np.asarray(reference(x)), atol=TOLERANCE, rtol=0)
+
+
+def test_fast_model_survives_save_and_load(tmp_path):
+    model = build_model("fast", 8)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = frames(8)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def test_rowcol_builds_and_trains_a_step_at_tiny_size():
+    s = generate(np.random.default_rng(0), 8, SequenceSpec(8))
+    model = build_model("rowcol", 8, row_units=4, col_units=4, time_units=8)
+    assert model.get_layer("row_lstm").input.shape[1:] == (3, 2)  # (W', C) after 2x2 conv + pool: 7 -> 3
+    before = [w.copy() for w in model.get_weights()]
+    loss, accuracy = model.train_on_batch(s.frames, s.labels)
+    assert np.isfinite(loss) and 0 <= accuracy <= 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.predict(s.frames, verbose=0).shape == (8, 1)
+
+
+def test_rowcol_backbone_rules(tmp_path):
+    with pytest.raises(ValueError, match="size >= 32"):
+        build_model("rowcol", 16, backbone="vgg16")
+    with pytest.raises(ValueError, match="local file"):
+        build_model("rowcol", 32, backbone="vgg16", backbone_weights=str(tmp_path / "none.h5"))
+    with pytest.raises(ValueError, match="backbone"):
+        build_model("rowcol", 32, backbone="resnet")
+
+
+@pytest.mark.slow
+def test_rowcol_with_frozen_vgg16_backbone_from_a_local_file(tmp_path):
+    net = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    net.save_weights(tmp_path / "vgg16.weights.h5")
+    model = build_model("rowcol", 32, backbone="vgg16", backbone_weights=str(tmp_path / "vgg16.weights.h5"))
+    backbone = model.get_layer("vgg16")
+    assert not backbone.trainable
+    np.testing.assert_array_equal(backbone.get_weights()[0], net.get_weights()[0])
+    s = generate(np.random.default_rng(0), 2, SequenceSpec(32))
+    assert np.isfinite(model.train_on_batch(s.frames, s.labels)[0])
+
+
+def test_bad_names_and_options_raise():
+    with pytest.raises(ValueError, match="model must be one of"):
+        build_model("lenet", 10)
+    with pytest.raises(ValueError, match="style"):
+        build_model("seed", 10, style="sideways")
+    with pytest.raises(ValueError, match="size"):
+        build_model("fast", 0)
+    with pytest.raises(TypeError):
+        build_model("seed", 10, colour=True)
+
+
+@pytest.mark.gpu
+def test_fast_on_gpu_uses_cudnn_eligible_lstm_and_its_precision_default():
+    if not devices.has_gpu():
+        pytest.skip("no GPU")
+    model = build_model("fast", 50)
+    lstm = model.get_layer("lstm")
+    assert isinstance(lstm, keras.layers.LSTM) and not lstm.unroll and lstm.recurrent_dropout == 0
+    expected = "mixed_float16" if devices.default_mixed_precision() else "float32"
+    assert lstm.dtype_policy.name == expected
+    assert model.predict(frames(50, n=2), verbose=0).dtype == np.float32
