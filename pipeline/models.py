@@ -200,14 +200,15 @@ class ProjectedLSTM(layers.Layer):
 def default_jit_compile() -> bool | str:
     """XLA or not for ``fast`` on this device.
 
-    CPU: True. Side by side on the project's 2-core CPU (size 50, batch 32), XLA made the
-    ``fast`` train step faster with the fused ``ConvPool`` CNN (and slower with the plain
-    Keras Conv2D/MaxPooling2D layers, which ``fast`` no longer uses by default).
-    GPU: "auto" (Keras decides; a cuDNN LSTM turns XLA off). Not measured here.
+    CPU: False. On the project's 2-core CPU (size 50, batch 32, shared machine) XLA was
+    faster than no XLA in some side-by-side runs and slower in others (README, "Models");
+    it also compiles for tens of seconds per new batch shape (the last partial batch,
+    evaluation, prediction), which dominated a 1-epoch run. GPU: "auto" (Keras decides; a
+    cuDNN LSTM turns XLA off). Either way ``jit_compile=True`` forces it.
     """
     from pipeline import devices
 
-    return "auto" if devices.has_gpu() else True
+    return "auto" if devices.has_gpu() else False
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
