@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
         record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size, peak_rss_bytes())
         os.replace(tmp, final)
         return record
+    except RuntimeError as e:  # h5py reports some HDF5 I/O failures (e.g. closing a file on a full disk) so
+        io_errno = re.search(r"errno = (\d+)", str(e))
+        if not io_errno:
+            raise
+        raise OSError(int(io_errno[1]), os.strerror(int(io_errno[1])), str(tmp)) from e
     finally:
         tmp.unlink(missing_ok=True)
 
