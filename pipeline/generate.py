@@ -83,8 +83,7 @@ def exclusive_lock(out: Path):
 
 def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest, list[ShardPlan]]:
     """Under the lock: reconcile DIR with `params`; return the manifest and the shards still to write."""
-    for leftover in out.glob(f"*{TMP_MARK}*"):
-        leftover.unlink()
+    remove_leftovers(out)
     manifest = Manifest.planned(params)
     if (out / MANIFEST).exists():
         try:
@@ -131,12 +130,36 @@ def dask_client(workers: int, scheduler: str | None):
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if scheduler:
-        with Client(scheduler, timeout="20s") as client:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, ValueError, TypeError) as e:  # unreachable, or not an address
+            raise UsageError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({e})") from None
+        with client:
             yield client
         return
+    # Local workers write to this terminal. Every task's error reaches the client, which reports it in one
+    # line, so the workers' own error logs and h5py's "Exception ignored" notes (a failed write's file
+    # close, e.g. on a full disk) are kept out of it.
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+        client.register_plugin(_quiet_local_worker(), name="pipeline-quiet-local-worker")
         yield client
+
+
+def _quiet_local_worker():
+    """Worker plugin for the local cluster: exceptions h5py can only print (Cython `__dealloc__`, through
+    sys.excepthook and sys.unraisablehook) go to the log at DEBUG instead of this terminal."""
+    from distributed import WorkerPlugin
+
+    class QuietLocalWorker(WorkerPlugin):
+        def setup(self, worker):
+            import sys
+
+            log = logging.getLogger("pipeline.shards")
+            sys.unraisablehook = lambda u: log.debug("ignored: %r", u.exc_value)
+            sys.excepthook = lambda kind, value, tb: log.debug("printed by an extension: %r", value)
+
+    return QuietLocalWorker()
 
 
 def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler: str | None = None,
@@ -146,50 +169,73 @@ def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler:
 
     on_shard: called in this process with each shard's record as it lands (after the manifest records it).
     """
-    from tqdm import tqdm
-
     check_output_dir(out)
     if not scheduler and not 1 <= workers <= 1024:
         raise UsageError(f"workers must be in 1..1024, got {workers}")
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out):
-        manifest, todo = prepare(out, params, overwrite)
-        manifest.save(out)
-        if not todo:
-            print(f"{out}: complete, nothing to do")
-            return manifest
-        pending = sum(p.samples for p in todo)
-        with dask_client(workers, scheduler) as client:
-            where = scheduler or f"local cluster, {workers} worker process{'es' if workers > 1 else ''}"
-            print(f"dask: {where}; dashboard: {client.dashboard_link}")
-            from dask.distributed import as_completed
+    try:
+        with contextlib.ExitStack() as stack:
+            # An external scheduler is reached first: a bad address is a usage error with nothing written.
+            client = stack.enter_context(dask_client(workers, scheduler)) if scheduler else None
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive_lock(out))
+            manifest, todo = prepare(out, params, overwrite)
+            manifest.save(out)
+            if not todo:
+                print(f"{out}: complete, nothing to do")
+                return manifest
+            if client is None:  # a local cluster only when there is work, and inside the lock
+                client = stack.enter_context(dask_client(workers, None))
+            _write_shards(client, out, manifest, todo, scheduler or f"local cluster, {workers} worker process"
+                          f"{'es' if workers > 1 else ''}", progress, on_shard)
+            remove_leftovers(out)  # of workers killed mid-shard: their tasks were redone elsewhere
+            manifest.complete = True
+            manifest.save(out)
+        return manifest
+    except OSError as e:  # disk full, permissions, I/O errors in this process: one line, no traceback
+        raise DataError(f"writing {out} failed: {_reason(e)}"
+                        + (f" ({e.filename})" if getattr(e, "filename", None) else "")) from None
 
-            directory = out.absolute()
-            futures = [client.submit(write_shard, directory, plan, key=f"write-{plan.name}-{os.getpid()}", pure=False,
-                                     retries=2) for plan in todo]
-            plan_of = dict(zip((f.key for f in futures), todo))
-            bar = tqdm(total=pending, unit=" seq", unit_scale=True, disable=not progress, smoothing=0.1,
-                       desc=f"{out.name}")
+
+def _reason(e: OSError) -> str:
+    """One line: the errno's text where there is one (h5py's own messages span lines)."""
+    return os.strerror(e.errno) if e.errno else (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete temporary files (`*.tmp-*`) of writers that died before renaming them."""
+    for leftover in out.glob(f"*{TMP_MARK}*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _write_shards(client, out: Path, manifest: Manifest, todo: list[ShardPlan], where: str, progress: bool,
+                  on_shard: Callable[[ShardRecord], None] | None) -> None:
+    """Run one task per shard on `client`; record each shard in the manifest as it lands."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    print(f"dask: {where}; dashboard: {client.dashboard_link}")
+    directory = out.absolute()
+    futures = [client.submit(write_shard, directory, plan, key=f"write-{plan.name}-{os.getpid()}", pure=False,
+                             retries=2) for plan in todo]
+    plan_of = dict(zip((f.key for f in futures), todo))
+    bar = tqdm(total=sum(p.samples for p in todo), unit=" seq", unit_scale=True, disable=not progress,
+               smoothing=0.1, desc=f"{out.name}")
+    try:
+        for future in as_completed(futures):
+            plan = plan_of[future.key]
             try:
-                for future in as_completed(futures):
-                    plan = plan_of[future.key]
-                    try:
-                        record = future.result()
-                    except OSError as e:
-                        raise DataError(f"writing {out / plan.name} failed: {e.strerror or e}") from None
-                    manifest.entry(plan.split, plan.name).update(sha256=record.sha256, bytes=record.bytes)
-                    manifest.save(out)
-                    bar.update(plan.samples)
-                    if on_shard:
-                        on_shard(record)
-            finally:
-                bar.close()
-                for future in futures:
-                    future.cancel()
-        manifest.complete = True
-        manifest.save(out)
-    return manifest
-
+                record = future.result()
+            except OSError as e:
+                raise DataError(f"writing {out / plan.name} failed: {_reason(e)}") from None
+            manifest.entry(plan.split, plan.name).update(sha256=record.sha256, bytes=record.bytes)
+            manifest.save(out)
+            bar.update(plan.samples)
+            if on_shard:
+                on_shard(record)
+    finally:
+        bar.close()
+        for future in futures:
+            future.cancel()
 
 def run(args) -> int:
     params = params_from_args(args)

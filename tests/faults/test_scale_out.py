@@ -86,3 +86,15 @@ def test_second_generator_on_the_same_directory_is_refused(trial, tmp_path, big_
     assert still_running, "the first generator finished before the second started; the trial proves nothing"
     assert refused, second.stderr
     assert code == 0 and not problems and lost == 0, problems
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:{port}", "not-an-address"])
+def test_unreachable_scheduler_is_a_one_line_error_and_nothing_is_written(address, tmp_path, tally):
+    from faultlib import free_port
+
+    out = tmp_path / "never"
+    r = cli("generate", "--out", out, *SMALL, "--scheduler", address.format(port=free_port()), timeout=120)
+    lines = r.stderr.strip().splitlines()
+    ok = r.returncode == 2 and len(lines) == 1 and "scheduler" in lines[0] and not out.exists()
+    tally("malformed input: unreachable --scheduler", ok, 0)
+    assert ok, (r.returncode, r.stderr[-2000:], out.exists() and sorted(p.name for p in out.iterdir()))
