@@ -39,8 +39,9 @@ def test_seed_styles_give_identical_outputs_for_identical_weights():
     np.testing.assert_array_equal(np.asarray(nested(x)), np.asarray(per_layer(x)))
 
 
-@pytest.mark.parametrize("options", [{}, {"fused": False, "lstm": "keras"}, {"fused": True, "lstm": "keras"},
-                                     {"fused": False, "lstm": "projected"}])
+@pytest.mark.parametrize("options", [{}, pytest.param({"fused": False, "lstm": "keras"}, marks=pytest.mark.slow),
+                                     pytest.param({"fused": True, "lstm": "keras"}, marks=pytest.mark.slow),
+                                     pytest.param({"fused": False, "lstm": "projected"}, marks=pytest.mark.slow)])
 def test_fast_with_the_seed_models_weights_gives_the_same_outputs(options):
     seed = build_model("seed", 50)
     fast = build_model("fast", 50, **options)

@@ -83,6 +83,7 @@ def test_seed_model_is_the_seeds():
     assert [type(layer).__name__ for layer in model.layers] == ["TimeDistributed"] * 3 + ["LSTM", "Dense"]
 
 
+@pytest.mark.slow
 def test_run_seed_workflow_at_tiny_size():
     pytest.importorskip("keras")
     from pipeline.seed_workflow import run_seed_workflow
