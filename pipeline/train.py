@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="sequences per training step")
     p.add_argument("--epochs", type=int, default=1, help="passes over the train split (or of --steps steps)")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps per epoch; the split is repeated as needed (default: one pass over the split)")
+                   help="steps per epoch, repeating the split as needed; None means one pass over the split")
     p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
     p.add_argument("--shuffle-buffer", type=int, default=0,
                    help="samples in the loader's shuffle buffer; 0 permutes shard and chunk order only "
@@ -43,9 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", default="per_layer", choices=("per_layer", "nested"),
                    help="seed model only: TimeDistributed around each CNN layer or around one CNN sub-model")
     p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                   help="fast model only: mixed float16 (default: on for GPUs with tensor cores, off otherwise)")
+                   help="fast model only: mixed float16; None means on for GPUs with tensor cores, off otherwise")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="XLA-compile the train step (default: fast model on GPU only; measured slower on CPU)")
+                   help="XLA-compile the train step; None means off on CPU (no consistent gain measured, slow "
+                        "recompiles per batch shape) and Keras 'auto' on GPU for the fast model")
     p.add_argument("--backbone", default="seed", choices=("seed", "vgg16", "mobilenetv2"),
                    help="rowcol model only: per-frame CNN (keras.applications backbones need size >= 32)")
     p.add_argument("--backbone-weights", default=None,
