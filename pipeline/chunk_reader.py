@@ -6,18 +6,18 @@ with its own h5py, checks a chunk's stored bytes against the CRC-32 taken when t
 was opened, decodes the chunk into a slot of a shared-memory ring (a file under /dev/shm),
 and the parent copies the slot out once. Nothing here imports TensorFlow.
 
-    reader = ChunkReader(paths, chunk_shape=(32, 50, 50, 50), workers=2)
-    frames = reader.read(shard, start, count, offset, nbytes, crc)   # (count, T, S, S) uint8
+    reader = shared_reader(workers=2)        # one pool per process, shared by every dataset
+    frames = reader.read(path, start, count, offset, nbytes, crc, frame_shape)   # (count, T, S, S) uint8
 """
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import subprocess
 import sys
 import tempfile
 import threading
-import weakref
 import zlib
 
 import numpy as np
@@ -25,80 +25,107 @@ import numpy as np
 from pipeline.errors import DataError
 
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+OPEN_FILES = 64  # shards each worker keeps open
 
 
 class ChunkReader:
-    """`workers` processes, each decoding one chunk at a time into its own shared-memory slot.
+    """Worker processes, each decoding one chunk at a time into its own shared-memory slot.
 
     Workers are plain `python -m pipeline.chunk_reader` subprocesses talking over pipes (no
     multiprocessing: it would re-import the caller's main module, and fork is unsafe under
-    TensorFlow's threads). They start on the first `read`, so building a dataset costs
-    nothing, and exit when the parent closes their stdin or dies.
+    TensorFlow's threads). They start on demand, are shared by every dataset of the process
+    (`shared_reader`), and exit when the parent closes their stdin or dies.
     Memory: one chunk of shared memory per worker plus one h5py chunk cache per worker.
     """
 
-    def __init__(self, paths: list[str], chunk_shape: tuple[int, ...], workers: int):
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        self.paths = [str(p) for p in paths]
-        self.chunk_shape = tuple(chunk_shape)
-        self.workers = workers
+    def __init__(self):
         self._lock = threading.Lock()
-        self._procs: list[subprocess.Popen] = []
+        self._workers: list[_Worker] = []
         self._idle: queue.Queue = queue.Queue()
 
-    def _start(self) -> None:
-        fd, shm_path = tempfile.mkstemp(prefix="chunk-reader-", dir=_SHM_DIR)
-        os.ftruncate(fd, self.workers * int(np.prod(self.chunk_shape)))
-        os.close(fd)
-        self._view = np.memmap(shm_path, np.uint8, "r+", shape=(self.workers, *self.chunk_shape))
-        header = "\n".join([shm_path, " ".join(map(str, self.chunk_shape)), *self.paths, ""]).encode()
-        for slot in range(self.workers):
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.chunk_reader", str(slot), str(len(self.paths))],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            proc.stdin.write(header)
-            proc.stdin.flush()
-            self._procs.append(proc)
-            self._idle.put(slot)
-        self._finalizer = weakref.finalize(self, _shutdown, self._procs, shm_path)
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
 
-    def read(self, shard: int, start: int, count: int, offset: int, nbytes: int, crc: int) -> np.ndarray:
-        """Samples [start, start+count) of shard `shard`, decoded; DataError naming the shard if corrupt."""
+    def grow(self, workers: int) -> None:
+        """Have at least `workers` worker processes."""
         with self._lock:
-            if not self._procs:
-                self._start()
+            while len(self._workers) < workers:
+                self._workers.append(_Worker())
+                self._idle.put(len(self._workers) - 1)
+
+    def read(self, path: str, start: int, count: int, offset: int, nbytes: int, crc: int,
+             frame_shape: tuple[int, ...]) -> np.ndarray:
+        """Samples [start, start+count) of `frames` in shard `path`; DataError naming it if corrupt."""
         slot = self._idle.get()
         try:
-            proc = self._procs[slot]
-            proc.stdin.write(f"{shard} {start} {count} {offset} {nbytes} {crc}\n".encode())
-            proc.stdin.flush()
-            reply = proc.stdout.readline().decode()
-            if reply != "ok\n":
-                raise DataError(reply.strip() or f"{self.paths[shard]}: chunk reader process {proc.pid} died "
-                                f"(exit status {proc.poll()}) reading samples {start}..{start + count}")
-            return np.array(self._view[slot, :count])
+            return self._workers[slot].read(path, start, count, offset, nbytes, crc, frame_shape)
         finally:
             self._idle.put(slot)
 
     def close(self) -> None:
-        if self._procs:
-            self._finalizer()
+        with self._lock:
+            for worker in self._workers:
+                worker.close()
+            self._workers.clear()
+            self._idle = queue.Queue()
 
 
-def _shutdown(procs: list[subprocess.Popen], shm_path: str) -> None:
-    for proc in procs:
-        proc.stdin.close()
-    for proc in procs:
+class _Worker:
+    def __init__(self):
+        fd, self.shm_path = tempfile.mkstemp(prefix="chunk-reader-", dir=_SHM_DIR)
+        os.close(fd)
+        self.capacity = 0
+        self.view = None
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.chunk_reader", self.shm_path],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def read(self, path, start, count, offset, nbytes, crc, frame_shape) -> np.ndarray:
+        needed = count * int(np.prod(frame_shape))
+        if needed > self.capacity:
+            self.capacity = needed
+            os.truncate(self.shm_path, needed)
+            self.view = np.memmap(self.shm_path, np.uint8, "r+", shape=(needed,))
         try:
-            proc.wait(timeout=10)
+            self.proc.stdin.write(f"{path}\t{start}\t{count}\t{offset}\t{nbytes}\t{crc}\t{self.capacity}\n".encode())
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline().decode()
+        except OSError:
+            reply = ""
+        if reply != "ok\n":
+            raise DataError(reply.strip() or f"{path}: chunk reader process {self.proc.pid} died "
+                            f"(exit status {self.proc.poll()}) reading samples {start}..{start + count}")
+        return np.array(self.view[:needed]).reshape(count, *frame_shape)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-    try:
-        os.unlink(shm_path)
-    except FileNotFoundError:
-        pass
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        try:
+            os.unlink(self.shm_path)
+        except FileNotFoundError:
+            pass
+
+
+_shared: ChunkReader | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_reader(workers: int) -> ChunkReader:
+    """The process's one ChunkReader, grown to at least `workers` processes; closed at exit."""
+    global _shared
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    with _shared_lock:
+        if _shared is None:
+            _shared = ChunkReader()
+            atexit.register(_shared.close)
+    _shared.grow(workers)
+    return _shared
 
 
 def _read_chunk(path: str, raw_file, frames, out: np.ndarray, start: int, count: int, offset: int, nbytes: int,
@@ -116,25 +143,29 @@ def _read_chunk(path: str, raw_file, frames, out: np.ndarray, start: int, count:
         raise DataError(f"{path}: cannot read samples {start}..{start + count}: {type(e).__name__}: {e}") from None
 
 
-def _serve(slot: int, n_paths: int) -> None:
-    """Worker loop: header (shm path, chunk shape, shard paths), then one request per line."""
+def _serve(shm_path: str) -> None:
+    """Worker loop: one request per line (path, start, count, offset, nbytes, crc, slot bytes)."""
     import h5py
 
     from pipeline import codecs  # noqa: F401  (registers the Zstd/LZ4/Blosc filters)
 
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    shm_path = stdin.readline().decode().rstrip("\n")
-    shape = tuple(int(v) for v in stdin.readline().split())
-    paths = [stdin.readline().decode().rstrip("\n") for _ in range(n_paths)]
-    out = np.memmap(shm_path, np.uint8, "r+", shape=(slot + 1, *shape))[slot]
-    files = {}
-    for line in stdin:
-        shard, start, count, offset, nbytes, crc = (int(v) for v in line.split())
-        path = paths[shard]
+    stdout = sys.stdout.buffer
+    files: dict[str, tuple] = {}
+    view, capacity = None, 0
+    for line in sys.stdin.buffer:
+        path, *numbers = line.decode().rstrip("\n").split("\t")
+        start, count, offset, nbytes, crc, size = (int(v) for v in numbers)
         try:
-            if shard not in files:
-                files[shard] = (open(path, "rb"), h5py.File(path, "r")["frames"])
-            _read_chunk(path, *files[shard], out, start, count, offset, nbytes, crc)
+            if size != capacity:
+                view, capacity = np.memmap(shm_path, np.uint8, "r+", shape=(size,)), size
+            if path not in files:
+                if len(files) >= OPEN_FILES:
+                    raw_file, _ = files.pop(next(iter(files)))
+                    raw_file.close()
+                files[path] = (open(path, "rb"), h5py.File(path, "r")["frames"])
+            raw_file, frames = files[path]
+            out = view[:count * int(np.prod(frames.shape[1:]))].reshape(count, *frames.shape[1:])
+            _read_chunk(path, raw_file, frames, out, start, count, offset, nbytes, crc)
             reply = "ok"
         except DataError as e:
             reply = str(e)
@@ -145,4 +176,4 @@ def _serve(slot: int, n_paths: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    _serve(sys.argv[1])

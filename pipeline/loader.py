@@ -13,9 +13,9 @@ mechanisms, chosen by codec (README "Loader" has the measurements):
 * graph (gzip, none): `tf.io.read_file` + `tf.strings.substr` + `tf.io.decode_compressed`
   ("ZLIB") + `tf.io.decode_raw`, all TensorFlow ops: parallel without the GIL or h5py's lock,
   and the only mechanism that runs under tf.data service.
-* process (zstd-fast, zstd, lz4, blosc-lz4): `pipeline.chunk_reader.ChunkReader` worker
-  processes, each with its own h5py, decoding into shared memory; reached through
-  `tf.py_function`, so not under tf.data service.
+* process (zstd-fast, zstd, lz4, blosc-lz4): the process's shared `pipeline.chunk_reader`
+  pool of `readers` worker processes, each with its own h5py, decoding into shared memory;
+  reached through `tf.py_function`, so not under tf.data service.
 
 Either way a chunk whose bytes differ from those indexed at open raises an error naming the
 shard, never zeros. Order: per epoch the shard order and each shard's chunk order are
@@ -309,15 +309,17 @@ def _process_reader(src: Source, readers: int):
     """chunks -> (frames, labels) decoded by worker processes (any codec h5py reads)."""
     import tensorflow as tf
 
-    from pipeline.chunk_reader import ChunkReader
+    from pipeline.chunk_reader import shared_reader
 
-    reader = ChunkReader(src.paths, (src.chunk, *src.frame_shape), workers=readers)
+    reader = shared_reader(readers)
+    paths = src.paths
     table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc], axis=1).astype(np.int64)
     labels_of = _labels_of(src)
     frame_shape = src.frame_shape
 
     def read(c):
-        return reader.read(*(int(v) for v in table[int(c)]))
+        shard, *rest = (int(v) for v in table[int(c)])
+        return reader.read(paths[shard], *rest, frame_shape)
 
     def decode(c):
         frames = tf.py_function(read, [c], tf.uint8)
@@ -327,5 +329,4 @@ def _process_reader(src: Source, readers: int):
     def read_chunk(shard, ids):
         return ids.map(decode)
 
-    read_chunk.reader = reader  # keeps the pool alive as long as the dataset function
     return read_chunk
