@@ -1,0 +1,326 @@
+"""Loader throughput: `pipeline.loader` against an in-memory and a naive `from_generator` pipeline.
+
+    python bench/loader_bench.py --data 50=/tmp/ds50 --data 100=/tmp/ds100 [--gzip 50=/tmp/ds50-gzip ...]
+
+Every cell consumes batches as fast as possible (frames materialized on the host, no model),
+after one warm-up pass; cells of a grid run round-robin, so that load from other processes
+on the machine hits all of them alike. Rows follow DESIGN.md section 3 (suite "load").
+
+`measure_loader(data_dir, batch_size, impl, ...)` measures one cell; `run_grid` many.
+impl: "ours" (pipeline.loader.make_dataset), "in-memory" (`from_tensor_slices(uint8 array)
+.batch(B)` over the same samples, loaded first), "from_generator" (one generator yielding
+h5py block reads of B samples, shard after shard), "h5py-interleave" (the in-process
+candidate: one `from_generator` per shard, `readers` of them interleaved; h5py's lock
+serializes their reads).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMPLS = ("ours", "in-memory", "from_generator", "h5py-interleave")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a dataset, a batch size and what reads it."""
+
+    data_dir: str
+    batch_size: int
+    impl: str
+    readers: int | None = None
+    shuffle: bool = False
+    mechanism: str = "auto"
+    max_samples: int | None = None
+
+    def __post_init__(self):
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+
+def _shard_paths(data_dir) -> list[Path]:
+    from pipeline.manifest import load_manifest
+
+    manifest = load_manifest(Path(data_dir))
+    return [Path(data_dir) / e["path"] for e in manifest.shards["train"]]
+
+
+def _steps(cell: Cell) -> int | None:
+    return None if cell.max_samples is None else max(1, cell.max_samples // cell.batch_size)
+
+
+def build(cell: Cell):
+    """The tf.data.Dataset a cell measures: batches whose first element is the frames."""
+    import h5py
+    import tensorflow as tf
+
+    from pipeline.loader import make_dataset, open_dataset
+
+    steps = _steps(cell)
+    if cell.impl == "ours":
+        return make_dataset(cell.data_dir, "train", cell.batch_size, shuffle=cell.shuffle, readers=cell.readers,
+                            steps=steps, mechanism=cell.mechanism, drop_remainder=steps is not None)
+    src = open_dataset(cell.data_dir, "train", check_hashes=False)
+    paths = [str(p) for p in _shard_paths(cell.data_dir)]
+    shape = (None, src.size, src.size, src.size)
+    limit = src.samples if steps is None else steps * cell.batch_size
+    if cell.impl == "in-memory":
+        frames = np.empty((limit, src.size, src.size, src.size), np.uint8)
+        done = 0
+        for path in paths:
+            with h5py.File(path, "r") as f:
+                n = min(f["frames"].shape[0], limit - done)
+                f["frames"].read_direct(frames, np.s_[0:n], np.s_[done:done + n])
+            done += n
+            if done == limit:
+                break
+        return tf.data.Dataset.from_tensor_slices(frames).batch(cell.batch_size).prefetch(tf.data.AUTOTUNE)
+    if cell.impl == "from_generator":
+        def blocks():
+            left = limit
+            for path in paths:
+                with h5py.File(path, "r") as f:
+                    frames = f["frames"]
+                    for start in range(0, frames.shape[0], cell.batch_size):
+                        block = frames[start:start + min(cell.batch_size, left)]
+                        left -= len(block)
+                        yield block
+                        if left <= 0:
+                            return
+
+        ds = tf.data.Dataset.from_generator(blocks, output_signature=tf.TensorSpec(shape, tf.uint8))
+        return ds.prefetch(tf.data.AUTOTUNE)
+    readers = cell.readers or os.cpu_count()
+
+    def chunks(path):
+        with h5py.File(path, "r") as f:
+            frames = f["frames"]
+            step = frames.chunks[0]
+            for start in range(0, frames.shape[0], step):
+                yield frames[start:start + step]
+
+    ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
+        lambda p: tf.data.Dataset.from_generator(chunks, args=(p,), output_signature=tf.TensorSpec(shape, tf.uint8)),
+        cycle_length=readers, num_parallel_calls=readers)
+    return ds.rebatch(cell.batch_size).take(steps if steps else -1).prefetch(tf.data.AUTOTUNE)
+
+
+class RssSampler:
+    """Peak resident memory of this process and its children, sampled every 20 ms."""
+
+    def __init__(self):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        total = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except Exception:  # a child that exited between listing and reading
+                continue
+        return total
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self):
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its live children (the chunk readers)."""
+    import psutil
+
+    proc = psutil.Process()
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except Exception:  # a child that exited between listing and reading
+            continue
+    return total
+
+
+def time_pass(ds) -> tuple[int, float, float, float]:
+    """(samples, seconds, seconds to the first batch, CPU seconds) of one full pass; batches materialized."""
+    samples = 0
+    cpu = cpu_seconds()
+    start = time.perf_counter()
+    first = None
+    for element in ds:
+        frames = element[0] if isinstance(element, tuple) else element
+        samples += int(frames.shape[0])
+        _ = frames.numpy()  # materialized on the host (a view, no copy)
+        if first is None:
+            first = time.perf_counter() - start
+    return samples, time.perf_counter() - start, first or 0.0, cpu_seconds() - cpu
+
+
+def _row(cell: Cell, size: int, rates: list[float], firsts: list[float], cpus: list[float], rss_added: int,
+         samples: int) -> dict:
+    """rss_added: largest rise of RSS (process + children) within one pass over its start."""
+    rates_a = np.array(rates)
+    return {"suite": "load", "impl": cell.impl, "size": size, "batch_size": cell.batch_size,
+            "workers": cell.readers or os.cpu_count(), "metric": "samples_per_s",
+            "value": round(float(np.median(rates_a)), 1),
+            "p10": round(float(np.percentile(rates_a, 10)), 1), "p90": round(float(np.percentile(rates_a, 90)), 1),
+            "repeats": len(rates), "samples_per_pass": samples,
+            "first_batch_s_median": round(float(np.median(firsts)), 4),
+            "cpu_ms_per_1k_samples": round(float(np.median(cpus)), 1),
+            "rss_added_mb": round(rss_added / 2**20, 1), "config": asdict(cell)}
+
+
+def run_grid(cells: list[Cell], repeats: int = 5) -> list[dict]:
+    """Measure `cells` round-robin: one warm-up pass each, then `repeats` passes each, interleaved.
+
+    A cell that fails gets a row with `error` (and no value); the others go on.
+    """
+    from pipeline.manifest import load_manifest
+
+    built, rates, firsts, cpus, rss_added, samples, errors = {}, {}, {}, {}, {}, {}, {}
+    for cell in cells:
+        try:
+            built[cell] = build(cell)
+            samples[cell] = time_pass(built[cell])[0]  # warm-up
+            rates[cell], firsts[cell], cpus[cell], rss_added[cell] = [], [], [], 0
+        except Exception as e:  # reported as a failed cell, never swallowed
+            errors[cell] = f"{type(e).__name__}: {e}"
+    for _ in range(repeats):
+        for cell in built:
+            with RssSampler() as rss:
+                start_rss = rss.peak
+                n, seconds, first, cpu = time_pass(built[cell])
+            rates[cell].append(n / seconds)
+            firsts[cell].append(first)
+            cpus[cell].append(1000 * cpu / n * 1000)
+            rss_added[cell] = max(rss_added[cell], rss.peak - start_rss)
+    rows = []
+    for cell in cells:
+        size = load_manifest(Path(cell.data_dir)).params.size
+        if cell in errors:
+            rows.append({"suite": "load", "impl": cell.impl, "size": size, "batch_size": cell.batch_size,
+                         "workers": cell.readers, "metric": "samples_per_s", "value": None,
+                         "error": errors[cell], "config": asdict(cell)})
+        else:
+            rows.append(_row(cell, size, rates[cell], firsts[cell], cpus[cell], rss_added[cell], samples[cell]))
+    built.clear()
+    return rows
+
+
+def peak_rss_mb(data_dir, batch_size: int, impl: str, max_samples: int | None = None) -> float:
+    """Peak RSS (process + children, MB) of a fresh process making one pass with `impl`: TF itself included."""
+    import subprocess
+
+    code = ("import sys, bench.loader_bench as b; c = b.Cell(sys.argv[1], int(sys.argv[2]), sys.argv[3], "
+            "max_samples=None if sys.argv[4] == 'None' else int(sys.argv[4]));"
+            "r = b.RssSampler(); r.__enter__(); b.time_pass(b.build(c)); r.__exit__(); print(r.peak)")
+    out = subprocess.run([sys.executable, "-c", code, str(data_dir), str(batch_size), impl, str(max_samples)],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return round(int(out.stdout.split()[-1]) / 2**20, 1)
+
+
+def measure_loader(data_dir, batch_size: int, impl: str, *, readers: int | None = None, shuffle: bool = False,
+                   mechanism: str = "auto", max_samples: int | None = None, repeats: int = 5) -> dict:
+    """One row (see `run_grid`) for one impl: samples/s median, p10, p90, first batch, peak RSS."""
+    return run_grid([Cell(str(data_dir), batch_size, impl, readers, shuffle, mechanism, max_samples)], repeats)[0]
+
+
+def _grid(data: dict[int, str], gzip: dict[int, str], batches: list[int], max_samples: dict[int, int]) -> list[Cell]:
+    cells = []
+    for size, path in data.items():
+        cap = max_samples.get(size)
+        for b in batches:
+            cells += [Cell(path, b, "ours", max_samples=cap),
+                      Cell(path, b, "ours", shuffle=True, max_samples=cap),
+                      Cell(path, b, "ours", readers=1, max_samples=cap),
+                      Cell(path, b, "in-memory", max_samples=cap),
+                      Cell(path, b, "from_generator", max_samples=cap),
+                      Cell(path, b, "h5py-interleave", max_samples=cap)]
+            if size in gzip:
+                cells += [Cell(gzip[size], b, "ours", max_samples=cap),
+                          Cell(gzip[size], b, "ours", readers=1, max_samples=cap)]
+    return cells
+
+
+def _markdown(rows: list[dict]) -> str:
+    from pipeline.manifest import load_manifest
+
+    lines = ["| size | batch | impl | codec | mechanism | readers | shuffle | samples/s median (p10-p90) | vs in-memory "
+             "| CPU ms / 1k samples | RSS added in a pass MB |", "|" + " --- |" * 11]
+    base = {(r["size"], r["batch_size"]): r["value"] for r in rows if r["impl"] == "in-memory" and r.get("value")}
+    for r in rows:
+        c = r["config"]
+        codec = load_manifest(Path(c["data_dir"])).params.codec
+        mech = c["mechanism"] if c["impl"] == "ours" else "-"
+        if c["impl"] == "ours" and mech == "auto":
+            mech = "graph" if codec in ("gzip", "none") else "process"
+        if r.get("value") is None:
+            lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | | | failed: {r['error']} | | | |")
+            continue
+        ratio = r["value"] / base[(r["size"], r["batch_size"])] if (r["size"], r["batch_size"]) in base else float("nan")
+        lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | {r['workers']} | "
+                     f"{'yes' if c['shuffle'] else 'no'} | {r['value']:,.0f} ({r['p10']:,.0f}-{r['p90']:,.0f}) | "
+                     f"{ratio:.2f}x | {r['cpu_ms_per_1k_samples']:,.0f} | {r['rss_added_mb']:,.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    pair = lambda s: (int(s.split("=", 1)[0]), s.split("=", 1)[1])  # noqa: E731
+    parser.add_argument("--data", type=pair, action="append", required=True, help="SIZE=DIR of a zstd dataset")
+    parser.add_argument("--gzip", type=pair, action="append", default=[], help="SIZE=DIR of the same data in gzip")
+    parser.add_argument("--batch", type=int, action="append", help="batch sizes (default 32 and 256)")
+    parser.add_argument("--max-samples", type=pair, action="append", default=[], help="SIZE=N samples per pass")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--peak-rss", action="store_true",
+                        help="also: peak RSS of one pass in a fresh process per impl (batch 32, whole split, "
+                             "then half of it, to show memory does not follow dataset size)")
+    args = parser.parse_args(argv)
+    caps = {size: int(n) for size, n in args.max_samples}
+    rows = []
+    for size, path in args.data:  # one size at a time: in-memory copies are dataset-sized
+        cells = _grid({size: path}, dict(args.gzip), args.batch or [32, 256], caps)
+        rows += run_grid(cells, args.repeats)
+        print(_markdown([r for r in rows if r["size"] == size]), flush=True)
+    if args.peak_rss:
+        print("| size | impl | samples in the pass | peak RSS MB |\n| --- | --- | --- | --- |")
+        for size, path in args.data:
+            from pipeline.loader import open_dataset
+
+            total = open_dataset(path, "train", check_hashes=False).samples
+            for impl in ("ours", "in-memory", "from_generator"):
+                for n in (total, total // 2):
+                    mb = peak_rss_mb(path, 32, impl, n)
+                    rows.append({"suite": "load", "impl": impl, "size": size, "batch_size": 32, "metric": "peak_rss_mb",
+                                 "value": mb, "samples_per_pass": n, "config": {"data_dir": path}})
+                    print(f"| {size} | {impl} ({Path(path).name}) | {n:,} | {mb:,.0f} |", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
