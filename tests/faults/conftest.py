@@ -44,7 +44,7 @@ def tally(tmp_path_factory):
 
 def summary_rows() -> list[dict]:
     return [{"family": f, "trials": c["trials"], "survived": c["survived"], "bytes_lost": c["bytes_lost"],
-             "notes": dict(sorted(c["notes"].items()))} for f, c in _COUNTS.items()]
+             "notes": dict(sorted(c["notes"].items()))} for f, c in sorted(_COUNTS.items())]
 
 
 def summary_markdown(rows: list[dict]) -> str:
