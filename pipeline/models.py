@@ -18,9 +18,10 @@ Names:
   with tensor cores only), ``jit_compile`` (XLA; default per device, see
   ``default_jit_compile``), ``use_cudnn`` (the LSTM keeps cuDNN's conditions: default
   activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``seed`` model's
-  weights unchanged (``fast.set_weights(seed.get_weights())``). On CPU it also replaces
-  Conv2D/MaxPooling2D/Flatten by one ``ConvPool`` layer and the LSTM by ``ProjectedLSTM``
-  (same weights, same outputs to float rounding; see their docstrings); both switchable.
+  weights unchanged (``fast.set_weights(seed.get_weights())``). By default it also replaces
+  Conv2D/MaxPooling2D/Flatten by one ``ConvPool`` layer (``fused=True``) and, on CPU only,
+  the LSTM by ``ProjectedLSTM`` (``lstm="projected"``): same weights, same outputs to float
+  rounding (see their docstrings); both switchable.
 * ``rowcol`` the row/column architecture of seed 004 (arXiv 1611.07890, fig. 2): per frame a
   CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
   columns fed to one LSTM, each column a sequence over rows fed to another, and the two
