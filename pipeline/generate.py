@@ -106,7 +106,7 @@ def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest
             continue
         if path.exists():  # renamed into place, but the crash came before the manifest recorded it
             try:
-                check_shard(path, plan.samples, params.size)
+                check_shard(path, plan)
                 entry.update(sha256=sha256_of(path), bytes=path.stat().st_size)
                 continue
             except DataError:

@@ -103,10 +103,11 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
     size, chunk = params.size, min(params.chunk, params.shard_size)
     paths, labels, table = [], [], []
     first = 0
+    plans = {plan.name: plan for plan in params.plans()}
     for index, entry in enumerate(manifest.shards[split]):
         path = directory / entry["path"]
         n = entry["samples"]
-        check_shard(path, n, size)
+        check_shard(path, plans[entry["path"]])
         raw = path.read_bytes()
         if entry.get("bytes") is not None and len(raw) != entry["bytes"]:
             raise DataError(f"{path}: {len(raw):,} bytes, the manifest says {entry['bytes']:,} (truncated or replaced?)")

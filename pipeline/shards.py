@@ -48,6 +48,13 @@ class ShardPlan:
     def name(self) -> str:
         return f"{self.split}-{self.index:05d}.h5"
 
+    def attributes(self) -> dict:
+        """The HDF5 attributes the shard carries: its generation parameters and its place in the split."""
+        spec = self.spec
+        return dict(format_version=FORMAT_VERSION, size=spec.size, variant=spec.variant, square=spec.square,
+                    wrap=spec.wrap, seed=self.seed, split=self.split, shard_index=self.index,
+                    first_sample=self.first_sample, chunk=self.chunk, codec=self.codec)
+
     def rng(self) -> np.random.Generator:
         """The shard's own stream: a function of (root seed, split, shard index) only."""
         return np.random.default_rng([self.seed, SPLIT_KEYS[self.split], self.index])
@@ -100,10 +107,7 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
             f.create_dataset("labels", data=labels, track_times=False)
             f.create_dataset("rows", data=rows, track_times=False)
             f.create_dataset("cols", data=cols, track_times=False)
-            attrs = dict(format_version=FORMAT_VERSION, size=size, variant=spec.variant, square=spec.square,
-                         wrap=spec.wrap, seed=plan.seed, split=plan.split, shard_index=plan.index,
-                         first_sample=plan.first_sample, chunk=plan.chunk, codec=plan.codec)
-            for key, value in attrs.items():
+            for key, value in plan.attributes().items():
                 f.attrs[key] = value
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -119,8 +123,12 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
         tmp.unlink(missing_ok=True)
 
 
-def check_shard(path: Path, samples: int, size: int) -> None:
-    """Raise DataError naming `path` unless it opens with the expected datasets, shapes and dtypes."""
+def check_shard(path: Path, plan: ShardPlan) -> None:
+    """Raise DataError naming `path` unless it opens with the plan's datasets, shapes, dtypes and attributes.
+
+    The attributes catch a shard from another dataset (other seed, variant, ...) under the right name.
+    """
+    samples, size = plan.samples, plan.spec.size
     expected = {
         "frames": ((samples, size, size, size), np.uint8),
         "labels": ((samples,), np.uint8),
@@ -136,6 +144,11 @@ def check_shard(path: Path, samples: int, size: int) -> None:
                 d = f[name]
                 if d.shape != shape or d.dtype != dtype:
                     raise DataError(f"{path}: {name} is {d.dtype}{d.shape}, expected {np.dtype(dtype)}{shape}")
+            for key, value in plan.attributes().items():
+                found = f.attrs.get(key)
+                found = found.decode() if isinstance(found, bytes) else getattr(found, "item", lambda: found)()
+                if found is None or found != value:
+                    raise DataError(f"{path}: attribute {key} is {found!r}, the manifest's parameters say {value!r}")
     except DataError:
         raise
     except OSError as e:

@@ -42,7 +42,7 @@ def find_problems(directory: Path, regenerate: int = 0, seed: int | None = None,
                 problems.append(f"{path}: no SHA-256 recorded in the manifest")
             continue
         try:
-            check_shard(path, entry["samples"], manifest.params.size)
+            check_shard(path, plans[entry["path"]])
         except DataError as e:
             problems.append(str(e))
             continue

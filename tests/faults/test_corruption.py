@@ -157,16 +157,6 @@ def test_temporary_file_is_never_taken_for_a_shard(tiny_dataset, tmp_path, tally
     assert survived, problems
 
 
-PARAMS_GAP = ("verify compares each shard with the manifest's shapes, counts and SHA-256 but not with the manifest's "
-              "generation parameters, which every shard also carries as HDF5 attributes (seed, variant, wrap, codec, "
-              "...). A manifest whose `seed` or `variant` was edited verifies OK without --regenerate. Proposed fix: in "
-              "find_problems, after check_shard, compare the shard's attrs with its ShardPlan and report "
-              "'PATH: seed 7 in the file, 99 in the manifest'. (tests/test_verify.py::"
-              "test_regenerate_catches_a_shard_from_another_dataset asserts that plain verify passes a foreign shard "
-              "with its hash copied; it would need updating.)")
-
-
-@pytest.mark.xfail(strict=True, reason=PARAMS_GAP)
 @pytest.mark.parametrize("key,value", [("seed", 99), ("variant", "dot"), ("wrap", True)])
 def test_edited_generation_parameters_are_reported(key, value, tiny_dataset, tmp_path, tally):
     copy = tmp_path / "copy"
