@@ -44,6 +44,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,15 +82,15 @@ class Grid:
     gen_repeats: int = 3
     seed_raw_mb: float = 40.0
     seed_repeats: int = 2
-    load_batches: int = 40
+    load_batches: int = 30
     load_warmup: int = 5
     train_models: tuple[str, ...] = ("fast", "seed")
-    train_steps: int = 15
-    train_warmup: int = 3
+    train_steps: int = 12
+    train_warmup: int = 2
     seed_workflow_max_size: int = 50
-    seed_workflow_steps: int = 6
+    seed_workflow_steps: int = 4
     accuracy_models: tuple[str, ...] = ("fast",)
-    accuracy_train_samples: int = 2048
+    accuracy_train_samples: int = 1024
     accuracy_batch: int = 32
     accuracy_wrap: bool = True
     dataset_samples: int = 2048
@@ -190,8 +191,11 @@ def _check_writable(path: Path, option: str) -> None:
 
 # ---------------------------------------------------------------- rows
 
+_T0 = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    print(f"bench [{time.monotonic() - _T0:6.1f} s]: {message}", file=sys.stderr, flush=True)
 
 
 class Recorder:
