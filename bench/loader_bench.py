@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMPLS = ("ours", "in-memory", "from_generator", "h5py-interleave")
+IMPLS = ("ours", "ours-packed", "in-memory", "from_generator", "h5py-interleave")
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,10 @@ def build(cell: Cell):
     from pipeline.loader import make_dataset, open_dataset
 
     steps = _steps(cell)
-    if cell.impl == "ours":
+    if cell.impl in ("ours", "ours-packed"):  # packed: bit-packed frames, for a model that unpacks on the device
         return make_dataset(cell.data_dir, "train", cell.batch_size, shuffle=cell.shuffle, readers=cell.readers,
-                            steps=steps, mechanism=cell.mechanism, drop_remainder=steps is not None)
+                            steps=steps, mechanism=cell.mechanism, drop_remainder=steps is not None,
+                            packed=cell.impl == "ours-packed")
     src = open_dataset(cell.data_dir, "train", check_hashes=False)
     paths = [str(p) for p in _shard_paths(cell.data_dir)]
     shape = (None, src.size, src.size, src.size)

@@ -1,23 +1,33 @@
-"""HDF5 compression filters for the `frames` dataset, by name.
+"""How `frames` is stored: HDF5 filters by name, and the writer for each.
 
-Measured by `write_shard` at size 50, 2,048 samples, 32-sample chunks, one core
-(README "Codec choice" has the table): Zstd at its fast level -3 writes about 35,000
-samples/s at 516 bytes per sample (242x smaller than raw), 3x faster to write than Zstd
-level 1 for 25% more bytes; so `zstd-fast` is the default. `gzip` is plain HDF5 deflate,
-readable without plugins. Readers of a Zstd/LZ4/Blosc dataset need `import hdf5plugin`
-before opening it (this module does that on import).
+`nbit-gzip` (the default) stores each 0/1 frame value as one bit: HDF5's built-in N-bit
+filter (precision 1) followed by deflate. Both filters are part of HDF5 itself, so plain
+h5py reads `frames` back as uint8 0/1 without any plugin, and a chunk's stored bytes are
+zlib(bit-packed frames), which TensorFlow decodes natively (`tf.io.decode_compressed`):
+the loader moves 8x fewer bytes and leaves unpacking to the device. We write those chunks
+directly (`write_direct_chunk`): `np.packbits` plus ISA-L deflate is much faster than
+HDF5's own filter path, and gives the same bytes HDF5 would decode.
+
+Measured by `bench/generation.py` (README "Codec choice"): the other codecs are kept for
+comparison and for readers that prefer them. Zstd/LZ4/Blosc need `import hdf5plugin`
+before opening a file (this module does that on import).
 """
 from __future__ import annotations
 
+import h5py
 import hdf5plugin
+import numpy as np
+from isal import isal_zlib
 
-CODECS = ("zstd-fast", "zstd", "lz4", "blosc-lz4", "gzip", "none")
-DEFAULT_CODEC = "zstd-fast"
-DEFAULT_CHUNK = 32  # samples per HDF5 chunk; 64 falls off the CPU caches and writes 3x slower
+CODECS = ("nbit-gzip", "zstd-fast", "zstd", "lz4", "blosc-lz4", "gzip", "none")
+DEFAULT_CODEC = "nbit-gzip"
+DEFAULT_CHUNK = 32  # sequences per HDF5 chunk; 64 falls off the CPU caches and writes slower
+BIT_PACKED = ("nbit-gzip",)  # codecs whose chunks decode to bit-packed frames
+_NBIT = 5  # H5Z_FILTER_NBIT
 
 
 def filter_options(codec: str) -> dict:
-    """Keyword arguments for h5py `create_dataset` that apply `codec`."""
+    """Keyword arguments for h5py `create_dataset` that apply `codec` (for the codecs h5py can express)."""
     if codec == "zstd-fast":
         return dict(hdf5plugin.Zstd(clevel=-3))
     if codec == "zstd":
@@ -31,3 +41,44 @@ def filter_options(codec: str) -> dict:
     if codec == "none":
         return {}
     raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+
+
+def describe(codec: str) -> dict:
+    """The filter pipeline of `codec`, for the manifest (JSON-safe)."""
+    if codec == "nbit-gzip":
+        return {"filters": ["nbit (precision 1)", "deflate"], "hdf5_filter_ids": [_NBIT, 1]}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in filter_options(codec).items()}
+
+
+def create_frames(group: h5py.Group, shape: tuple, chunk: int, codec: str) -> h5py.Dataset:
+    """An empty uint8 `frames` dataset of `shape` (n, T, S, S), chunked by `chunk` whole sequences."""
+    chunks = (chunk, *shape[1:])
+    if codec not in BIT_PACKED:
+        return group.create_dataset("frames", shape, np.uint8, chunks=chunks, track_times=False,
+                                    **filter_options(codec))
+    bit = h5py.h5t.NATIVE_UINT8.copy()
+    bit.set_precision(1)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk(chunks)
+    dcpl.set_filter(_NBIT, 0)
+    dcpl.set_deflate(1)
+    dcpl.set_obj_track_times(False)
+    dataset = h5py.h5d.create(group.id, b"frames", bit, h5py.h5s.create_simple(shape), dcpl)
+    return h5py.Dataset(dataset)
+
+
+def write_frames(dataset: h5py.Dataset, start: int, block: np.ndarray, codec: str) -> None:
+    """Store `block` (k, T, S, S) uint8 0/1 at sequence `start`, which begins a chunk; k <= the chunk length."""
+    if codec not in BIT_PACKED:
+        dataset[start:start + len(block)] = block
+        return
+    chunk = dataset.chunks[0]
+    if len(block) < chunk:  # HDF5 stores edge chunks whole; the fill value is 0
+        block = np.concatenate([block, np.zeros((chunk - len(block), *block.shape[1:]), np.uint8)])
+    dataset.id.write_direct_chunk((start, 0, 0, 0), isal_zlib.compress(pack_bits(block), 1))
+
+
+def pack_bits(block: np.ndarray) -> bytes:
+    """The N-bit filter's encoding of a uint8 0/1 array: its bits MSB-first, then zero bytes up to bits//8 + 1."""
+    packed = np.packbits(block.reshape(-1)).tobytes()
+    return packed + b"\0" * (block.size // 8 + 1 - len(packed))

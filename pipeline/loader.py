@@ -10,9 +10,12 @@ chunk of `frames`: byte offset, length and a fingerprint of its stored bytes.
 Reading: shards are interleaved `readers` at a time; each chunk is decoded by one of two
 mechanisms, chosen by codec (README "Loader" has the measurements):
 
-* graph (gzip, none): `tf.io.read_file` + `tf.strings.substr` + `tf.io.decode_compressed`
-  ("ZLIB") + `tf.io.decode_raw`, all TensorFlow ops: parallel without the GIL or h5py's lock,
-  and the only mechanism that runs under tf.data service.
+* graph (nbit-gzip, gzip, none): `tf.io.read_file` + `tf.strings.substr` +
+  `tf.io.decode_compressed` ("ZLIB") + `tf.io.decode_raw`, all TensorFlow ops: parallel
+  without the GIL or h5py's lock, and the only mechanism that runs under tf.data service.
+  An nbit-gzip chunk decodes to bit-packed frames (1 bit per pixel), unpacked by a table
+  lookup, or, with `packed=True`, handed on packed so the model unpacks them on the device
+  (`pipeline.models.UnpackFrames`): 8x fewer bytes through the pipeline and to the device.
 * process (zstd-fast, zstd, lz4, blosc-lz4): the process's shared `pipeline.chunk_reader`
   pool of `readers` worker processes, each with its own h5py, decoding into shared memory;
   reached through `tf.py_function`, so not under tf.data service.
@@ -35,11 +38,12 @@ import h5py
 import numpy as np
 
 from pipeline import codecs  # noqa: F401  (registers plugin filters)
+from pipeline.codecs import BIT_PACKED
 from pipeline.errors import DataError
 from pipeline.manifest import MANIFEST, load_manifest
 from pipeline.shards import check_shard
 
-GRAPH_CODECS = ("gzip", "none")  # decodable by TensorFlow ops
+GRAPH_CODECS = ("nbit-gzip", "gzip", "none")  # decodable by TensorFlow ops
 MECHANISMS = ("auto", "graph", "process")
 SHUFFLE_BUFFER_BYTES = 256 << 20  # default sample shuffle buffer: ~256 MB of frames
 
@@ -119,8 +123,7 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
             if frames.chunks != (step, size, size, size):
                 raise DataError(f"{path}: frames chunked as {frames.chunks}, expected {(step, size, size, size)}")
             filters = frames.id.get_create_plist()
-            if (params.codec == "gzip" and not _is_plain_deflate(filters)
-                    or params.codec == "none" and filters.get_nfilters() != 0):
+            if _filter_ids(filters) != EXPECTED_FILTERS.get(params.codec, _filter_ids(filters)):
                 raise DataError(f"{path}: frames filters do not match codec {params.codec!r}")
             expected_chunks = -(-n // step)
             if frames.id.get_num_chunks() != expected_chunks:
@@ -156,8 +159,19 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
                   fingerprint=fingerprints, first=np.array(cols[7], np.int64))
 
 
-def _is_plain_deflate(plist) -> bool:
-    return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == h5py.h5z.FILTER_DEFLATE
+EXPECTED_FILTERS = {"nbit-gzip": (h5py.h5z.FILTER_NBIT, h5py.h5z.FILTER_DEFLATE),
+                    "gzip": (h5py.h5z.FILTER_DEFLATE,), "none": ()}  # graph codecs: TF decodes exactly these
+
+
+def _filter_ids(plist) -> tuple[int, ...]:
+    return tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
+
+
+def packed_width(size: int) -> int:
+    """Bytes per bit-packed sequence of side `size` (size**3 bits); needs an even size to be whole."""
+    if size % 2:
+        raise ValueError(f"packed frames need an even size (size**3 bits in whole bytes), got size {size}")
+    return size ** 3 // 8
 
 
 def _fingerprints(blobs: list[bytes]) -> np.ndarray:
@@ -166,17 +180,20 @@ def _fingerprints(blobs: list[bytes]) -> np.ndarray:
     return tf.strings.to_hash_bucket_fast(tf.constant(blobs), 2**62).numpy()
 
 
-def default_shuffle_buffer(size: int, chunk: int) -> int:
-    """Samples in ~SHUFFLE_BUFFER_BYTES of frames, at least two chunks."""
-    return max(2 * chunk, SHUFFLE_BUFFER_BYTES // size ** 3)
+def default_shuffle_buffer(sample_bytes: int, chunk: int) -> int:
+    """Samples in ~SHUFFLE_BUFFER_BYTES of frames of `sample_bytes` each, at least two chunks."""
+    return max(2 * chunk, SHUFFLE_BUFFER_BYTES // sample_bytes)
 
 
 def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  repeat: bool = False, drop_remainder: bool = False, deterministic: bool = True,
                  readers: int | None = None, shuffle_buffer: int | None = None, steps: int | None = None,
                  prefetch: bool = True, expected_size: int | None = None, mechanism: str = "auto",
-                 source: Source | None = None):
+                 source: Source | None = None, packed: bool = False):
     """Batches `(frames uint8 (B,T,S,S), labels uint8 (B,))` of split `split`, as a tf.data.Dataset.
+
+    packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
+      model that unpacks them on the device (`pipeline.models.build_model(..., packed_input=True)`).
 
     shuffle: permute shard order and chunk order each epoch and pass samples through a
       shuffle buffer of `shuffle_buffer` samples (default ~256 MB of frames; 0: chunk
@@ -205,12 +222,16 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
         mechanism = "graph" if src.codec in GRAPH_CODECS else "process"
     if mechanism == "graph" and src.codec not in GRAPH_CODECS:
         raise ValueError(f"mechanism 'graph' decodes only {', '.join(GRAPH_CODECS)}, this dataset is {src.codec!r}")
+    if packed and src.codec not in BIT_PACKED:
+        raise ValueError(f"packed=True needs a bit-packed codec ({', '.join(BIT_PACKED)}), this dataset is {src.codec!r}")
+    if packed:
+        packed_width(src.size)  # raises for an odd size
     if shuffle_buffer is None:
-        shuffle_buffer = default_shuffle_buffer(src.size, src.chunk)
+        shuffle_buffer = default_shuffle_buffer(packed_width(src.size) if packed else src.size ** 3, src.chunk)
     if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
         raise ValueError(f"shuffle_buffer must be a non-negative integer, got {shuffle_buffer!r}")
 
-    read_chunk = _graph_reader(src) if mechanism == "graph" else _process_reader(src, readers)
+    read_chunk = _graph_reader(src, packed) if mechanism == "graph" else _process_reader(src, readers)
     shards_of = _chunk_ranges(src)
 
     def one_epoch(epoch_seed):
@@ -229,7 +250,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
             chunks_of, cycle_length=readers, block_length=1, num_parallel_calls=readers,
             deterministic=deterministic)
         if shuffle and shuffle_buffer > 0:  # within the epoch: every sample once per epoch
-            return chunks.unbatch().shuffle(shuffle_buffer, seed=epoch_seed)
+            # A fixed buffer seed is enough: each epoch feeds it chunks in a different order.
+            return chunks.unbatch().shuffle(shuffle_buffer, seed=seed)
         return chunks
 
     # One int64 per epoch; rerandomized on every iteration, so model.fit epochs differ.
@@ -274,8 +296,11 @@ def _labels_of(src: Source):
     return labels_of
 
 
-def _graph_reader(src: Source):
-    """chunks -> (frames, labels) with TensorFlow ops only (gzip/none): runs under tf.data service."""
+def _graph_reader(src: Source, packed: bool = False):
+    """chunks -> (frames, labels) with TensorFlow ops only (GRAPH_CODECS): runs under tf.data service.
+
+    frames: uint8 (count, T, S, S), or (count, S**3 / 8) bit-packed when `packed`.
+    """
     import tensorflow as tf
 
     paths = tf.constant(src.paths)
@@ -283,7 +308,10 @@ def _graph_reader(src: Source):
     fingerprint, count, start = tf.constant(src.fingerprint), tf.constant(src.count), tf.constant(src.start)
     chunk_shape = (-1, *src.frame_shape)
     labels_of = _labels_of(src)
-    zlib_coded = src.codec == "gzip"
+    zlib_coded = src.codec in ("gzip", *BIT_PACKED)
+    bit_packed = src.codec in BIT_PACKED
+    sample_bits = src.size ** 3
+    bits_of_byte = tf.constant(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1))  # (256, 8)
 
     def read_chunk(shard, ids):
         content = tf.io.read_file(paths[shard])  # one read per shard (~0.5% of its raw bytes)
@@ -298,7 +326,14 @@ def _graph_reader(src: Source):
                                        ["corrupt chunk in shard", paths[shard], "at sample", start[c]])
             with tf.control_dependencies([same]):
                 raw = tf.io.decode_compressed(stored, "ZLIB") if zlib_coded else tf.identity(stored)
-            frames = tf.reshape(tf.io.decode_raw(raw, tf.uint8), chunk_shape)[:count[c]]
+            data = tf.io.decode_raw(raw, tf.uint8)
+            if packed:
+                frames = tf.reshape(data[:count[c] * sample_bits // 8], (-1, sample_bits // 8))
+            elif bit_packed:  # the chunk's sequences are its first count * S**3 bits; zero padding follows
+                bits = tf.gather(bits_of_byte, tf.cast(data[:(count[c] * sample_bits + 7) // 8], tf.int32))
+                frames = tf.reshape(tf.reshape(bits, [-1])[:count[c] * sample_bits], chunk_shape)
+            else:
+                frames = tf.reshape(data, chunk_shape)[:count[c]]
             return frames, labels_of(c)
 
         return ids.map(decode)

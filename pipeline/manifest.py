@@ -109,8 +109,7 @@ class Manifest:
             "complete": self.complete,
             "params": asdict(self.params),
             "storage": {"codec": self.params.codec, "chunk_samples": self.params.chunk,
-                        "filter": {k: (list(v) if isinstance(v, tuple) else v)
-                                   for k, v in codecs.filter_options(self.params.codec).items()},
+                        "filter": codecs.describe(self.params.codec),
                         "raw_bytes_per_sample": raw,
                         "stored_bytes_per_sample": round(stored / done, 1) if done else None},
             "splits": {split: {"samples": self.params.split_samples(split), "shards": self.shards[split]}

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 MODEL_NAMES = ("seed", "fast", "rowcol")
@@ -53,6 +54,27 @@ class FramesToFloat(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, 1)
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class UnpackFrames(layers.Layer):
+    """Bit-packed sequences uint8 (B, S**3 / 8), bits MSB-first, -> uint8 frames (B, T, S, S) of 0/1.
+
+    What the loader yields with `packed=True` (nbit-gzip datasets): unpacking here puts it on
+    the compute device, so the host and the host-to-device copy move 8x fewer bytes.
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        self.bits_of_byte = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # (256, 8)
+
+    def call(self, packed):
+        bits = ops.take(ops.convert_to_tensor(self.bits_of_byte), ops.cast(packed, "int32"), axis=0)
+        return ops.reshape(bits, (-1, self.size, self.size, self.size))
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -352,6 +374,8 @@ def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compil
                 **options) -> keras.Model:
     """A compiled model named ``name`` for ``size x size`` frames, taking uint8 ``(B, T, S, S)``.
 
+    packed_input: take bit-packed uint8 ``(B, S**3 / 8)`` instead (``make_dataset(..., packed=True)``)
+      and unpack on the device.
     jit_compile: None -> ``default_jit_compile()`` for ``fast``, False for the others
       (the seed ran without XLA). Remaining options go to ``build_seed`` / ``build_fast`` /
       ``build_rowcol``; an unknown option raises TypeError.
@@ -362,7 +386,13 @@ def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compil
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    packed_input = options.pop("packed_input", False)
     model = builders[name](size, **options)
+    if packed_input:  # the same model behind an unpacking layer: same weights, same parameter count
+        if size % 2:
+            raise ValueError(f"packed_input needs an even size (size**3 bits in whole bytes), got {size}")
+        packed = keras.Input((size ** 3 // 8,), dtype="uint8", name="packed_frames")
+        model = keras.Model(packed, model(UnpackFrames(size, name="unpack")(packed)), name=f"{model.name}_packed")
     if jit_compile is None:
         jit_compile = default_jit_compile() if name == "fast" else False
     return compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)

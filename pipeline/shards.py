@@ -98,15 +98,14 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
     labels, rows, cols = trajectories(plan.rng(), plan.samples, spec)
     try:
         with h5py.File(tmp, "w") as f:
-            frames = f.create_dataset("frames", (plan.samples, *spec.frame_shape), np.uint8,
-                                      chunks=(min(plan.chunk, plan.samples), *spec.frame_shape), track_times=False,
-                                      **codecs.filter_options(plan.codec))
+            frames = codecs.create_frames(f, (plan.samples, *spec.frame_shape), min(plan.chunk, plan.samples),
+                                          plan.codec)
             for start in range(0, plan.samples, plan.chunk):
                 stop = min(start + plan.chunk, plan.samples)
-                frames[start:stop] = render(rows[start:stop], cols[start:stop], spec)
-            f.create_dataset("labels", data=labels, track_times=False)
-            f.create_dataset("rows", data=rows, track_times=False)
-            f.create_dataset("cols", data=cols, track_times=False)
+                codecs.write_frames(frames, start, render(rows[start:stop], cols[start:stop], spec), plan.codec)
+            for name, values in (("labels", labels), ("rows", rows), ("cols", cols)):
+                f.create_dataset(name, data=values, track_times=False, compression="gzip", compression_opts=1,
+                                 shuffle=values.itemsize > 1)
             for key, value in plan.attributes().items():
                 f.attrs[key] = value
         with open(tmp, "rb+") as f:
