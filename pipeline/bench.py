@@ -55,8 +55,8 @@ FORMAT = "moving-square-bench"
 FORMAT_VERSION = 1
 SUITES = ("generate", "load", "train", "accuracy")
 ROW_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "metric", "value", "unit", "error", "device")
-LOAD_IMPLS = ("ours", "in-memory", "from_generator")
-TRAIN_FEEDS = ("ours", "in-memory")
+LOAD_IMPLS = ("ours", "ours-packed", "in-memory", "from_generator")
+TRAIN_FEEDS = ("ours", "ours-packed", "in-memory")  # ours-packed: bit-packed batches, unpacked inside the model
 UNITS = {"samples_per_s": "samples/s", "mb_per_s": "MB/s", "stored_mb_per_s": "MB/s",
          "per_worker_samples_per_s": "samples/s", "cluster_startup_s": "s", "ms_per_step_median": "ms",
          "ms_per_step_p10": "ms", "ms_per_step_p90": "ms", "first_step_ms": "ms", "first_batch_ms": "ms",
@@ -363,11 +363,12 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
 
 # ---------------------------------------------------------------- suite: load
 
-def our_dataset(directory: Path, batch_size: int, *, shuffle: bool = True):
-    """Our loader, repeating, whole batches only."""
+def our_dataset(directory: Path, batch_size: int, *, shuffle: bool = True, packed: bool = False):
+    """Our loader, repeating, whole batches only; `packed`: bit-packed frames (B, S**3 / 8)."""
     from pipeline.loader import make_dataset
 
-    return make_dataset(directory, "train", batch_size, shuffle=shuffle, seed=0, repeat=True, drop_remainder=True)
+    return make_dataset(directory, "train", batch_size, shuffle=shuffle, seed=0, repeat=True, drop_remainder=True,
+                        packed=packed)
 
 
 def in_memory_dataset(frames, labels, batch_size: int):
@@ -408,8 +409,8 @@ def suite_load(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                 key = dict(size=size, batch_size=batch)
                 with rec.cell("load", impl, ("samples_per_s", "mb_per_s", "first_batch_ms"), **key):
                     log(f"load {impl} size={size} batch={batch}")
-                    if impl == "ours":
-                        ds = our_dataset(data[size], batch)
+                    if impl in ("ours", "ours-packed"):
+                        ds = our_dataset(data[size], batch, packed=impl == "ours-packed")
                     elif impl == "in-memory":
                         if frames is None:
                             frames, labels = read_split(data[size], "train")
@@ -459,6 +460,7 @@ def suite_train(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                 model = build_model(name, size)
             if model is None:
                 continue
+            packed_model = None
             for batch in grid.batch_sizes:
                 medians = {}
                 for feed in TRAIN_FEEDS:
@@ -467,6 +469,10 @@ def suite_train(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                         if feed == "ours":
                             it = iter(our_dataset(data[size], batch))
                             step = lambda: model.train_on_batch(*next(it))  # noqa: E731
+                        elif feed == "ours-packed":  # the same model behind UnpackFrames: unpacking is in the step
+                            packed_model = packed_model or build_model(name, size, packed_input=True)
+                            it = iter(our_dataset(data[size], batch, packed=True))
+                            step = lambda: packed_model.train_on_batch(*next(it))  # noqa: E731
                         else:
                             batches = [(tf.constant(frames[i:i + batch]), tf.constant(labels[i:i + batch]))
                                        for i in range(0, 4 * batch, batch)]
@@ -475,10 +481,11 @@ def suite_train(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                         times = time_steps(step, steps=grid.train_steps, warmup=grid.train_warmup)
                         medians[feed] = _record_steps(rec, name, feed, times, size=size, batch_size=batch,
                                                       steps=grid.train_steps, warmup=grid.train_warmup)
-                if len(medians) == 2:
-                    rec.add("train", name, "input_bound_fraction", 1 - medians["in-memory"] / medians["ours"],
-                            size=size, batch_size=batch, feed="ours")
-            del model
+                for feed in ("ours", "ours-packed"):
+                    if feed in medians and "in-memory" in medians:
+                        rec.add("train", name, "input_bound_fraction", 1 - medians["in-memory"] / medians[feed],
+                                size=size, batch_size=batch, feed=feed)
+            del model, packed_model
             keras.backend.clear_session()
         if size <= grid.seed_workflow_max_size:
             _train_seed_workflow(rec, grid, size)
@@ -581,19 +588,22 @@ def markdown_summary(doc: dict) -> str:
     grid_cells = sorted({(r["size"], r["batch_size"]) for r in rows if r["batch_size"] is not None})
     if "load" in suites:
         out += ["**load** (samples/s, warm-up excluded)", "",
-                "| size | batch | ours | in-memory | from_generator | ours / in-memory | ours / from_generator |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| size | batch | ours | ours, packed | in-memory | from_generator | ours / in-memory "
+                "| packed / in-memory | ours / from_generator |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for size, batch in grid_cells:
             v = {impl: value_of(rows, suite="load", impl=impl, size=size, batch_size=batch, metric="samples_per_s")
                  for impl in LOAD_IMPLS}
             if any(r["suite"] == "load" and r["size"] == size and r["batch_size"] == batch for r in rows):
-                out.append(f"| {size} | {batch} | {_fmt(v['ours'])} | {_fmt(v['in-memory'])} | {_fmt(v['from_generator'])} "
-                           f"| {_ratio(v['ours'], v['in-memory'])} | {_ratio(v['ours'], v['from_generator'])} |")
+                out.append(f"| {size} | {batch} | {_fmt(v['ours'])} | {_fmt(v['ours-packed'])} | {_fmt(v['in-memory'])} "
+                           f"| {_fmt(v['from_generator'])} | {_ratio(v['ours'], v['in-memory'])} "
+                           f"| {_ratio(v['ours-packed'], v['in-memory'])} | {_ratio(v['ours'], v['from_generator'])} |")
         out.append("")
     if "train" in suites:
         out += ["**train** (ms/step median [p10-p90], warm-up excluded; speedups on in-memory feed)", "",
-                "| size | batch | model | fed by our loader | in memory | input-bound | samples/s | vs seed | vs seed-workflow |",
-                "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| size | batch | model | fed by our loader | fed packed | in memory | input-bound (ours, packed) "
+                "| samples/s | vs seed | vs seed-workflow |",
+                "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         models = sorted({r["impl"] for r in rows if r["suite"] == "train"}, key=lambda m: (m == "seed-workflow", m))
         for size, batch in grid_cells:
             seed = value_of(rows, suite="train", impl="seed", feed="in-memory", size=size, batch_size=batch,
@@ -612,11 +622,11 @@ def markdown_summary(doc: dict) -> str:
                     return (f"{_fmt(med)} [{_fmt(value_of(rows, feed=feed, metric='ms_per_step_p10', **m))}-"
                             f"{_fmt(value_of(rows, feed=feed, metric='ms_per_step_p90', **m))}]")
                 mem = value_of(rows, feed="in-memory", metric="ms_per_step_median", **m)
-                bound = value_of(rows, feed="ours", metric="input_bound_fraction", **m)
+                bounds = [value_of(rows, feed=f, metric="input_bound_fraction", **m) for f in ("ours", "ours-packed")]
                 rate = value_of(rows, feed="ours", metric="samples_per_s", **m) or value_of(
                     rows, feed="in-memory", metric="samples_per_s", **m)
-                out.append(f"| {size} | {batch} | {model} | {spread('ours')} | {spread('in-memory')} "
-                           f"| {'-' if bound is None else f'{bound:.0%}'} | {_fmt(rate)} "
+                out.append(f"| {size} | {batch} | {model} | {spread('ours')} | {spread('ours-packed')} | {spread('in-memory')} "
+                           f"| {', '.join('-' if b is None else f'{b:.0%}' for b in bounds)} | {_fmt(rate)} "
                            f"| {_ratio(seed, mem)} | {_ratio(workflow, mem)} |")
         out.append("")
     if "accuracy" in suites:

@@ -115,7 +115,7 @@ def test_csv_and_markdown_beside_the_json(quick_run):
     assert md == bench.markdown_summary(doc) + "\n"
     for heading in ("**generate**", "**load**", "**train**", "**accuracy**"):
         assert heading in md
-    assert "| ours / in-memory | ours / from_generator |" in md
+    assert "| ours / in-memory | packed / in-memory | ours / from_generator |" in md
     seed_row = next(line for line in md.splitlines() if line.startswith("| 8 | seed | 1 |"))
     assert seed_row.endswith("| 1.00x |")  # the baseline against itself
 
