@@ -266,6 +266,7 @@ def _grid(data: dict[int, str], gzip: dict[int, str], batches: list[int], max_sa
 
 
 def _markdown(rows: list[dict]) -> str:
+    from pipeline.loader import GRAPH_CODECS
     from pipeline.manifest import load_manifest
 
     lines = ["| size | batch | impl | codec | mechanism | readers | shuffle | samples/s median (p10-p90) | vs in-memory "
@@ -274,9 +275,9 @@ def _markdown(rows: list[dict]) -> str:
     for r in rows:
         c = r["config"]
         codec = load_manifest(Path(c["data_dir"])).params.codec
-        mech = c["mechanism"] if c["impl"] == "ours" else "-"
-        if c["impl"] == "ours" and mech == "auto":
-            mech = "graph" if codec in ("gzip", "none") else "process"
+        mech = c["mechanism"] if c["impl"] in ("ours", "ours-packed") else "-"
+        if mech == "auto":
+            mech = "graph" if codec in GRAPH_CODECS else "process"
         if r.get("value") is None:
             lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | | | failed: {r['error']} | | | |")
             continue

@@ -45,8 +45,9 @@ def load_run(run_dir: Path):
 
 
 def model_size(model) -> int:
-    """Frame side the model was built for (last axis of its uint8 (B, T, S, S) input)."""
-    return int(model.input_shape[-1])
+    """Frame side the model was built for: the last axis of uint8 (B, T, S, S) input, or of (B, S**3 / 8) packed."""
+    unpack = next((layer for layer in model.layers if type(layer).__name__ == "UnpackFrames"), None)
+    return unpack.size if unpack is not None else int(model.input_shape[-1])
 
 
 def run(args) -> int:
@@ -65,7 +66,8 @@ def run(args) -> int:
 
     total = manifest.params.test_samples
     samples = total if args.samples is None else min(args.samples, total)
-    data = make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size)
+    data = make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size,
+                        packed=config.get("packed", False))  # a model trained --packed takes packed frames
     if samples < total:
         data = data.unbatch().take(samples).batch(args.batch_size)
     loss, accuracy = model.evaluate(data, verbose=0, steps=math.ceil(samples / args.batch_size))

@@ -189,9 +189,12 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                  repeat: bool = False, drop_remainder: bool = False, deterministic: bool = True,
                  readers: int | None = None, shuffle_buffer: int | None = None, steps: int | None = None,
                  prefetch: bool = True, expected_size: int | None = None, mechanism: str = "auto",
-                 source: Source | None = None, packed: bool = False):
+                 source: Source | None = None, packed: bool = False, splittable: bool = False):
     """Batches `(frames uint8 (B,T,S,S), labels uint8 (B,))` of split `split`, as a tf.data.Dataset.
 
+    splittable: one epoch whose source is the (seed-permuted) shard list, so tf.data service's
+      `processing_mode="distributed_epoch"` hands each shard to one worker: every sample once
+      per epoch across all workers. Needs repeat=False (the service repeats).
     packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
       model that unpacks them on the device (`pipeline.models.build_model(..., packed_input=True)`).
 
@@ -254,9 +257,14 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
             return chunks.unbatch().shuffle(shuffle_buffer, seed=seed)
         return chunks
 
-    # One int64 per epoch; rerandomized on every iteration, so model.fit epochs differ.
-    epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = (epochs if repeat else epochs.take(1)).flat_map(one_epoch)
+    if splittable:
+        if repeat:
+            raise ValueError("splittable=True builds one epoch for tf.data service to split; pass repeat=False")
+        ds = one_epoch(tf.constant(seed, tf.int64))  # an eager permutation: a source the service can split
+    else:
+        # One int64 per epoch; rerandomized on every iteration, so model.fit epochs differ.
+        epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = (epochs if repeat else epochs.take(1)).flat_map(one_epoch)
     if shuffle and shuffle_buffer > 0:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:

@@ -39,7 +39,10 @@ def run(args) -> int:
     spec = SequenceSpec(params["size"], params["variant"], params["square"] if params["variant"] == "square" else 1,
                         params["wrap"])
     sequences = generate(np.random.default_rng(args.seed), args.count, spec)
-    probabilities = model.predict(sequences.frames, verbose=0)[:, 0]
+    frames = sequences.frames
+    if config.get("packed", False):  # a model trained --packed takes bit-packed frames (n, S**3 / 8)
+        frames = np.packbits(frames.reshape(len(frames), -1), axis=1)
+    probabilities = model.predict(frames, verbose=0)[:, 0]
     for expected, p in zip(sequences.labels, probabilities):
         print(f"Expected: {label_name(expected)}, Predicted: {label_name(p > 0.5)}")
     return 0

@@ -33,9 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="steps per epoch, repeating the split as needed; None means one pass over the split")
     p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
-    p.add_argument("--shuffle-buffer", type=int, default=0,
-                   help="samples in the loader's shuffle buffer; 0 permutes shard and chunk order only "
-                        "(samples are i.i.d. draws, so chunk order is enough)")
+    p.add_argument("--shuffle-buffer", type=int, default=None,
+                   help="samples in the loader's shuffle buffer (default: ~256 MB of frames); 0 permutes "
+                        "shard and chunk order only")
+    p.add_argument("--packed", action=argparse.BooleanOptionalAction, default=None,
+                   help="stream bit-packed frames and unpack them inside the model (default: on with a GPU, "
+                        "for nbit-gzip datasets of even size)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--out", type=Path, default=None,
                    help="run directory to write (default: runs/MODEL-sSIZE-seedSEED)")
@@ -76,30 +79,9 @@ def model_options(args) -> dict:
     return {"backbone": args.backbone, "backbone_weights": args.backbone_weights}
 
 
-def versions() -> dict:
-    import sys
-
-    import keras
-    import numpy
-    import tensorflow as tf
-
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__}
-
-
-def git_commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              check=True, cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run(args) -> int:
     check_positive(batch_size=args.batch_size, epochs=args.epochs, steps=args.steps)
-    if args.shuffle_buffer < 0:
+    if args.shuffle_buffer is not None and args.shuffle_buffer < 0:
         raise UsageError(f"--shuffle-buffer must be non-negative, got {args.shuffle_buffer}")
     if args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
@@ -120,14 +102,23 @@ def run(args) -> int:
     from pipeline.loader import make_dataset
     from pipeline.models import build_model
 
+    from pipeline.codecs import BIT_PACKED
+    from pipeline.environment import git_info, versions
+
+    packable = manifest.params.codec in BIT_PACKED and size % 2 == 0
+    if args.packed and not packable:
+        raise UsageError(f"--packed needs an nbit-gzip dataset of even size; {args.data} is "
+                         f"{manifest.params.codec}, size {size}")
+    packed = packable and devices.has_gpu() if args.packed is None else args.packed
     keras.utils.set_random_seed(args.seed)
-    model = build_model(args.model, size, learning_rate=args.learning_rate, jit_compile=args.jit, **options)
+    model = build_model(args.model, size, learning_rate=args.learning_rate, jit_compile=args.jit,
+                        packed_input=packed, **options)
     import tensorflow as tf
 
     # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
     # with --steps, endless reshuffled passes.
     data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=args.steps is not None,
-                        shuffle_buffer=args.shuffle_buffer, expected_size=size)
+                        shuffle_buffer=args.shuffle_buffer, expected_size=size, packed=packed)
     if args.steps is None:
         steps = math.ceil(manifest.params.samples / args.batch_size)
         data = data.apply(tf.data.experimental.assert_cardinality(steps))
@@ -147,8 +138,8 @@ def run(args) -> int:
         "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
                     "manifest_sha256": manifest_sha256(args.data)},
         "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps, "seed": args.seed,
-        "shuffle_buffer": args.shuffle_buffer,
-        "device": devices.describe(), "versions": versions(), "commit": git_commit(),
+        "shuffle_buffer": args.shuffle_buffer, "packed": packed,
+        "device": devices.describe(), "versions": versions(), "commit": git_info()["commit"],
     }
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     seen = sum(len(v) for v in history.history.values()) // max(len(history.history), 1)

@@ -113,3 +113,29 @@ def test_existing_run_is_not_overwritten_without_force(trained, tiny_dataset, ca
     assert main(["train", "--data", str(tiny_dataset), "--out", str(trained)]) == 2
     assert "--force" in capsys.readouterr().err
     assert (trained / "model.keras").read_bytes() == before
+
+
+def test_packed_training_evaluates_and_predicts_like_unpacked(trained, tiny_dataset, tmp_path, capsys):
+    """--packed streams bit-packed frames into the same model behind UnpackFrames: same parameters, and the
+    run's evaluate/predict feed it packed frames. On a CPU the default is unpacked."""
+    assert json.loads((trained / "config.json").read_text())["packed"] is False
+    run = tmp_path / "packed"
+    assert main(["train", "--data", str(tiny_dataset), "--model", "fast", "--epochs", "2", "--batch-size", "16",
+                 "--seed", "3", "--out", str(run), "--verbose", "0", "--packed"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["packed"] is True
+    assert config["model"]["params"] == json.loads((trained / "config.json").read_text())["model"]["params"]
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--data", str(tiny_dataset), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["samples"] == 40 and 0 <= result["accuracy"] <= 1
+    assert main(["predict", "--run", str(run), "--count", "3"]) == 0
+    assert len(LINE.findall(capsys.readouterr().out)) == 3
+
+
+def test_packed_needs_a_packable_dataset(other_size_dataset, tmp_path, capsys):
+    odd = tmp_path / "odd"
+    run_generation(odd, DatasetParams(size=9, samples=16, test_samples=8, shard_size=16, chunk=8), workers=1,
+                   progress=False)
+    assert status(["train", "--data", str(odd), "--model", "fast", "--packed", "--out", str(tmp_path / "r")]) == 2
+    assert "--packed needs" in capsys.readouterr().err

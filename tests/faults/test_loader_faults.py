@@ -189,19 +189,11 @@ def static_service():
     dispatcher.stop()
 
 
-LOADER_SPLIT_BUG = (
-    "pipeline.loader's source is tf.data.Dataset.random(seed).take(1).flat_map(one_epoch): under distributed_epoch "
-    "the split provider hands each worker its own element of that source, so each of N workers produces a whole "
-    "epoch (N copies of every sample). Fix: make the splittable source the shard (or chunk) list, e.g. "
-    "from_tensor_slices(shard order).interleave(...), so the dispatcher hands each shard to one worker.")
-
-
-@pytest.mark.xfail(strict=True, reason=LOADER_SPLIT_BUG)
 @pytest.mark.parametrize("epoch", range(2))
 def test_distributed_epoch_on_two_workers_reads_every_sample_exactly_once(epoch, datasets, data_service, tally):
     target, workers = data_service
     d = datasets["gzip", 3]
-    ds = loader.make_dataset(d, "train", 8, seed=epoch, prefetch=False)
+    ds = loader.make_dataset(d, "train", 8, seed=epoch, prefetch=False, splittable=True)
     ds = ds.apply(tf.data.experimental.service.distribute(processing_mode="distributed_epoch", service=target,
                                                           job_name=f"faults-exactly-once-{epoch}"))
     frames, labels = zip(*((f.numpy(), l.numpy()) for f, l in ds))
