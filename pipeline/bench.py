@@ -77,7 +77,7 @@ class Grid:
     batch_sizes: tuple[int, ...] = (16, 32, 64)
     suites: tuple[str, ...] = SUITES
     workers: tuple[int, ...] = ()
-    gen_raw_mb: float = 1000.0
+    gen_raw_mb: float = 10000.0  # 80,000 sequences at size 50: seconds of work, so fixed costs fade
     gen_max_samples: int = 100_000
     gen_repeats: int = 3
     seed_raw_mb: float = 40.0

@@ -122,9 +122,16 @@ def _diff(old: DatasetParams, new: DatasetParams) -> str:
                      for k in old.__dataclass_fields__ if getattr(old, k) != getattr(new, k))
 
 
+# Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap threshold at
+# 128 KB: every multi-megabyte buffer becomes a fresh mmap paid for in page faults. Keeping big buffers
+# on the heap makes a worker write shards 2x faster (17k -> 30-35k sequences/s at size 50, measured).
+WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
+
+
 @contextlib.contextmanager
 def dask_client(workers: int, scheduler: str | None):
     """A Client on `scheduler`, or on a new local cluster of `workers` single-threaded processes."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     for name in ("distributed", "bokeh", "tornado"):
@@ -140,8 +147,10 @@ def dask_client(workers: int, scheduler: str | None):
     # Local workers write to this terminal. Every task's error reaches the client, which reports it in one
     # line, so the workers' own error logs and h5py's "Exception ignored" notes (a failed write's file
     # close, e.g. on a full disk) are kept out of it.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
         client.register_plugin(_quiet_local_worker(), name="pipeline-quiet-local-worker")
         yield client
 

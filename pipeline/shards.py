@@ -100,9 +100,11 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
         with h5py.File(tmp, "w") as f:
             frames = codecs.create_frames(f, (plan.samples, *spec.frame_shape), min(plan.chunk, plan.samples),
                                           plan.codec)
+            buffer = np.empty((min(plan.chunk, plan.samples), *spec.frame_shape), np.uint8)  # reused per chunk
             for start in range(0, plan.samples, plan.chunk):
                 stop = min(start + plan.chunk, plan.samples)
-                codecs.write_frames(frames, start, render(rows[start:stop], cols[start:stop], spec), plan.codec)
+                block = render(rows[start:stop], cols[start:stop], spec, out=buffer[:stop - start])
+                codecs.write_frames(frames, start, block, plan.codec)
             for name, values in (("labels", labels), ("rows", rows), ("cols", cols)):
                 f.create_dataset(name, data=values, track_times=False, compression="gzip", compression_opts=1,
                                  shuffle=values.itemsize > 1)

@@ -98,10 +98,19 @@ def walk_cols(rng: np.random.Generator, labels: np.ndarray, size: int, wrap: boo
     return ((start[:, None] + direction[:, None] * steps[None, :]) % size).astype(np.int16)
 
 
-def render(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec) -> np.ndarray:
-    """Frames uint8 (n, T, H, W) with values 0/1 from trajectories rows, cols (n, T)."""
+def render(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Frames uint8 (n, T, H, W) with values 0/1 from trajectories rows, cols (n, T).
+
+    out: an (n, T, H, W) uint8 array to render into (it is zeroed first). Reusing one buffer
+    matters under Dask: its workers set MALLOC_TRIM_THRESHOLD_, which makes every fresh
+    multi-megabyte array an mmap paid for in page faults (3x slower generation, measured).
+    """
     n, size = rows.shape
-    frames = np.zeros((n, size, size, size), dtype=np.uint8)
+    if out is None:
+        frames = np.zeros((n, size, size, size), dtype=np.uint8)
+    else:
+        frames = out
+        frames.fill(0)
     sample = np.arange(n)
     if spec.variant == "trail":
         # Frame t is frame t-1 plus the pixel of step t: one block copy per step.
