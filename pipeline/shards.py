@@ -107,7 +107,9 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
                 codecs.write_frames(frames, start, block, plan.codec)
             for name, values in (("labels", labels), ("rows", rows), ("cols", cols)):
                 f.create_dataset(name, data=values, track_times=False, compression="gzip", compression_opts=1,
-                                 shuffle=values.itemsize > 1)
+                                 shuffle=values.itemsize > 1).flush()
+                # flushed now: left in the chunk cache, compressed chunks are placed at close in an order
+                # that varies from process to process, and the shard's bytes with it
             for key, value in plan.attributes().items():
                 f.attrs[key] = value
         with open(tmp, "rb+") as f:
