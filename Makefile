@@ -4,13 +4,8 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TF_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
+# Dataset settings: unset ones take `python -m pipeline generate`'s defaults (see its --help).
 SIZE         ?= 50
-VARIANT      ?= trail
-SAMPLES      ?= 5000
-TEST_SAMPLES ?= 1000
-SHARD_SIZE   ?= 1000
-SEED         ?= 0
-WORKERS      ?= $(shell nproc)
 OUT          ?= datasets/moving-square-$(SIZE)
 SCHEDULER    ?=
 QUICK        ?=
@@ -27,9 +22,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 dataset: $(STAMP)
-	$(PY) -m pipeline generate --out $(OUT) --size $(SIZE) --variant $(VARIANT) --samples $(SAMPLES) \
-	  --test-samples $(TEST_SAMPLES) --shard-size $(SHARD_SIZE) --seed $(SEED) --workers $(WORKERS) \
-	  $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+	$(PY) -m pipeline generate --out $(OUT) --size $(SIZE) $(if $(VARIANT),--variant $(VARIANT)) \
+	  $(if $(SAMPLES),--samples $(SAMPLES)) $(if $(TEST_SAMPLES),--test-samples $(TEST_SAMPLES)) \
+	  $(if $(SHARD_SIZE),--shard-size $(SHARD_SIZE)) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 verify: $(STAMP)
 	$(PY) -m pipeline verify $(OUT)
