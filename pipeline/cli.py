@@ -35,9 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """Top-level parser; only `command`'s module is imported to add its arguments."""
     parser = OneLineParser(prog="pipeline", description=__doc__.splitlines()[0],
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="commands:\n" + "\n".join(f"  {name:9s} {text}" for name, (_, text) in COMMANDS.items())
-                           + "\n\nRun `pipeline COMMAND --help` for a command's options.")
+                           epilog="Run `pipeline COMMAND --help` for a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, text) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text,
