@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline import codecs  # noqa: F401  (registers plugin filters for readers)
+from pipeline import codecs  # also registers the plugin filters for every reader of a shard
 from pipeline.errors import DataError
 from pipeline.synth import SequenceSpec, render, trajectories
 
@@ -94,7 +94,7 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
     directory = Path(directory)
     final = directory / plan.name
     tmp = directory / f"{plan.name}{TMP_MARK}{os.getpid()}"
-    spec, size = plan.spec, plan.spec.size
+    spec = plan.spec
     labels, rows, cols = trajectories(plan.rng(), plan.samples, spec)
     try:
         with h5py.File(tmp, "w") as f:

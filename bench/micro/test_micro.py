@@ -22,7 +22,7 @@ def test_render_kernel(benchmark, micro_size, micro_batch):
 
 
 def test_shard_write(benchmark, tmp_path, micro_size, micro_batch):
-    SIZE, BATCH, SPEC = micro_size, micro_batch, SequenceSpec(micro_size)
+    BATCH, SPEC = micro_batch, SequenceSpec(micro_size)
     plan = ShardPlan("train", 0, 0, BATCH, 0, SPEC, codecs.DEFAULT_CHUNK, codecs.DEFAULT_CODEC)
     record = benchmark(write_shard, tmp_path, plan)
     assert record.samples == BATCH and (tmp_path / plan.name).stat().st_size == record.bytes

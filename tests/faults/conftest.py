@@ -78,10 +78,9 @@ def processes():
         kill_group(proc)
 
 
-@pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory):
-    """A scheduler and two single-threaded workers, shared by the tests that do not kill them."""
-    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+def _two_worker_cluster(directory):
+    """A scheduler and two single-threaded workers on loopback, stopped afterwards."""
+    cluster = DaskCluster(directory)
     try:
         cluster.add_worker()
         cluster.add_worker()
@@ -89,18 +88,17 @@ def dask_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """Shared by the tests that do not kill a worker."""
+    yield from _two_worker_cluster(tmp_path_factory.mktemp("dask"))
 
 
 @pytest.fixture
 def fresh_dask_cluster(tmp_path):
-    """A private scheduler + two workers, for tests that kill a worker."""
-    cluster = DaskCluster(tmp_path)
-    try:
-        cluster.add_worker()
-        cluster.add_worker()
-        cluster.wait_for_workers(2)
-        yield cluster
-    finally:
-        cluster.stop()
+    """A private cluster, for tests that kill a worker."""
+    yield from _two_worker_cluster(tmp_path)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from faultlib import PY, ROOT, bytes_lost, cli, file_bytes, kill_group, shard_hashes, spawn, wait_for
+from faultlib import PY, bytes_lost, cli, file_bytes, kill_group, shard_hashes, spawn, wait_for
 from pipeline.generate import run_generation
 from pipeline.manifest import DatasetParams, load_manifest
 from pipeline.verify import find_problems
