@@ -72,13 +72,22 @@ def write_frames(dataset: h5py.Dataset, start: int, block: np.ndarray, codec: st
     if codec not in BIT_PACKED:
         dataset[start:start + len(block)] = block
         return
-    chunk = dataset.chunks[0]
-    if len(block) < chunk:  # HDF5 stores edge chunks whole; the fill value is 0
-        block = np.concatenate([block, np.zeros((chunk - len(block), *block.shape[1:]), np.uint8)])
-    dataset.id.write_direct_chunk((start, 0, 0, 0), isal_zlib.compress(pack_bits(block), 1))
+    write_packed_frames(dataset, start, np.packbits(block.reshape(-1)))
+
+
+def write_packed_frames(dataset: h5py.Dataset, start: int, packed: np.ndarray) -> None:
+    """Store bit-packed frames (`np.packbits` of k whole sequences, k <= the chunk length) of a BIT_PACKED
+    dataset at sequence `start`, which begins a chunk. HDF5 stores edge chunks whole: the rest is zeros."""
+    values = int(np.prod(dataset.chunks))
+    dataset.id.write_direct_chunk((start, 0, 0, 0), isal_zlib.compress(nbit_chunk(packed, values), 1))
+
+
+def nbit_chunk(packed: np.ndarray, values: int) -> bytes:
+    """The N-bit filter's encoding of a chunk of `values` 0/1 values whose leading bits are `packed`:
+    the bits MSB-first, then zero bytes up to values//8 + 1."""
+    return packed.tobytes() + b"\0" * (values // 8 + 1 - len(packed))
 
 
 def pack_bits(block: np.ndarray) -> bytes:
-    """The N-bit filter's encoding of a uint8 0/1 array: its bits MSB-first, then zero bytes up to bits//8 + 1."""
-    packed = np.packbits(block.reshape(-1)).tobytes()
-    return packed + b"\0" * (block.size // 8 + 1 - len(packed))
+    """The N-bit filter's encoding of a whole chunk, a uint8 0/1 array."""
+    return nbit_chunk(np.packbits(block.reshape(-1)), block.size)

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import codecs  # also registers the plugin filters for every reader of a shard
 from pipeline.errors import DataError
-from pipeline.synth import SequenceSpec, render, trajectories
+from pipeline.synth import SequenceSpec, render, render_bits, trajectories
 
 FORMAT_VERSION = 1
 TMP_MARK = ".tmp-"
@@ -89,7 +89,8 @@ def peak_rss_bytes() -> int:
 def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
     """Render, compress and write one shard under a temporary name, then rename it into place.
 
-    Memory: trajectories for the whole shard (4 bytes x T per sample) plus one chunk of frames.
+    Memory: trajectories for the whole shard (4 bytes x T per sample) plus one chunk of frames
+    (one bit per pixel for BIT_PACKED codecs, one byte otherwise).
     """
     directory = Path(directory)
     final = directory / plan.name
@@ -100,11 +101,16 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
         with h5py.File(tmp, "w") as f:
             frames = codecs.create_frames(f, (plan.samples, *spec.frame_shape), min(plan.chunk, plan.samples),
                                           plan.codec)
-            buffer = np.empty((min(plan.chunk, plan.samples), *spec.frame_shape), np.uint8)  # reused per chunk
+            bit_packed = plan.codec in codecs.BIT_PACKED  # rendered straight to bits, 8x fewer bytes
+            if not bit_packed:
+                buffer = np.empty((min(plan.chunk, plan.samples), *spec.frame_shape), np.uint8)  # reused per chunk
             for start in range(0, plan.samples, plan.chunk):
                 stop = min(start + plan.chunk, plan.samples)
-                block = render(rows[start:stop], cols[start:stop], spec, out=buffer[:stop - start])
-                codecs.write_frames(frames, start, block, plan.codec)
+                if bit_packed:
+                    codecs.write_packed_frames(frames, start, render_bits(rows[start:stop], cols[start:stop], spec))
+                else:
+                    block = render(rows[start:stop], cols[start:stop], spec, out=buffer[:stop - start])
+                    codecs.write_frames(frames, start, block, plan.codec)
             for name, values in (("labels", labels), ("rows", rows), ("cols", cols)):
                 f.create_dataset(name, data=values, track_times=False, compression="gzip", compression_opts=1,
                                  shuffle=values.itemsize > 1).flush()

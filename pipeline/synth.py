@@ -19,6 +19,7 @@ the image edge, so no single frame reveals the direction.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,14 +120,64 @@ def render(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec, out: np.ndarr
             frames[:, t] = frames[:, t - 1]
             frames[sample, t, rows[:, t], cols[:, t]] = 1
         return frames
+    step = np.arange(size)[None, :]
+    for r, c in _lit_pixels(rows, cols, spec):
+        frames[sample[:, None], step, r, c] = 1
+    return frames
+
+
+def _lit_pixels(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec):
+    """(rows, cols) int (n, T) pairs, one per pixel of the block drawn at each step (one pair unless `square`).
+
+    Clipping maps an out-of-image offset onto an edge pixel that offset 0 lights anyway.
+    """
+    size = spec.size
     side = spec.square if spec.variant == "square" else 1
     low = -((side - 1) // 2)
-    step = np.arange(size)[None, :]
     for dy in range(low, low + side):
         for dx in range(low, low + side):
-            # clipping maps an out-of-image offset onto an edge pixel that offset 0 lights anyway
-            frames[sample[:, None], step, np.clip(rows + dy, 0, size - 1), np.clip(cols + dx, 0, size - 1)] = 1
-    return frames
+            yield np.clip(rows + dy, 0, size - 1), np.clip(cols + dx, 0, size - 1)
+
+
+def render_bits(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec) -> np.ndarray:
+    """The frames `render` draws, bit-packed: uint8 (ceil(n*T*H*W / 8),), equal to `np.packbits(render(...))`.
+
+    Built without the (n, T, H, W) frames, 8x fewer bytes (3x faster at size 50, measured): each
+    frame is drawn as a byte-aligned row of bits (the trail by a cumulative OR over time, 64 bits
+    at a time), then frames are merged into one bit stream, where frame f starts at bit f*H*W.
+    Those offsets repeat every `period` frames, so frames of one phase are shifted alike.
+    """
+    n, size = rows.shape
+    pixels = size * size
+    frames = n * size
+    period = 8 // math.gcd(pixels, 8)  # frames per byte-aligned group
+    padded = -(-frames // period) * period
+    width = -(-(pixels // 8 + 2) // 8) * 8  # bytes per frame row: the frame, room to shift, a whole uint64
+    bits = np.zeros((padded, width), np.uint8)
+    per_step = bits[:frames].reshape(n, size, width)
+    sample, step = np.arange(n)[:, None], np.arange(size)[None, :]
+    for r, c in _lit_pixels(rows, cols, spec):
+        position = r.astype(np.int64) * size + c
+        per_step[sample, step, position >> 3] |= (0x80 >> (position & 7)).astype(np.uint8)
+    if spec.variant == "trail":
+        words = per_step.view(np.uint64)
+        np.bitwise_or.accumulate(words, axis=1, out=words)
+    grouped = bits.reshape(padded // period, period, width)
+    stream = np.zeros((padded // period, period * pixels // 8), np.uint8)
+    for phase in range(period):
+        first, shift = divmod(phase * pixels, 8)
+        length = (shift + pixels + 7) // 8
+        row = grouped[:, phase]
+        if shift:  # move the row right by `shift` bits, as big-endian 64-bit words
+            words = row.view(">u8").astype(np.uint64)
+            moved = words >> np.uint64(shift)
+            moved[:, 1:] |= words[:, :-1] << np.uint64(64 - shift)
+            row = moved.astype(">u8").view(np.uint8)
+            stream[:, first] |= row[:, 0]  # shared with the previous phase's last byte
+            stream[:, first + 1:first + length] = row[:, 1:length]
+        else:
+            stream[:, first:first + length] = row[:, :length]
+    return stream.reshape(-1)[:(frames * pixels + 7) // 8]
 
 
 def trajectories(rng: np.random.Generator, n: int, spec: SequenceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

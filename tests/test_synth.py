@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.synth import SequenceSpec, generate, walk_rows
+from pipeline.synth import SequenceSpec, generate, render, render_bits, trajectories, walk_rows
 
 
 def sequences(n=4000, size=12, seed=0, **kw):
@@ -106,3 +106,17 @@ def test_wrap_starts_anywhere_and_hides_direction_in_single_frames():
 def test_bad_specs_name_the_value(kw, match):
     with pytest.raises(ValueError, match=match):
         SequenceSpec(**kw)
+
+
+@pytest.mark.parametrize("variant,square", [("trail", 1), ("dot", 1), ("square", 3), ("square", 4)])
+@pytest.mark.parametrize("size", [2, 3, 4, 6, 7, 8, 10, 13, 16, 25, 50])
+@pytest.mark.parametrize("wrap", [False, True])
+def test_render_bits_equals_packed_frames(variant, square, size, wrap):
+    """Every bit phase: odd sizes repeat offsets every 8 frames, sizes 2 mod 4 every 2, multiples of 4 never."""
+    spec = SequenceSpec(size, variant, min(square, size), wrap)
+    for n in (1, 3):
+        _, rows, cols = trajectories(np.random.default_rng([size, n]), n, spec)
+        expected = np.packbits(render(rows, cols, spec).reshape(-1))
+        got = render_bits(rows, cols, spec)
+        assert got.dtype == np.uint8 and got.shape == expected.shape
+        assert np.array_equal(got, expected)
