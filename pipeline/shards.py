@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import codecs  # also registers the plugin filters for every reader of a shard
 from pipeline.errors import DataError
-from pipeline.synth import SequenceSpec, render, render_bits, trajectories
+from pipeline.synth import BitRenderer, SequenceSpec, render, trajectories
 
 FORMAT_VERSION = 1
 TMP_MARK = ".tmp-"
@@ -102,20 +102,22 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
             frames = codecs.create_frames(f, (plan.samples, *spec.frame_shape), min(plan.chunk, plan.samples),
                                           plan.codec)
             bit_packed = plan.codec in codecs.BIT_PACKED  # rendered straight to bits, 8x fewer bytes
-            if not bit_packed:
-                buffer = np.empty((min(plan.chunk, plan.samples), *spec.frame_shape), np.uint8)  # reused per chunk
+            chunk = min(plan.chunk, plan.samples)
+            if bit_packed:
+                render_bits = BitRenderer(spec, chunk)
+            else:
+                buffer = np.empty((chunk, *spec.frame_shape), np.uint8)  # reused per chunk
             for start in range(0, plan.samples, plan.chunk):
                 stop = min(start + plan.chunk, plan.samples)
                 if bit_packed:
-                    codecs.write_packed_frames(frames, start, render_bits(rows[start:stop], cols[start:stop], spec))
+                    codecs.write_packed_frames(frames, start, render_bits(rows[start:stop], cols[start:stop], zero_byte=True))
                 else:
                     block = render(rows[start:stop], cols[start:stop], spec, out=buffer[:stop - start])
                     codecs.write_frames(frames, start, block, plan.codec)
             for name, values in (("labels", labels), ("rows", rows), ("cols", cols)):
-                f.create_dataset(name, data=values, track_times=False, compression="gzip", compression_opts=1,
-                                 shuffle=values.itemsize > 1).flush()
-                # flushed now: left in the chunk cache, compressed chunks are placed at close in an order
-                # that varies from process to process, and the shard's bytes with it
+                codecs.create_small(f, name, values)
+                # written directly: left in the chunk cache, compressed chunks are placed at close in an
+                # order that varies from process to process, and the shard's bytes with it
             for key, value in plan.attributes().items():
                 f.attrs[key] = value
         with open(tmp, "rb+") as f:

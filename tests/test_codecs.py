@@ -61,3 +61,17 @@ def test_nbit_gzip_is_small_and_uses_only_builtin_filters(tmp_path):
 def test_unknown_codec_is_refused():
     with pytest.raises(ValueError, match="codec must be one of"):
         codecs.filter_options("rar")
+
+
+@pytest.mark.parametrize("dtype,shape", [(np.uint8, (37,)), (np.int16, (37, 9))])
+def test_small_arrays_are_what_h5py_gzip_with_shuffle_stores(tmp_path, dtype, shape):
+    values = np.random.default_rng(0).integers(0, 50, shape).astype(dtype)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        ours = codecs.create_small(f, "ours", values)
+        theirs = f.create_dataset("theirs", data=values, chunks=shape, compression="gzip", shuffle=dtype != np.uint8)
+        assert ours.compression == "gzip" and ours.shuffle == theirs.shuffle
+        origin = (0,) * len(shape)
+        assert zlib.decompress(ours.id.read_direct_chunk(origin)[1]) == zlib.decompress(
+            theirs.id.read_direct_chunk(origin)[1])
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert np.array_equal(f["ours"][:], values) and f["ours"].dtype == dtype
