@@ -19,9 +19,10 @@ Names:
   ``default_jit_compile``), ``use_cudnn`` (the LSTM keeps cuDNN's conditions: default
   activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``seed`` model's
   weights unchanged (``fast.set_weights(seed.get_weights())``). By default it also replaces
-  Conv2D/MaxPooling2D/Flatten by one ``ConvPool`` layer (``fused=True``) and, on CPU only,
-  the LSTM by ``ProjectedLSTM`` (``lstm="projected"``): same weights, same outputs to float
-  rounding (see their docstrings); both switchable.
+  Conv2D/MaxPooling2D/Flatten by one ``LookupConvPool`` layer (``cnn="lookup"``: a table of
+  the 512 possible 3x3 0/1 patches) and, on CPU only, the LSTM by ``ProjectedLSTM``
+  (``lstm="projected"``): same weights, same outputs to float rounding (see their
+  docstrings); all switchable.
 * ``rowcol`` the row/column architecture of seed 004 (arXiv 1611.07890, fig. 2): per frame a
   CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
   columns fed to one LSTM, each column a sequence over rows fed to another, and the two
@@ -39,6 +40,7 @@ from keras import layers, ops
 
 MODEL_NAMES = ("seed", "fast", "rowcol")
 SEED_STYLES = ("nested", "per_layer")
+FAST_CNNS = ("lookup", "fused", "keras")
 BACKBONES = ("seed", "vgg16", "mobilenetv2")
 LSTM_UNITS = 50
 
@@ -177,13 +179,62 @@ class ConvPool(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
+class LookupConvPool(layers.Layer):
+    """``ConvPool`` for 0/1 frames: uint8 ``(N, S, S)`` -> ``(N, P*P*filters)``, ``P = (S - 1) // 2``.
+
+    Same weights and outputs as ``ConvPool`` (and the seed's three layers) when every pixel is
+    0 or 1, as in the datasets. A pooled cell depends only on its 3x3 input patch, and a 0/1
+    patch is one of 512, so each call computes the 512 possible outputs from the kernel (a
+    ``(512, filters)`` table, ~4k multiply-adds) and the frames only index it: the patch of each
+    cell is read as a 9-bit number with integer ops. No float copy of the frames, no
+    convolution; gradients reach the kernel and bias through the table. With XLA, a training
+    step's CNN is 4.5x faster than ``ConvPool`` on this project's CPU (README, "Models");
+    without XLA the two are about even.
+    """
+
+    def __init__(self, filters: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        bits = (np.arange(512)[:, None] >> np.arange(9)[None, :]) & 1  # patch pixel k = 3 * row + col is bit k
+        # taps[p, w, t]: for patch p, the pixel under kernel tap t of pooling-window cell w
+        taps = np.zeros((512, 4, 4), np.float32)
+        for w, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            for t, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                taps[:, w, t] = bits[:, 3 * (a + dy) + (b + dx)]
+        self._taps = taps
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(2, 2, 1, self.filters), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, frames):
+        pooled = (frames.shape[1] - 1) // 2
+        x = ops.cast(frames, "int32")
+        patch = 0
+        for r in range(3):
+            for c in range(3):
+                patch = patch + x[:, r:r + 2 * pooled:2, c:c + 2 * pooled:2] * (1 << (3 * r + c))
+        kernel = ops.reshape(ops.cast(self.kernel, self.compute_dtype), (4, self.filters))
+        conv = ops.einsum("pwt,tf->pwf", ops.convert_to_tensor(self._taps, self.compute_dtype), kernel)
+        table = ops.relu(ops.max(conv, axis=1) + ops.cast(self.bias, self.compute_dtype))  # (512, filters)
+        return ops.reshape(ops.take(table, patch, axis=0), (-1, pooled * pooled * self.filters))
+
+    def compute_output_shape(self, input_shape):
+        pooled = (input_shape[1] - 1) // 2
+        return (input_shape[0], pooled * pooled * self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
 class ProjectedLSTM(layers.Layer):
     """``keras.layers.LSTM(units)`` (last output only) with the input projection hoisted out of the loop.
 
     Same weights in the same order (kernel ``(F, 4u)``, recurrent_kernel ``(u, 4u)``, bias
     ``(4u,)``, gates i, f, c, o), same initialisers, same outputs. ``x @ kernel`` for all T
-    steps is one ``(B*T, F) x (F, 4u)`` matrix product instead of T small ones, and the
-    recurrence over the static T steps is unrolled. For CPUs; on GPU use ``LSTM`` (cuDNN).
+    steps is one ``(B*T, F) x (F, 4u)`` matrix product instead of T small ones; the recurrence
+    is a loop over the static T steps. For CPUs; on GPU use ``LSTM`` (cuDNN).
     """
 
     def __init__(self, units: int, **kwargs):
@@ -201,14 +252,22 @@ class ProjectedLSTM(layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer=forget_ones)
 
     def call(self, x):
+        import tensorflow as tf
+
         steps = x.shape[1]
         z = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)  # (B, T, 4u)
+        z = ops.transpose(z, (1, 0, 2))  # (T, B, 4u)
         recurrent = ops.cast(self.recurrent_kernel, x.dtype)
-        h = c = ops.zeros_like(z[:, 0, :self.units])
-        for t in range(steps):
-            i, f, g, o = ops.split(z[:, t] + ops.matmul(h, recurrent), 4, axis=-1)
+
+        def step(t, h, c):
+            i, f, g, o = ops.split(z[t] + ops.matmul(h, recurrent), 4, axis=-1)
             c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-            h = ops.sigmoid(o) * ops.tanh(c)
+            return t + 1, ops.sigmoid(o) * ops.tanh(c), c
+
+        zeros = ops.zeros_like(z[0, :, :self.units])
+        # tf.while_loop, not ops.fori_loop: XLA needs maximum_iterations to differentiate a loop. A loop
+        # compiles in ~2 s; the same 50 steps unrolled took ~30 s to compile and ran slower (measured).
+        _, h, _ = tf.while_loop(lambda t, h, c: t < steps, step, (0, zeros, zeros), maximum_iterations=steps)
         return h
 
     def compute_output_shape(self, input_shape):
@@ -223,15 +282,13 @@ class ProjectedLSTM(layers.Layer):
 def default_jit_compile() -> bool | str:
     """XLA or not for ``fast`` on this device.
 
-    CPU: False. On the project's 2-core CPU (size 50, batch 32, shared machine) XLA was
-    faster than no XLA in some side-by-side runs and slower in others (README, "Models");
-    it also compiles for tens of seconds per new batch shape (the last partial batch,
-    evaluation, prediction), which dominated a 1-epoch run. GPU: "auto" (Keras decides; a
-    cuDNN LSTM turns XLA off). Either way ``jit_compile=True`` forces it.
+    CPU: True. On the project's 2-core CPU (size 50, batch 32) XLA made a ``fast`` training step
+    3x faster (21 vs 63 ms, README "Models") and compiles in ~2 s per new batch shape. GPU:
+    "auto" (Keras decides; a cuDNN LSTM turns XLA off). ``jit_compile=False`` turns it off.
     """
     from pipeline import devices
 
-    return "auto" if devices.has_gpu() else False
+    return "auto" if devices.has_gpu() else True
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
@@ -274,14 +331,16 @@ def build_seed(size: int, *, style: str = "per_layer") -> keras.Model:
 
 
 def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudnn: bool | str = "auto",
-               fused: bool = True, unroll: bool = False, lstm: str | None = None) -> keras.Model:
+               cnn: str = "lookup", unroll: bool = False, lstm: str | None = None) -> keras.Model:
     """The seed's mathematics with time folded into the batch for the CNN; not compiled.
 
     mixed_precision: None -> ``devices.default_mixed_precision()`` (GPU with tensor cores only);
       True -> "mixed_float16"; or a Keras policy name such as "mixed_bfloat16". The sigmoid
       output stays float32 either way.
-    fused: the CNN as one ``ConvPool`` layer (conv + pool + flatten without the full-size conv
-      output; same weights, same outputs) instead of the three Keras layers.
+    cnn: how the per-frame Conv2D -> MaxPooling2D -> Flatten is computed, always with the seed's
+      weights and outputs: "lookup" (``LookupConvPool``, for 0/1 frames: a 512-entry table
+      indexed by each cell's 3x3 patch), "fused" (``ConvPool``, any input values), or "keras"
+      (the three Keras layers).
     lstm: "keras" (``keras.layers.LSTM``, cuDNN-eligible on GPU unless ``use_cudnn=False`` or
       ``unroll=True``) or "projected" (``ProjectedLSTM``: same maths, input projection hoisted);
       None -> "keras" on GPU, "projected" on CPU.
@@ -296,14 +355,18 @@ def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudn
     dtype = mixed_precision or None
     if size < 3:
         raise ValueError(f"size must be >= 3 for the fast model (2x2 conv then 2x2 pool), got {size}")
+    if cnn not in FAST_CNNS:
+        raise ValueError(f"cnn must be one of {', '.join(FAST_CNNS)}, got {cnn!r}")
     frames = keras.Input(shape=(size, size, size), dtype="uint8", name="frames")
-    x = FramesToFloat(dtype=dtype, name="to_float")(frames)
-    x = FoldTime(dtype=dtype, name="fold")(x)
-    if fused:
-        x = ConvPool(2, dtype=dtype, name="conv_pool")(x)
+    if cnn == "lookup":  # reads the uint8 frames themselves
+        x = LookupConvPool(2, dtype=dtype, name="conv_pool")(FoldTime(name="fold")(frames))
     else:
-        for layer in _seed_cnn_layers(dtype):
-            x = layer(x)
+        x = FoldTime(dtype=dtype, name="fold")(FramesToFloat(dtype=dtype, name="to_float")(frames))
+        if cnn == "fused":
+            x = ConvPool(2, dtype=dtype, name="conv_pool")(x)
+        else:
+            for layer in _seed_cnn_layers(dtype):
+                x = layer(x)
     x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
     if lstm is None:
         lstm = "keras" if devices.has_gpu() else "projected"

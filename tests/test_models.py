@@ -7,7 +7,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pipeline import devices  # noqa: E402
-from pipeline.models import ConvPool, ProjectedLSTM, _seed_cnn_layers, build_model  # noqa: E402
+from pipeline.models import ConvPool, LookupConvPool, ProjectedLSTM, _seed_cnn_layers, build_model  # noqa: E402
 from pipeline.synth import SequenceSpec, generate  # noqa: E402
 
 SEED_PARAMS_AT_50 = 240_661  # 10 (conv) + 240,600 (LSTM on 24*24*2 features) + 51 (dense)
@@ -19,7 +19,7 @@ def frames(size, n=4, seed=0):
 
 
 @pytest.mark.parametrize("name,options", [("seed", {"style": "nested"}), ("seed", {"style": "per_layer"}),
-                                          ("fast", {}), ("fast", {"fused": False, "lstm": "keras"})])
+                                          ("fast", {}), ("fast", {"cnn": "keras", "lstm": "keras"})])
 def test_parameter_count_at_size_50_is_the_seeds(name, options):
     assert build_model(name, 50, **options).count_params() == SEED_PARAMS_AT_50
 
@@ -39,9 +39,11 @@ def test_seed_styles_give_identical_outputs_for_identical_weights():
     np.testing.assert_array_equal(np.asarray(nested(x)), np.asarray(per_layer(x)))
 
 
-@pytest.mark.parametrize("options", [{}, pytest.param({"fused": False, "lstm": "keras"}, marks=pytest.mark.slow),
-                                     pytest.param({"fused": True, "lstm": "keras"}, marks=pytest.mark.slow),
-                                     pytest.param({"fused": False, "lstm": "projected"}, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("options", [{}, {"jit_compile": False},
+                                     pytest.param({"cnn": "keras", "lstm": "keras"}, marks=pytest.mark.slow),
+                                     pytest.param({"cnn": "fused", "lstm": "keras"}, marks=pytest.mark.slow),
+                                     pytest.param({"cnn": "fused", "lstm": "projected"}, marks=pytest.mark.slow),
+                                     pytest.param({"cnn": "keras", "lstm": "projected"}, marks=pytest.mark.slow)])
 def test_fast_with_the_seed_models_weights_gives_the_same_outputs(options):
     seed = build_model("seed", 50)
     fast = build_model("fast", 50, **options)
@@ -60,6 +62,38 @@ def test_conv_pool_equals_conv_maxpool_flatten(size):
     fused.set_weights(weights)
     reference.set_weights(weights)
     np.testing.assert_allclose(np.asarray(fused(x)), np.asarray(reference(x)), atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("size", [3, 5, 10, 11, 50])
+def test_lookup_conv_pool_equals_conv_maxpool_flatten_on_binary_frames(size):
+    x = (np.random.default_rng(size).random((6, size, size)) < 0.4).astype("uint8")
+    x[0] = 0
+    x[1] = 1
+    reference = keras.Sequential([keras.Input((size, size, 1)), *_seed_cnn_layers()])
+    lookup = LookupConvPool(2)
+    lookup(x)
+    weights = [np.random.default_rng(2).normal(size=(2, 2, 1, 2)).astype("float32"), np.array([0.2, -0.1], "float32")]
+    lookup.set_weights(weights)
+    reference.set_weights(weights)
+    expected = np.asarray(reference(x[..., None].astype("float32")))
+    np.testing.assert_allclose(np.asarray(lookup(x)), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_lookup_conv_pool_gradients_equal_the_seed_layers():
+    import tensorflow as tf
+
+    x = (np.random.default_rng(0).random((8, 11, 11)) < 0.3).astype("uint8")
+    reference = keras.Sequential([keras.Input((11, 11, 1)), *_seed_cnn_layers()])
+    lookup = LookupConvPool(2)
+    lookup(x)
+    lookup.set_weights(reference.get_weights())
+    grads = []
+    for layer, inputs in ((reference, x[..., None].astype("float32")), (lookup, x)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(layer(inputs)))  # a loss whose gradient differs per cell
+        grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_variables)])
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
 def test_projected_lstm_equals_keras_lstm():
