@@ -84,12 +84,12 @@ class Grid:
     seed_repeats: int = 2
     load_batches: int = 30
     load_warmup: int = 5
-    train_models: tuple[str, ...] = ("fast", "seed")
+    train_models: tuple[str, ...] = ("fast", "seed", "rowcol")
     train_steps: int = 12
     train_warmup: int = 2
     seed_workflow_max_size: int = 50
     seed_workflow_steps: int = 4
-    accuracy_models: tuple[str, ...] = ("fast",)
+    accuracy_models: tuple[str, ...] = ("fast", "rowcol")
     accuracy_train_samples: int = 1024
     accuracy_batch: int = 32
     accuracy_wrap: bool = True
@@ -130,16 +130,17 @@ class Grid:
 PRESETS = {
     "quick": Grid(sizes=(32,), batch_sizes=(16, 32), gen_raw_mb=200.0, gen_repeats=2, seed_raw_mb=10.0,
                   seed_repeats=1, load_batches=15, load_warmup=3, train_steps=6, train_warmup=2,
-                  seed_workflow_steps=3, accuracy_train_samples=512, accuracy_wrap=False,
+                  seed_workflow_steps=3, accuracy_train_samples=512, accuracy_wrap=False, train_models=("fast", "seed"),
                   dataset_samples=512, dataset_test_samples=256, dataset_shard_size=256),
     "default": Grid(),
     "full": Grid(sizes=(32, 50, 100, 200), batch_sizes=(16, 32, 64, 128, 256), gen_raw_mb=20000.0,
                  gen_repeats=3, seed_raw_mb=100.0, load_batches=200, load_warmup=20, train_steps=100,
-                 train_warmup=10, seed_workflow_steps=20, accuracy_models=("fast", "seed"),
+                 train_warmup=10, seed_workflow_steps=20, accuracy_models=("fast", "seed", "rowcol"),
                  accuracy_train_samples=20000, dataset_samples=20000, dataset_test_samples=2000,
                  dataset_shard_size=1000),
     # The seed's training budget (one epoch over 5,000 sequences, batch 32) judged on 10,000 held out.
-    "seed-budget": Grid(sizes=(10, 25, 50), batch_sizes=(32,), suites=("accuracy",), accuracy_models=("seed", "fast"),
+    "seed-budget": Grid(sizes=(10, 25, 50), batch_sizes=(32,), suites=("accuracy",),
+                        accuracy_models=("seed", "fast", "rowcol"),
                         accuracy_train_samples=5000, accuracy_batch=32, accuracy_wrap=True, dataset_samples=5000,
                         dataset_test_samples=10000, dataset_shard_size=1000),
 }
