@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 
 from pipeline import codecs
-from pipeline.seed_workflow import generate_examples
+from pipeline.seed_workflow import cold_generate_seconds, generate_examples
 from pipeline.shards import ShardPlan, write_shard
 from pipeline.synth import SequenceSpec
 
@@ -56,12 +56,7 @@ def seed_warm_rate(size: int, n: int, repeats: int) -> dict:
 
 def seed_cold_rate(size: int, n: int, repeats: int) -> dict:
     """One `generate_examples(size, n)` call per fresh process, as the seed's workflow makes it."""
-    code = ("import random, time; from pipeline.seed_workflow import generate_examples; "
-            f"t = time.perf_counter(); generate_examples({size}, {n}, random.Random(0)); "
-            "print(time.perf_counter() - t)")
-    seconds = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout) for _ in range(repeats)]
-    return rate(n, seconds)
+    return rate(n, [cold_generate_seconds(size, n) for _ in range(repeats)])
 
 
 def codec_rows(size: int, samples: int, repeats: int, scratch: Path) -> list[dict]:
@@ -106,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="genbench-") as tmp:
         scratch = Path(tmp)
         memory = memory_rows(args.size, scratch)
-        cold = seed_cold_rate(args.size, args.seed_samples, min(args.repeats, 3))
+        cold = seed_cold_rate(args.size, args.seed_samples, args.repeats)
         warm = seed_warm_rate(args.size, 200, args.repeats)
         table = codec_rows(args.size, args.samples, args.repeats, scratch)
     print(f"size {args.size}; samples/s per core, median (min..max) of {args.repeats}\n")

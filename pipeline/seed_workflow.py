@@ -19,6 +19,8 @@ one; ``predict_classes`` no longer exists, so the probability is thresholded at 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -75,6 +77,16 @@ def generate_examples(size: int, n: int, rng: random.Random | None = None) -> tu
     x = np.array(xs).reshape(n, size, size, size, 1)
     y = np.array(ys).reshape(n, 1)
     return x, y
+
+
+def cold_generate_seconds(size: int, n: int) -> float:
+    """Seconds of one ``generate_examples(size, n)`` call in a fresh Python process, as the seed's
+    workflow makes it: its cost is dominated by first touching ``n * size**3`` float64 values, which
+    repeated calls in one process (memory recycled by the allocator) never pay."""
+    code = ("import random, time; from pipeline.seed_workflow import generate_examples; "
+            f"t = time.perf_counter(); generate_examples({size}, {n}, random.Random(0)); "
+            "print(time.perf_counter() - t)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def build_seed_model(size: int = SEED_SIZE):
