@@ -1,9 +1,9 @@
 """CNN-LSTM models for moving-square sequences: ``build_model(name, size, **options)``.
 
 Every model here takes what the loader yields, uint8 frames ``(B, T, S, S)`` with values
-0/1 and ``T = S``, and casts them to float and adds the channel axis inside the graph
-(layer ``FramesToFloat``), so the cast runs on the compute device and the host ships 1 byte
-per pixel instead of 8. All are compiled with binary cross-entropy, Adam and accuracy.
+0/1 and ``T = S``, and casts them inside the graph (layer ``FramesToFloat``; ``fast`` reads
+them as integers in ``LookupConvPool``), so the cast runs on the compute device and the host
+ships 1 byte per pixel instead of 8. All are compiled with binary cross-entropy, Adam and accuracy.
 
 Names:
 
