@@ -321,15 +321,20 @@ def _graph_reader(src: Source, packed: bool = False):
     sample_bits = src.size ** 3
     bits_of_byte = tf.constant(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1))  # (256, 8)
 
+    shard_end = np.zeros(len(src.paths), np.int64)  # where each shard's last chunk ends
+    np.maximum.at(shard_end, src.shard, src.offset + src.nbytes)
+    shard_end = tf.constant(shard_end)
+
     def read_chunk(shard, ids):
         content = tf.io.read_file(paths[shard])  # one read per shard (~0.5% of its raw bytes)
+        # checked once per shard: per chunk it cost ~9% more CPU on the packed path (A/B, interleaved passes)
+        fits = tf.debugging.Assert(shard_end[shard] <= tf.cast(tf.strings.length(content), tf.int64),
+                                   ["truncated shard", paths[shard]])
+        with tf.control_dependencies([fits]):
+            content = tf.identity(content)
 
         def decode(c):
-            end = offset[c] + nbytes[c]
-            fits = tf.debugging.Assert(end <= tf.cast(tf.strings.length(content), tf.int64),
-                                       ["truncated shard", paths[shard], "chunk at sample", start[c]])
-            with tf.control_dependencies([fits]):
-                stored = tf.strings.substr(content, offset[c], nbytes[c])
+            stored = tf.strings.substr(content, offset[c], nbytes[c])
             same = tf.debugging.Assert(tf.strings.to_hash_bucket_fast(stored, 2**62) == fingerprint[c],
                                        ["corrupt chunk in shard", paths[shard], "at sample", start[c]])
             with tf.control_dependencies([same]):
