@@ -69,7 +69,7 @@ class Grid:
     """What one bench run measures, and with what budget. Validates itself.
 
     gen_raw_mb / seed_raw_mb: uint8 frame megabytes per timed generation run (ours / seed);
-    samples = MB * 1e6 / size**3, at most gen_max_samples.
+    samples = MB * 1e6 / size**3, at most gen_max_samples (ours) or the seed's 5,000 (seed).
     workers: generator worker counts; () -> 1, 2, all cores.
     dataset_*: the train/test dataset each size's load/train/accuracy suites read.
     """
@@ -81,7 +81,7 @@ class Grid:
     gen_raw_mb: float = 10000.0  # 80,000 sequences at size 50: seconds of work, so fixed costs fade
     gen_max_samples: int = 100_000
     gen_repeats: int = 3
-    seed_raw_mb: float = 40.0
+    seed_raw_mb: float = 625.0  # 5,000 sequences at size 50: the seed's own call (5 GB of float64)
     seed_repeats: int = 3
     load_batches: int = 30
     load_warmup: int = 5
@@ -135,7 +135,7 @@ PRESETS = {
                   dataset_samples=512, dataset_test_samples=256, dataset_shard_size=256),
     "default": Grid(),
     "full": Grid(sizes=(32, 50, 100, 200), batch_sizes=(16, 32, 64, 128, 256), gen_raw_mb=20000.0,
-                 gen_repeats=3, seed_raw_mb=100.0, load_batches=200, load_warmup=20, train_steps=100,
+                 gen_repeats=3, load_batches=200, load_warmup=20, train_steps=100,
                  train_warmup=10, seed_workflow_steps=20, accuracy_models=("fast", "seed", "rowcol"),
                  accuracy_train_samples=20000, dataset_samples=20000, dataset_test_samples=2000,
                  dataset_shard_size=1000),
@@ -311,7 +311,7 @@ def read_split(directory: Path, split: str, limit: int | None = None):
 def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
     from pipeline.generate import local_cluster, run_generation
     from pipeline.manifest import DatasetParams
-    from pipeline.seed_workflow import cold_generate_seconds
+    from pipeline.seed_workflow import SEED_TRAIN_SAMPLES, cold_generate_seconds
     from pipeline.timing import Stopwatch, Summary, time_repeats
 
     for size in grid.sizes:
@@ -350,7 +350,8 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
                 rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
                 rec.add("generate", "ours", "stored_mb_per_s", stored[-1] / 1e6 / median, **key, **extra)
                 rec.add("generate", "ours", "per_worker_samples_per_s", samples / median / workers, **key, **extra)
-        seed_samples = max(2, min(grid.gen_max_samples, int(grid.seed_raw_mb * 1e6 / size ** 3)))
+        # at most the seed's own call: per sequence, a cold call costs more the more it allocates
+        seed_samples = max(2, min(SEED_TRAIN_SAMPLES, int(grid.seed_raw_mb * 1e6 / size ** 3)))
         key = dict(size=size, workers=1, samples=seed_samples)
         with rec.cell("generate", "seed", ("samples_per_s", "mb_per_s", "per_worker_samples_per_s"), **key):
             log(f"generate seed size={size} samples={seed_samples}")

@@ -1,0 +1,73 @@
+"""`fast`'s switches side by side with the seed workflow: ms per training step, one process.
+
+    .venv/bin/python bench/fast_ablation.py [--size 50] [--batch 32] [--steps 15]
+
+Every model trains on the same batches with `train_on_batch` (each step materialized); steps of
+all models are interleaved so machine noise hits them alike; 3 warm-up steps each (compilation
+included there). The seed workflow trains its own float64 5-D arrays from `generate_examples`.
+Prints a Markdown table: median [p10-p90] ms per step and the ratio to the seed workflow.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import numpy as np
+
+
+def variants(size: int) -> dict:
+    from pipeline.models import build_model
+    from pipeline.seed_workflow import build_seed_model
+
+    return {
+        "seed workflow": build_seed_model(size),
+        "seed": build_model("seed", size),
+        "fast (default: lookup CNN, XLA)": build_model("fast", size),
+        "fast, lookup CNN, XLA off": build_model("fast", size, cnn="lookup", jit_compile=False),
+        "fast, ConvPool CNN, XLA on": build_model("fast", size, cnn="fused", jit_compile=True),
+        "fast, ConvPool CNN, XLA off (session 1 default)": build_model("fast", size, cnn="fused", jit_compile=False),
+        "fast, Keras layers + Keras LSTM, XLA off": build_model("fast", size, cnn="keras", lstm="keras",
+                                                               jit_compile=False),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=50)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=15)
+    args = p.parse_args()
+    from pipeline.seed_workflow import generate_examples
+    from pipeline.synth import SequenceSpec, generate
+
+    size, b = args.size, args.batch
+    ours = generate(np.random.default_rng(0), 4 * b, SequenceSpec(size))
+    seed_x, seed_y = generate_examples(size, 2 * b, random.Random(0))
+    batches = [(ours.frames[i * b:(i + 1) * b], ours.labels[i * b:(i + 1) * b].astype("float32")) for i in range(4)]
+    seed_batches = [(seed_x[i * b:(i + 1) * b], seed_y[i * b:(i + 1) * b]) for i in range(2)]
+    models = variants(size)
+    feed = {name: (seed_batches if name == "seed workflow" else batches) for name in models}
+    times = {name: [] for name in models}
+    for name, model in models.items():
+        for i in range(3):
+            model.train_on_batch(*feed[name][i % len(feed[name])])
+    for step in range(args.steps):
+        for name, model in models.items():
+            x, y = feed[name][step % len(feed[name])]
+            start = time.perf_counter()
+            out = model.train_on_batch(x, y)
+            float(np.asarray(out[0] if isinstance(out, list) else out))  # materialized
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["seed workflow"])
+    print(f"| model (size {size}, batch {b}) | ms/step median [p10-p90] | vs seed workflow |\n| --- | ---: | ---: |")
+    for name, ts in times.items():
+        ts = sorted(ts)
+        med = statistics.median(ts)
+        lo, hi = np.percentile(ts, [10, 90])
+        print(f"| {name} | {med * 1e3:.1f} [{lo * 1e3:.1f}-{hi * 1e3:.1f}] | {base / med:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
