@@ -14,6 +14,8 @@ before opening a file (this module does that on import).
 """
 from __future__ import annotations
 
+import zlib
+
 import h5py
 import hdf5plugin
 import numpy as np
@@ -95,11 +97,16 @@ def nbit_bytes(values: int) -> int:
 
 def create_small(group: h5py.Group, name: str, values: np.ndarray) -> h5py.Dataset:
     """A per-sample array (labels, rows, cols) as one chunk, byte-shuffled and deflated: what h5py's
-    `compression="gzip", shuffle=True` stores, compressed by ISA-L (5x faster than HDF5's zlib here)."""
+    `compression="gzip", shuffle=True` stores, written directly (no chunk cache, so a fixed file layout).
+
+    Python's zlib, not ISA-L: in one kill-and-rerun trial ISA-L encoded the same small `cols` chunk
+    differently in one worker process (valid, 1 byte longer; not reproduced in isolation), and a
+    shard's bytes must not depend on the process that wrote it.
+    """
     dataset = group.create_dataset(name, values.shape, values.dtype, chunks=values.shape, compression="gzip",
                                    compression_opts=1, shuffle=values.itemsize > 1, track_times=False)
     shuffled = values.view(np.uint8).reshape(-1, values.itemsize).T  # HDF5's shuffle: byte k of every value together
-    dataset.id.write_direct_chunk((0,) * values.ndim, isal_zlib.compress(np.ascontiguousarray(shuffled), 1))
+    dataset.id.write_direct_chunk((0,) * values.ndim, zlib.compress(np.ascontiguousarray(shuffled), 1))
     return dataset
 
 
