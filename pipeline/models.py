@@ -179,7 +179,7 @@ class ConvPool(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class LookupConvPool(layers.Layer):
+class LookupConvPool(ConvPool):
     """``ConvPool`` for 0/1 frames: uint8 ``(N, S, S)`` -> ``(N, P*P*filters)``, ``P = (S - 1) // 2``.
 
     Same weights and outputs as ``ConvPool`` (and the seed's three layers) when every pixel is
@@ -193,8 +193,7 @@ class LookupConvPool(layers.Layer):
     """
 
     def __init__(self, filters: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
+        super().__init__(filters, **kwargs)  # ConvPool's weights, output shape and config
         bits = (np.arange(512)[:, None] >> np.arange(9)[None, :]) & 1  # patch pixel k = 3 * row + col is bit k
         # taps[p, w, t]: for patch p, the pixel under kernel tap t of pooling-window cell w
         taps = np.zeros((512, 4, 4), np.float32)
@@ -202,10 +201,6 @@ class LookupConvPool(layers.Layer):
             for t, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
                 taps[:, w, t] = bits[:, 3 * (a + dy) + (b + dx)]
         self._taps = taps
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(2, 2, 1, self.filters), initializer="glorot_uniform")
-        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
     def call(self, frames):
         pooled = (frames.shape[1] - 1) // 2
@@ -218,13 +213,6 @@ class LookupConvPool(layers.Layer):
         conv = ops.einsum("pwt,tf->pwf", ops.convert_to_tensor(self._taps, self.compute_dtype), kernel)
         table = ops.relu(ops.max(conv, axis=1) + ops.cast(self.bias, self.compute_dtype))  # (512, filters)
         return ops.reshape(ops.take(table, patch, axis=0), (-1, pooled * pooled * self.filters))
-
-    def compute_output_shape(self, input_shape):
-        pooled = (input_shape[1] - 1) // 2
-        return (input_shape[0], pooled * pooled * self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
