@@ -115,9 +115,9 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
                     block = render(rows[start:stop], cols[start:stop], spec, out=buffer[:stop - start])
                     codecs.write_frames(frames, start, block, plan.codec)
             for name, values in (("labels", labels), ("rows", rows), ("cols", cols)):
+                # raw chunks, not through HDF5's chunk cache: chunks left there are placed at close in
+                # an order that varies from process to process, and the shard's bytes with it
                 codecs.create_small(f, name, values)
-                # written directly: left in the chunk cache, compressed chunks are placed at close in an
-                # order that varies from process to process, and the shard's bytes with it
             for key, value in plan.attributes().items():
                 f.attrs[key] = value
         with open(tmp, "rb+") as f:
