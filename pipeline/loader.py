@@ -7,18 +7,23 @@
 presence, shapes, dtypes, counts, size, SHA-256 against the manifest) and indexes every
 chunk of `frames`: byte offset, length and a fingerprint of its stored bytes.
 
-Reading: shards are interleaved `readers` at a time; each chunk is decoded by one of two
+Reading: shards are interleaved `readers` at a time; each chunk is decoded by one of three
 mechanisms, chosen by codec (README "Loader" has the measurements):
 
+* isal (nbit-gzip, gzip; the default for them): each chunk's bytes read with `os.pread` and
+  inflated by ISA-L inside a `tf.numpy_function`, in tf.data's threads, which run in parallel
+  because ISA-L releases the GIL (3-5x faster than TensorFlow's own inflate, measured). Not
+  under tf.data service, which accepts only graph ops: use "graph" there.
 * graph (nbit-gzip, gzip, none): `tf.io.read_file` + `tf.strings.substr` +
   `tf.io.decode_compressed` ("ZLIB") + `tf.io.decode_raw`, all TensorFlow ops: parallel
-  without the GIL or h5py's lock, and the only mechanism that runs under tf.data service.
-  An nbit-gzip chunk decodes to bit-packed frames (1 bit per pixel), unpacked by a table
-  lookup, or, with `packed=True`, handed on packed so the model unpacks them on the device
-  (`pipeline.models.UnpackFrames`): 8x fewer bytes through the pipeline and to the device.
+  without the GIL or h5py's lock, and the mechanism that runs under tf.data service.
 * process (zstd-fast, zstd, lz4, blosc-lz4): the process's shared `pipeline.chunk_reader`
   pool of `readers` worker processes, each with its own h5py, decoding into shared memory;
   reached through `tf.py_function`, so not under tf.data service.
+
+An nbit-gzip chunk inflates to bit-packed frames (1 bit per pixel), unpacked on the host, or,
+with `packed=True`, handed on packed so the model unpacks them on the device
+(`pipeline.models.UnpackFrames`): 8x fewer bytes through the pipeline and to the device.
 
 Either way a chunk whose bytes differ from those indexed at open raises an error naming the
 shard, never zeros. Order: per epoch the shard order and each shard's chunk order are
@@ -44,7 +49,8 @@ from pipeline.manifest import MANIFEST, load_manifest
 from pipeline.shards import check_shard
 
 GRAPH_CODECS = ("nbit-gzip", "gzip", "none")  # decodable by TensorFlow ops
-MECHANISMS = ("auto", "graph", "process")
+ISAL_CODECS = ("nbit-gzip", "gzip")  # zlib streams, inflated by ISA-L
+MECHANISMS = ("auto", "isal", "graph", "process")
 SHUFFLE_BUFFER_BYTES = 256 << 20  # default sample shuffle buffer: ~256 MB of frames
 
 
@@ -202,8 +208,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       shuffle buffer of `shuffle_buffer` samples (default ~256 MB of frames; 0: chunk
       permutations only). Same order for the same `seed` when `deterministic`.
     repeat: endless epochs; steps: stop after that many batches.
-    readers: shards read in parallel (default: all cores); mechanism: "auto" (graph for
-      gzip/none, process otherwise), "graph" or "process".
+    readers: shards read in parallel (default: all cores); mechanism: "auto" (isal for
+      nbit-gzip/gzip, or graph when `splittable`; graph for none; process otherwise), "isal",
+      "graph" (TensorFlow ops only: what tf.data service runs) or "process".
     prefetch: prefetch to the accelerator when one is present, else a plain prefetch;
       pass False before `distribute` to tf.data service.
     source: an already opened `open_dataset` result (skips re-validation).
@@ -222,19 +229,28 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
         raise ValueError(f"readers must be a positive integer, got {readers!r}")
     src = source or open_dataset(data_dir, split, expected_size)
     if mechanism == "auto":
-        mechanism = "graph" if src.codec in GRAPH_CODECS else "process"
-    if mechanism == "graph" and src.codec not in GRAPH_CODECS:
-        raise ValueError(f"mechanism 'graph' decodes only {', '.join(GRAPH_CODECS)}, this dataset is {src.codec!r}")
+        mechanism = mechanism_for(src.codec, splittable)
+    for name, allowed in (("graph", GRAPH_CODECS), ("isal", ISAL_CODECS)):
+        if mechanism == name and src.codec not in allowed:
+            raise ValueError(f"mechanism {name!r} decodes only {', '.join(allowed)}, this dataset is {src.codec!r}")
+    if splittable and mechanism != "graph":
+        raise ValueError(f"splittable=True is for tf.data service, which runs only TensorFlow ops: "
+                         f"use mechanism 'graph' (a {src.codec} dataset), not {mechanism!r}")
     if packed and src.codec not in BIT_PACKED:
         raise ValueError(f"packed=True needs a bit-packed codec ({', '.join(BIT_PACKED)}), this dataset is {src.codec!r}")
     if packed:
         packed_width(src.size)  # raises for an odd size
+        if mechanism == "process":
+            raise ValueError("packed=True reads the stored bits itself: use mechanism 'isal' or 'graph', not 'process'")
     if shuffle_buffer is None:
         shuffle_buffer = default_shuffle_buffer(packed_width(src.size) if packed else src.size ** 3, src.chunk)
     if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
         raise ValueError(f"shuffle_buffer must be a non-negative integer, got {shuffle_buffer!r}")
 
-    read_chunk = _graph_reader(src, packed) if mechanism == "graph" else _process_reader(src, readers)
+    if mechanism == "process":
+        read_chunk = _process_reader(src, readers)
+    else:
+        read_chunk = (_isal_reader if mechanism == "isal" else _graph_reader)(src, packed)
     shards_of = _chunk_ranges(src)
 
     def one_epoch(epoch_seed):
@@ -284,6 +300,13 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     return ds
 
 
+def mechanism_for(codec: str, splittable: bool = False) -> str:
+    """What `mechanism="auto"` reads `codec` with: the fastest one, or graph ops for tf.data service."""
+    if codec in ISAL_CODECS and not splittable:
+        return "isal"
+    return "graph" if codec in GRAPH_CODECS else "process"
+
+
 def _chunk_ranges(src: Source):
     """Per shard, [lo, hi) of its chunks in the chunk table, as int64 constants."""
     import tensorflow as tf
@@ -302,6 +325,54 @@ def _labels_of(src: Source):
         return tf.slice(labels, [first[c]], [tf.cast(count[c], tf.int64)])
 
     return labels_of
+
+
+def _isal_reader(src: Source, packed: bool = False):
+    """chunks -> (frames, labels), each chunk read and inflated by ISA-L in a tf.data thread (ISAL_CODECS).
+
+    frames: uint8 (count, T, S, S), or (count, S**3 / 8) bit-packed when `packed`. Python runs
+    only to issue the read, the CRC-32 check and the inflate, which release the GIL.
+    """
+    import tensorflow as tf
+    from isal import isal_zlib
+
+    from pipeline import malloc
+
+    malloc.keep_buffers_on_heap()  # chunk-sized buffers otherwise cost page faults on every chunk
+    table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc], axis=1).astype(np.int64)
+    bit_packed = src.codec in BIT_PACKED
+    sample_bits = src.size ** 3
+    shape = (-1, sample_bits // 8) if packed else (-1, *src.frame_shape)
+    labels_of = _labels_of(src)
+
+    def read(c):
+        shard, start, count, offset, nbytes, crc = (int(v) for v in table[c])
+        path = src.paths[shard]
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stored = os.pread(fd, nbytes, offset)
+        finally:
+            os.close(fd)
+        if len(stored) != nbytes:
+            raise DataError(f"{path}: truncated, the chunk at sample {start} ends past the end of the file")
+        if isal_zlib.crc32(stored) != crc:
+            raise DataError(f"{path}: corrupt chunk at sample {start} (CRC-32 differs from the one read at open)")
+        data = np.frombuffer(isal_zlib.decompress(stored), np.uint8)
+        if packed:
+            return data[:count * sample_bits // 8].reshape(shape)
+        if bit_packed:  # the chunk's sequences are its first count * S**3 bits; zero padding follows
+            return np.unpackbits(data, count=count * sample_bits).reshape(shape)
+        return data.reshape(shape)[:count]
+
+    def decode(c):
+        frames = tf.numpy_function(read, [c], tf.uint8, stateful=False)
+        frames.set_shape((None, *shape[1:]))
+        return frames, labels_of(c)
+
+    def read_chunk(shard, ids):
+        return ids.map(decode)
+
+    return read_chunk
 
 
 def _graph_reader(src: Source, packed: bool = False):

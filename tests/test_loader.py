@@ -19,7 +19,9 @@ from pipeline.shards import read_sequences
 
 SIZE = 10
 SAMPLES = 200  # shards of 64, 64, 64, 8: the last chunk of each shard is partial or short
-CODECS = ("zstd-fast", "gzip")
+CODECS = ("zstd-fast", "gzip", "nbit-gzip")
+# (codec, mechanism): every way the loader decodes chunks
+READS = [("zstd-fast", "process"), ("gzip", "isal"), ("gzip", "graph"), ("nbit-gzip", "isal"), ("nbit-gzip", "graph")]
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +75,10 @@ def flip_bytes(path, index=1):
 
 # --- every sample, orders ---------------------------------------------------------------
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_every_sample_read_exactly_once_per_epoch(datasets, codec):
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_every_sample_read_exactly_once_per_epoch(datasets, codec, mechanism):
     want_frames, want_labels = reference(datasets[codec])
-    ds = make_dataset(datasets[codec], "train", 24, seed=1, shuffle_buffer=50)
+    ds = make_dataset(datasets[codec], "train", 24, mechanism=mechanism, seed=1, shuffle_buffer=50)
     frames, labels = collect(ds)
     assert frames.dtype == np.uint8 and labels.dtype == np.uint8
     assert frames.shape == (SAMPLES, SIZE, SIZE, SIZE) and labels.shape == (SAMPLES,)
@@ -84,18 +86,18 @@ def test_every_sample_read_exactly_once_per_epoch(datasets, codec):
     assert not np.array_equal(frames, want_frames)  # shuffled
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_unshuffled_single_reader_is_file_order(datasets, codec):
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_unshuffled_single_reader_is_file_order(datasets, codec, mechanism):
     want_frames, want_labels = reference(datasets[codec], "test")
-    frames, labels = collect(make_dataset(datasets[codec], "test", 16, shuffle=False, readers=1))
+    frames, labels = collect(make_dataset(datasets[codec], "test", 16, mechanism=mechanism, shuffle=False, readers=1))
     np.testing.assert_array_equal(frames, want_frames)
     np.testing.assert_array_equal(labels, want_labels)
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_same_seed_same_order_other_seed_and_next_epoch_differ(datasets, codec):
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_same_seed_same_order_other_seed_and_next_epoch_differ(datasets, codec, mechanism):
     def first_epochs(seed, epochs=2):
-        ds = make_dataset(datasets[codec], "train", 32, seed=seed, shuffle_buffer=40)
+        ds = make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=seed, shuffle_buffer=40)
         return [collect(ds)[1] for _ in range(epochs)]  # labels suffice to tell orders apart
 
     a, b = first_epochs(5), first_epochs(5)
@@ -103,8 +105,8 @@ def test_same_seed_same_order_other_seed_and_next_epoch_differ(datasets, codec):
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], a[1]), "the second epoch repeats the first one's order"
     assert not np.array_equal(a[0], first_epochs(6, 1)[0])
-    frames_a, _ = collect(make_dataset(datasets[codec], "train", 32, seed=5, shuffle_buffer=40))
-    frames_b, _ = collect(make_dataset(datasets[codec], "train", 32, seed=5, shuffle_buffer=40))
+    frames_a, _ = collect(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=5, shuffle_buffer=40))
+    frames_b, _ = collect(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=5, shuffle_buffer=40))
     np.testing.assert_array_equal(frames_a, frames_b)
 
 
@@ -115,10 +117,11 @@ def test_chunk_permutations_alone_shuffle(datasets):
     assert not np.array_equal(frames, want_frames)
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_unordered_reading_still_reads_every_sample_once(datasets, codec):
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_unordered_reading_still_reads_every_sample_once(datasets, codec, mechanism):
     want_frames, want_labels = reference(datasets[codec])
-    frames, labels = collect(make_dataset(datasets[codec], "train", 32, deterministic=False, readers=2))
+    ds = make_dataset(datasets[codec], "train", 32, mechanism=mechanism, deterministic=False, readers=2)
+    frames, labels = collect(ds)
     assert keys(frames, labels) == keys(want_frames, want_labels)
 
 
@@ -232,9 +235,9 @@ def test_flipped_bytes_at_open(datasets, tmp_path, codec):
 
 # --- bad data while reading -------------------------------------------------------------
 
-@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("codec, mechanism", READS)
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_damage_after_open_names_the_shard_while_reading(datasets, tmp_path, codec, damage):
+def test_damage_after_open_names_the_shard_while_reading(datasets, tmp_path, codec, mechanism, damage):
     d = copy_dataset(datasets[codec], tmp_path)
     src = open_dataset(d, "train")
     shard = d / "train-00002.h5"
@@ -244,7 +247,7 @@ def test_damage_after_open_names_the_shard_while_reading(datasets, tmp_path, cod
         offset, size = chunk_position(shard, 1)
         with open(shard, "r+b") as f:
             f.truncate(offset + size // 2)
-    ds = make_dataset(d, "train", 16, source=src, shuffle=False, readers=1)
+    ds = make_dataset(d, "train", 16, source=src, shuffle=False, readers=1, mechanism=mechanism)
     with pytest.raises(tf.errors.OpError, match=r"train-00002\.h5"):
         collect(ds)
 
@@ -264,7 +267,7 @@ def data_service():
 
 @pytest.mark.parametrize("mode", ["parallel_epochs", "distributed_epoch"])
 def test_gzip_pipeline_runs_under_tf_data_service(datasets, data_service, mode):
-    ds = make_dataset(datasets["gzip"], "train", 25, seed=2, prefetch=False)
+    ds = make_dataset(datasets["gzip"], "train", 25, seed=2, prefetch=False, mechanism="graph")
     ds = ds.apply(tf.data.experimental.service.distribute(processing_mode=mode, service=data_service,
                                                           job_name=f"loader-test-{mode}"))
     frames, labels = collect(ds)
@@ -281,24 +284,74 @@ def tiny_model():
     return model
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_model_fit_and_custom_loop(datasets, codec):
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_model_fit_and_custom_loop(datasets, codec, mechanism):
     model = tiny_model()
-    history = model.fit(make_dataset(datasets[codec], "train", 32, repeat=True), steps_per_epoch=4, epochs=2,
-                        verbose=0)
+    history = model.fit(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, repeat=True),
+                        steps_per_epoch=4, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
-    model.fit(make_dataset(datasets[codec], "train", 32), epochs=2, verbose=0)  # finite epochs, re-iterated
+    # finite epochs, re-iterated
+    model.fit(make_dataset(datasets[codec], "train", 32, mechanism=mechanism), epochs=2, verbose=0)
     seen = 0
-    for frames, labels in make_dataset(datasets[codec], "test", 8, steps=3):
+    for frames, labels in make_dataset(datasets[codec], "test", 8, mechanism=mechanism, steps=3):
         seen += model.train_on_batch(frames, labels) is not None and int(labels.shape[0])
     assert seen == 24
 
 
 def test_data_service_training_with_fit(datasets, data_service):
-    ds = make_dataset(datasets["gzip"], "train", 32, repeat=True, prefetch=False)
+    ds = make_dataset(datasets["gzip"], "train", 32, repeat=True, prefetch=False, mechanism="graph")
     ds = ds.apply(tf.data.experimental.service.distribute("parallel_epochs", data_service, job_name="loader-fit"))
     history = tiny_model().fit(ds, steps_per_epoch=3, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+WORKER = """
+import sys, time
+import tensorflow as tf
+service = tf.data.experimental.service
+worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=sys.argv[1], port=0))
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("codec", ["gzip", "nbit-gzip"])
+def test_graph_mechanism_runs_on_a_service_worker_in_another_process(datasets, codec):
+    """A worker process has none of this process's Python: only graph ops run there, so "isal" fails by name."""
+    import subprocess
+    import sys
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, dispatcher.target.split("://")[1]],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "ready"
+        runs = {}
+        for mechanism in ("graph", "isal"):
+            ds = make_dataset(datasets[codec], "train", 25, seed=4, prefetch=False, mechanism=mechanism)
+            runs[mechanism] = ds.apply(service.distribute("parallel_epochs", dispatcher.target,
+                                                          job_name=f"remote-{codec}-{mechanism}"))
+        assert keys(*collect(runs["graph"])) == keys(*reference(datasets[codec]))
+        with pytest.raises(tf.errors.OpError, match="Could not find callback"):
+            collect(runs["isal"])
+    finally:
+        worker.kill()
+        worker.wait()
+        dispatcher.stop()
+
+
+def test_auto_mechanism_by_codec_and_service_use(datasets):
+    from pipeline.loader import mechanism_for
+
+    assert [mechanism_for(c) for c in ("nbit-gzip", "gzip", "none", "zstd-fast")] == ["isal", "isal", "graph", "process"]
+    assert mechanism_for("nbit-gzip", splittable=True) == "graph"
+    with pytest.raises(ValueError, match="splittable=True is for tf.data service"):
+        make_dataset(datasets["gzip"], "train", 8, mechanism="isal", splittable=True)
+    with pytest.raises(ValueError, match="mechanism 'isal' decodes only"):
+        make_dataset(datasets["zstd-fast"], "train", 8, mechanism="isal")
+    with pytest.raises(ValueError, match="packed=True reads the stored bits itself"):
+        make_dataset(datasets["nbit-gzip"], "train", 8, mechanism="process", packed=True)
 
 
 def test_packed_frames_unpack_to_the_stored_frames(tmp_path_factory):

@@ -30,7 +30,9 @@ from pipeline.shards import read_sequences  # noqa: E402
 
 SEED = int(os.environ.get("FAULTS_SEED", "20261122"))
 SIZE = 10
-CODECS = ("gzip", "zstd-fast")  # graph (TF ops) and process (h5py worker processes) readers
+CODECS = ("gzip", "zstd-fast")
+# every way chunks are decoded: ISA-L in tf.data threads, TF ops only, h5py worker processes
+READS = (("gzip", "isal"), ("gzip", "graph"), ("zstd-fast", "process"))
 DAMAGE = ("flip-chunk", "flip-anywhere", "truncate", "delete", "foreign", "swap", "edit-hash", "incomplete")
 
 
@@ -95,12 +97,13 @@ def damage(d, other, kind, rng) -> str:
     return name
 
 
-TRIALS = [(codec, kind, when) for codec in CODECS for kind in DAMAGE for when in ("before-open", "after-open")
-          if not (when == "after-open" and kind in ("edit-hash", "incomplete"))]  # the manifest is read at open only
+TRIALS = ([(codec, "-", kind, "before-open") for codec in CODECS for kind in DAMAGE]  # open_dataset: no mechanism yet
+          + [(codec, mechanism, kind, "after-open") for codec, mechanism in READS for kind in DAMAGE
+             if kind not in ("edit-hash", "incomplete")])  # the manifest is read at open only
 
 
-@pytest.mark.parametrize("codec,kind,when", TRIALS, ids=["-".join(t) for t in TRIALS])
-def test_loader_refuses_or_names_the_damaged_shard(codec, kind, when, datasets, tmp_path, tally):
+@pytest.mark.parametrize("codec,mechanism,kind,when", TRIALS, ids=["-".join(t) for t in TRIALS])
+def test_loader_refuses_or_names_the_damaged_shard(codec, mechanism, kind, when, datasets, tmp_path, tally):
     rng = random.Random(f"{SEED}-{codec}-{kind}-{when}")
     d = tmp_path / "d"
     shutil.copytree(datasets[codec, 3], d)
@@ -116,7 +119,7 @@ def test_loader_refuses_or_names_the_damaged_shard(codec, kind, when, datasets, 
         return
     src = loader.open_dataset(d, "train")
     bad = damage(d, datasets[codec, 4], kind, rng)
-    ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False)
+    ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False, mechanism=mechanism)
     got_frames, got_labels, error = [], [], None
     try:
         for frames, labels in ds:
@@ -136,19 +139,19 @@ def test_loader_refuses_or_names_the_damaged_shard(codec, kind, when, datasets, 
     assert survived, (bad, outcome, str(error)[:500])
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_fit_on_damaged_data_fails_instead_of_training(codec, datasets, tmp_path, tally):
+@pytest.mark.parametrize("codec,mechanism", READS)
+def test_fit_on_damaged_data_fails_instead_of_training(codec, mechanism, datasets, tmp_path, tally):
     import keras
 
     d = tmp_path / "d"
     shutil.copytree(datasets[codec, 3], d)
     src = loader.open_dataset(d, "train")
-    damage(d, None, "flip-chunk", random.Random(f"{SEED}-fit-{codec}"))
+    damage(d, None, "flip-chunk", random.Random(f"{SEED}-fit-{codec}-{mechanism}"))
     inputs = keras.Input((SIZE, SIZE, SIZE), dtype="uint8")
     x = keras.layers.Flatten()(keras.ops.cast(inputs, "float32"))
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
     model.compile("adam", "binary_crossentropy")
-    ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False)
+    ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False, mechanism=mechanism)
     with pytest.raises((tf.errors.OpError, DataError)) as err:
         model.fit(ds, epochs=1, verbose=0)
     tally("loader: model.fit on damaged data", "train-0000" in str(err.value), 0)
@@ -209,7 +212,7 @@ def test_static_data_sharding_on_two_workers_reads_every_sample_exactly_once(epo
     """What works today: ShardingPolicy.DATA (each worker keeps every 2nd element of the same deterministic
     order; each reads all shards, so no I/O is saved, but every sample is delivered exactly once)."""
     d = datasets["gzip", 3]
-    ds = loader.make_dataset(d, "train", 8, seed=epoch, prefetch=False)
+    ds = loader.make_dataset(d, "train", 8, seed=epoch, prefetch=False, mechanism="graph")
     ds = ds.apply(tf.data.experimental.service.distribute(
         processing_mode=tf.data.experimental.service.ShardingPolicy.DATA, service=static_service,
         job_name=f"faults-static-{epoch}"))
@@ -225,7 +228,7 @@ def test_training_under_tf_data_service_on_two_workers(datasets, data_service, t
     import keras
 
     target, workers = data_service
-    ds = loader.make_dataset(datasets["gzip", 3], "train", 8, prefetch=False, repeat=True)
+    ds = loader.make_dataset(datasets["gzip", 3], "train", 8, prefetch=False, repeat=True, mechanism="graph")
     ds = ds.apply(tf.data.experimental.service.distribute(processing_mode="distributed_epoch", service=target,
                                                           job_name="faults-fit"))
     inputs = keras.Input((SIZE, SIZE, SIZE), dtype="uint8")
