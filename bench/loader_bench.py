@@ -1,6 +1,10 @@
 """Loader throughput: `pipeline.loader` against an in-memory and a naive `from_generator` pipeline.
 
-    python bench/loader_bench.py --data 50=/tmp/ds50 --data 100=/tmp/ds100 [--gzip 50=/tmp/ds50-gzip ...]
+    python bench/loader_bench.py --data 50=/tmp/d50 --naive 50=/tmp/d50-zstd --max-samples 50=10000 ...
+
+--data is a dataset in the default codec (nbit-gzip), read by our loader with each mechanism
+("isal", the default, and "graph", what tf.data service runs), packed and unpacked; --naive the
+same samples in zstd-fast, the naive pipeline's fastest format, also the in-memory copy's source.
 
 Every cell consumes batches as fast as possible (frames materialized on the host, no model),
 after one warm-up pass; cells of a grid run round-robin, so that load from other processes
@@ -9,9 +13,7 @@ on the machine hits all of them alike. Rows follow DESIGN.md section 3 (suite "l
 `measure_loader(data_dir, batch_size, impl, ...)` measures one cell; `run_grid` many.
 impl: "ours" (pipeline.loader.make_dataset), "in-memory" (`from_tensor_slices(uint8 array)
 .batch(B)` over the same samples, loaded first), "from_generator" (one generator yielding
-h5py block reads of B samples, shard after shard), "h5py-interleave" (the in-process
-candidate: one `from_generator` per shard, `readers` of them interleaved; h5py's lock
-serializes their reads).
+h5py block reads of B samples, shard after shard).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMPLS = ("ours", "ours-packed", "in-memory", "from_generator", "h5py-interleave")
+IMPLS = ("ours", "ours-packed", "in-memory", "from_generator")
 
 
 @dataclass(frozen=True)
@@ -86,34 +88,20 @@ def build(cell: Cell):
             if done == limit:
                 break
         return tf.data.Dataset.from_tensor_slices(frames).batch(cell.batch_size).prefetch(tf.data.AUTOTUNE)
-    if cell.impl == "from_generator":
-        def blocks():
-            left = limit
-            for path in paths:
-                with h5py.File(path, "r") as f:
-                    frames = f["frames"]
-                    for start in range(0, frames.shape[0], cell.batch_size):
-                        block = frames[start:start + min(cell.batch_size, left)]
-                        left -= len(block)
-                        yield block
-                        if left <= 0:
-                            return
+    def blocks():  # from_generator
+        left = limit
+        for path in paths:
+            with h5py.File(path, "r") as f:
+                frames = f["frames"]
+                for start in range(0, frames.shape[0], cell.batch_size):
+                    block = frames[start:start + min(cell.batch_size, left)]
+                    left -= len(block)
+                    yield block
+                    if left <= 0:
+                        return
 
-        ds = tf.data.Dataset.from_generator(blocks, output_signature=tf.TensorSpec(shape, tf.uint8))
-        return ds.prefetch(tf.data.AUTOTUNE)
-    readers = cell.readers or os.cpu_count()
-
-    def chunks(path):
-        with h5py.File(path, "r") as f:
-            frames = f["frames"]
-            step = frames.chunks[0]
-            for start in range(0, frames.shape[0], step):
-                yield frames[start:start + step]
-
-    ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
-        lambda p: tf.data.Dataset.from_generator(chunks, args=(p,), output_signature=tf.TensorSpec(shape, tf.uint8)),
-        cycle_length=readers, num_parallel_calls=readers)
-    return ds.rebatch(cell.batch_size).take(steps if steps else -1).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_generator(blocks, output_signature=tf.TensorSpec(shape, tf.uint8))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class RssSampler:
@@ -248,25 +236,23 @@ def measure_loader(data_dir, batch_size: int, impl: str, *, readers: int | None 
     return run_grid([Cell(str(data_dir), batch_size, impl, readers, shuffle, mechanism, max_samples)], repeats)[0]
 
 
-def _grid(data: dict[int, str], gzip: dict[int, str], batches: list[int], max_samples: dict[int, int]) -> list[Cell]:
+def _grid(data: str, naive: str, batches: list[int], cap: int | None) -> list[Cell]:
+    """The README's grid for one size: our mechanisms (packed and not), in-memory, from_generator."""
     cells = []
-    for size, path in data.items():
-        cap = max_samples.get(size)
-        for b in batches:
-            cells += [Cell(path, b, "ours", max_samples=cap),
-                      Cell(path, b, "ours", shuffle=True, max_samples=cap),
-                      Cell(path, b, "ours", readers=1, max_samples=cap),
-                      Cell(path, b, "in-memory", max_samples=cap),
-                      Cell(path, b, "from_generator", max_samples=cap),
-                      Cell(path, b, "h5py-interleave", max_samples=cap)]
-            if size in gzip:
-                cells += [Cell(gzip[size], b, "ours", max_samples=cap),
-                          Cell(gzip[size], b, "ours", readers=1, max_samples=cap)]
+    for b in batches:
+        cells += [Cell(data, b, "ours-packed", max_samples=cap),
+                  Cell(data, b, "ours-packed", readers=1, max_samples=cap),
+                  Cell(data, b, "ours-packed", mechanism="graph", max_samples=cap),
+                  Cell(data, b, "ours", max_samples=cap),
+                  Cell(data, b, "ours", mechanism="graph", max_samples=cap),
+                  Cell(data, b, "ours-packed", shuffle=True, max_samples=cap),
+                  Cell(naive, b, "in-memory", max_samples=cap),
+                  Cell(naive, b, "from_generator", max_samples=cap)]
     return cells
 
 
 def _markdown(rows: list[dict]) -> str:
-    from pipeline.loader import GRAPH_CODECS
+    from pipeline.loader import mechanism_for
     from pipeline.manifest import load_manifest
 
     lines = ["| size | batch | impl | codec | mechanism | readers | shuffle | samples/s median (p10-p90) | vs in-memory "
@@ -277,7 +263,7 @@ def _markdown(rows: list[dict]) -> str:
         codec = load_manifest(Path(c["data_dir"])).params.codec
         mech = c["mechanism"] if c["impl"] in ("ours", "ours-packed") else "-"
         if mech == "auto":
-            mech = "graph" if codec in GRAPH_CODECS else "process"
+            mech = mechanism_for(codec)
         if r.get("value") is None:
             lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | | | failed: {r['error']} | | | |")
             continue
@@ -291,8 +277,11 @@ def _markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     pair = lambda s: (int(s.split("=", 1)[0]), s.split("=", 1)[1])  # noqa: E731
-    parser.add_argument("--data", type=pair, action="append", required=True, help="SIZE=DIR of a zstd dataset")
-    parser.add_argument("--gzip", type=pair, action="append", default=[], help="SIZE=DIR of the same data in gzip")
+    parser.add_argument("--data", type=pair, action="append", required=True,
+                        help="SIZE=DIR of a dataset in the default codec (nbit-gzip)")
+    parser.add_argument("--naive", type=pair, action="append", default=[],
+                        help="SIZE=DIR of the same samples in zstd-fast, for from_generator and in-memory "
+                             "(default: the --data directory)")
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (default 32 and 256)")
     parser.add_argument("--max-samples", type=pair, action="append", default=[], help="SIZE=N samples per pass")
     parser.add_argument("--repeats", type=int, default=5)
@@ -302,10 +291,10 @@ def main(argv=None) -> int:
                              "then half of it, to show memory does not follow dataset size)")
     args = parser.parse_args(argv)
     caps = {size: int(n) for size, n in args.max_samples}
+    naive = dict(args.naive)
     rows = []
     for size, path in args.data:  # one size at a time: in-memory copies are dataset-sized
-        cells = _grid({size: path}, dict(args.gzip), args.batch or [32, 256], caps)
-        rows += run_grid(cells, args.repeats)
+        rows += run_grid(_grid(path, naive.get(size, path), args.batch or [32, 256], caps.get(size)), args.repeats)
         print(_markdown([r for r in rows if r["size"] == size]), flush=True)
     if args.peak_rss:
         print("| size | impl | samples in the pass | peak RSS MB |\n| --- | --- | --- | --- |")
@@ -313,7 +302,7 @@ def main(argv=None) -> int:
             from pipeline.loader import open_dataset
 
             total = open_dataset(path, "train", check_hashes=False).samples
-            for impl in ("ours", "in-memory", "from_generator"):
+            for impl in ("ours", "ours-packed", "in-memory", "from_generator"):
                 for n in (total, total // 2):
                     mb = peak_rss_mb(path, 32, impl, n)
                     rows.append({"suite": "load", "impl": impl, "size": size, "batch_size": 32, "metric": "peak_rss_mb",
