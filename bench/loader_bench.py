@@ -186,6 +186,7 @@ def run_grid(cells: list[Cell], repeats: int = 5) -> list[dict]:
 
     A cell that fails gets a row with `error` (and no value); the others go on.
     """
+    from pipeline import malloc
     from pipeline.manifest import load_manifest
 
     built, rates, firsts, cpus, rss_added, samples, errors = {}, {}, {}, {}, {}, {}, {}
@@ -196,6 +197,9 @@ def run_grid(cells: list[Cell], repeats: int = 5) -> list[dict]:
             rates[cell], firsts[cell], cpus[cell], rss_added[cell] = [], [], [], 0
         except Exception as e:  # reported as a failed cell, never swallowed
             errors[cell] = f"{type(e).__name__}: {e}"
+    # TensorFlow's from_generator sets glibc's trim threshold to 128 KB in the whole process; restore the
+    # loader's allocator settings, so every cell is measured under the same ones (pipeline/malloc.py).
+    malloc.keep_buffers_on_heap()
     for _ in range(repeats):
         for cell in built:
             with RssSampler() as rss:
@@ -245,7 +249,7 @@ def _grid(data: str, naive: str, batches: list[int], cap: int | None) -> list[Ce
                   Cell(data, b, "ours-packed", mechanism="graph", max_samples=cap),
                   Cell(data, b, "ours", max_samples=cap),
                   Cell(data, b, "ours", mechanism="graph", max_samples=cap),
-                  Cell(data, b, "ours-packed", shuffle=True, max_samples=cap),
+                  Cell(data, b, "ours-packed", shuffle=True),  # whole epochs: a pass must not stop mid-block
                   Cell(naive, b, "in-memory", max_samples=cap),
                   Cell(naive, b, "from_generator", max_samples=cap)]
     return cells

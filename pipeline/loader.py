@@ -27,9 +27,9 @@ with `packed=True`, handed on packed so the model unpacks them on the device
 
 Either way a chunk whose bytes differ from those indexed at open raises an error naming the
 shard, never zeros. Order: per epoch the shard order and each shard's chunk order are
-permuted with stateless seeds drawn from `seed`, then samples go through a shuffle buffer;
+permuted with stateless seeds drawn from `seed`, then blocks of `shuffle_buffer` samples are permuted;
 `deterministic=True` gives the same order for the same seed, epochs differ.
-Memory: the shuffle buffer, `readers` chunks in flight per stage and the prefetch buffer.
+Memory: a shuffle block and its permuted copy, `readers` chunks in flight and the prefetch buffer.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from pipeline.shards import check_shard
 GRAPH_CODECS = ("nbit-gzip", "gzip", "none")  # decodable by TensorFlow ops
 ISAL_CODECS = ("nbit-gzip", "gzip")  # zlib streams, inflated by ISA-L
 MECHANISMS = ("auto", "isal", "graph", "process")
-SHUFFLE_BUFFER_BYTES = 256 << 20  # default sample shuffle buffer: ~256 MB of frames
+SHUFFLE_BUFFER_BYTES = 256 << 20  # default shuffle block: ~256 MB of frames
 
 
 @dataclass(frozen=True)
@@ -204,11 +204,11 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
       model that unpacks them on the device (`pipeline.models.build_model(..., packed_input=True)`).
 
-    shuffle: permute shard order and chunk order each epoch and pass samples through a
-      shuffle buffer of `shuffle_buffer` samples (default ~256 MB of frames; 0: chunk
+    shuffle: permute shard order and chunk order each epoch, then cut the samples into blocks
+      of `shuffle_buffer` samples and permute each block (default ~256 MB of frames; 0: chunk
       permutations only). Same order for the same `seed` when `deterministic`.
     repeat: endless epochs; steps: stop after that many batches.
-    readers: shards read in parallel (default: all cores); mechanism: "auto" (isal for
+    readers: chunks (isal, process) or shards (graph) read in parallel (default: all cores); mechanism: "auto" (isal for
       nbit-gzip/gzip, or graph when `splittable`; graph for none; process otherwise), "isal",
       "graph" (TensorFlow ops only: what tf.data service runs) or "process".
     prefetch: prefetch to the accelerator when one is present, else a plain prefetch;
@@ -247,30 +247,34 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
         raise ValueError(f"shuffle_buffer must be a non-negative integer, got {shuffle_buffer!r}")
 
-    if mechanism == "process":
-        read_chunk = _process_reader(src, readers)
+    if mechanism == "graph":
+        read_shard, shards_of = _graph_reader(src, packed), _chunk_ranges(src)
     else:
-        read_chunk = (_isal_reader if mechanism == "isal" else _graph_reader)(src, packed)
-    shards_of = _chunk_ranges(src)
+        decode = _isal_reader(src, packed) if mechanism == "isal" else _process_reader(src, readers)
+        chunk_shard = tf.constant(src.shard, tf.int64)
 
     def one_epoch(epoch_seed):
-        order = tf.range(len(src.paths), dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([epoch_seed, -1]))
-
-        def chunks_of(shard):
-            lo, hi = shards_of[0][shard], shards_of[1][shard]
-            ids = tf.range(lo, hi)
+        if mechanism != "graph":  # every chunk decoded on its own: `readers` at a time
+            order = _chunk_order(chunk_shard, len(src.paths), epoch_seed) if shuffle else tf.range(src.chunks, dtype=tf.int64)
+            chunks = tf.data.Dataset.from_tensor_slices(order).map(
+                decode, num_parallel_calls=readers, deterministic=deterministic)
+        else:  # each shard read whole, once: `readers` shards at a time
+            order = tf.range(len(src.paths), dtype=tf.int64)
             if shuffle:
-                ids = tf.random.experimental.stateless_shuffle(ids, seed=tf.stack([epoch_seed, shard]))
-            return read_chunk(shard, tf.data.Dataset.from_tensor_slices(ids))
+                order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([epoch_seed, -1]))
 
-        chunks = tf.data.Dataset.from_tensor_slices(order).interleave(
-            chunks_of, cycle_length=readers, block_length=1, num_parallel_calls=readers,
-            deterministic=deterministic)
+            def chunks_of(shard):
+                lo, hi = shards_of[0][shard], shards_of[1][shard]
+                ids = tf.range(lo, hi)
+                if shuffle:
+                    ids = tf.random.experimental.stateless_shuffle(ids, seed=tf.stack([epoch_seed, shard]))
+                return read_shard(shard, tf.data.Dataset.from_tensor_slices(ids))
+
+            chunks = tf.data.Dataset.from_tensor_slices(order).interleave(
+                chunks_of, cycle_length=readers, block_length=1, num_parallel_calls=readers,
+                deterministic=deterministic)
         if shuffle and shuffle_buffer > 0:  # within the epoch: every sample once per epoch
-            # A fixed buffer seed is enough: each epoch feeds it chunks in a different order.
-            return chunks.unbatch().shuffle(shuffle_buffer, seed=seed)
+            return _shuffle_blocks(chunks, shuffle_buffer, epoch_seed)
         return chunks
 
     if splittable:
@@ -281,10 +285,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
         # One int64 per epoch; rerandomized on every iteration, so model.fit epochs differ.
         epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = (epochs if repeat else epochs.take(1)).flat_map(one_epoch)
-    if shuffle and shuffle_buffer > 0:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
     if steps is not None:
         ds = ds.take(steps)
     options = tf.data.Options()
@@ -305,6 +306,37 @@ def mechanism_for(codec: str, splittable: bool = False) -> str:
     if codec in ISAL_CODECS and not splittable:
         return "isal"
     return "graph" if codec in GRAPH_CODECS else "process"
+
+
+def _shuffle_blocks(chunks, block: int, epoch_seed):
+    """Cut the stream of (frames, labels) chunks into blocks of `block` samples and permute each block.
+
+    Whole-tensor ops only: the sample-by-sample `unbatch().shuffle()` it replaces cost more CPU
+    than reading and inflating (57 against 25 µs per packed size-50 sample, README "Loader").
+    """
+    import tensorflow as tf
+
+    def permute(index, frames, labels):
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels, tf.int64)[0]),
+                                                         seed=tf.stack([epoch_seed, index]))
+        return tf.gather(frames, order), tf.gather(labels, order)
+
+    return chunks.rebatch(block).enumerate().map(lambda i, batch: permute(i, *batch))
+
+
+def _chunk_order(chunk_shard, shards: int, epoch_seed):
+    """Every chunk id once: shard after shard in a permuted shard order, each shard's chunks permuted.
+
+    chunk_shard: int64 (chunks,), the shard of each chunk. Stateless: the same `epoch_seed`, the same order.
+    """
+    import tensorflow as tf
+
+    shard_order = tf.random.experimental.stateless_shuffle(tf.range(shards, dtype=tf.int64),
+                                                           seed=tf.stack([epoch_seed, -1]))
+    rank = tf.math.invert_permutation(shard_order)  # position of each shard in this epoch's order
+    within = tf.random.stateless_uniform(tf.shape(chunk_shard), seed=tf.stack([epoch_seed, -2]), dtype=tf.float64)
+    key = tf.cast(tf.gather(rank, chunk_shard), tf.float64) + within  # shard position, then a random fraction
+    return tf.cast(tf.argsort(key), tf.int64)
 
 
 def _chunk_ranges(src: Source):
@@ -328,7 +360,7 @@ def _labels_of(src: Source):
 
 
 def _isal_reader(src: Source, packed: bool = False):
-    """chunks -> (frames, labels), each chunk read and inflated by ISA-L in a tf.data thread (ISAL_CODECS).
+    """chunk id -> (frames, labels), the chunk read and inflated by ISA-L in a tf.data thread (ISAL_CODECS).
 
     frames: uint8 (count, T, S, S), or (count, S**3 / 8) bit-packed when `packed`. Python runs
     only to issue the read, the CRC-32 check and the inflate, which release the GIL.
@@ -369,14 +401,13 @@ def _isal_reader(src: Source, packed: bool = False):
         frames.set_shape((None, *shape[1:]))
         return frames, labels_of(c)
 
-    def read_chunk(shard, ids):
-        return ids.map(decode)
-
-    return read_chunk
+    return decode
 
 
 def _graph_reader(src: Source, packed: bool = False):
-    """chunks -> (frames, labels) with TensorFlow ops only (GRAPH_CODECS): runs under tf.data service.
+    """(shard, dataset of its chunk ids) -> (frames, labels) with TensorFlow ops only (GRAPH_CODECS).
+
+    Runs under tf.data service. The shard is read whole, once, and its chunks cut from it.
 
     frames: uint8 (count, T, S, S), or (count, S**3 / 8) bit-packed when `packed`.
     """
@@ -426,7 +457,7 @@ def _graph_reader(src: Source, packed: bool = False):
 
 
 def _process_reader(src: Source, readers: int):
-    """chunks -> (frames, labels) decoded by worker processes (any codec h5py reads)."""
+    """chunk id -> (frames, labels), decoded by worker processes (any codec h5py reads)."""
     import tensorflow as tf
 
     from pipeline.chunk_reader import shared_reader
@@ -446,7 +477,4 @@ def _process_reader(src: Source, readers: int):
         frames.set_shape((None, *frame_shape))
         return frames, labels_of(c)
 
-    def read_chunk(shard, ids):
-        return ids.map(decode)
-
-    return read_chunk
+    return decode

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="steps per epoch, repeating the split as needed; None means one pass over the split")
     p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
     p.add_argument("--shuffle-buffer", type=int, default=None,
-                   help="samples in the loader's shuffle buffer (default: ~256 MB of frames); 0 permutes "
+                   help="samples per block the loader permutes (default: ~256 MB of frames); 0 permutes "
                         "shard and chunk order only")
     p.add_argument("--packed", action=argparse.BooleanOptionalAction, default=None,
                    help="stream bit-packed frames and unpack them inside the model (default: on with a GPU, "

@@ -391,3 +391,17 @@ def test_packed_needs_a_bit_packed_codec_and_an_even_size(tiny_dataset, tmp_path
     unpacked = np.concatenate([f.numpy() for f, _ in make_dataset(odd, "train", 4, shuffle=False)])
     expected = np.concatenate([read_sequences(p)["frames"] for p in sorted(odd.glob("train-*.h5"))])
     assert np.array_equal(unpacked, expected)  # odd sizes decode fine unpacked
+
+
+def test_chunk_order_is_shard_by_shard_and_depends_only_on_the_seed():
+    from pipeline.loader import _chunk_order
+
+    shard = np.repeat(np.arange(5), [3, 1, 4, 2, 3])  # chunks per shard
+    order = lambda seed: _chunk_order(tf.constant(shard, tf.int64), 5, tf.constant(seed, tf.int64)).numpy()  # noqa: E731
+    a = order(7)
+    assert sorted(a) == list(range(len(shard)))
+    runs = [s for i, s in enumerate(shard[a]) if i == 0 or s != shard[a][i - 1]]
+    assert sorted(runs) == list(range(5)), "a shard's chunks are not consecutive"
+    assert np.array_equal(a, order(7))
+    assert not np.array_equal(a, order(8))
+    assert any(not np.array_equal(np.sort(a[shard[a] == s]), a[shard[a] == s]) for s in range(5))  # permuted within
