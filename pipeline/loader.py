@@ -7,8 +7,8 @@
 presence, shapes, dtypes, counts, size, SHA-256 against the manifest) and indexes every
 chunk of `frames`: byte offset, length and a fingerprint of its stored bytes.
 
-Reading: shards are interleaved `readers` at a time; each chunk is decoded by one of three
-mechanisms, chosen by codec (README "Loader" has the measurements):
+Reading: `readers` chunks (isal, process) or shards (graph) at a time; each chunk is decoded by
+one of three mechanisms, chosen by codec (README "Loader" has the measurements):
 
 * isal (nbit-gzip, gzip; the default for them): each chunk's bytes read with `os.pread` and
   inflated by ISA-L inside a `tf.numpy_function`, in tf.data's threads, which run in parallel
@@ -208,9 +208,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       of `shuffle_buffer` samples and permute each block (default ~256 MB of frames; 0: chunk
       permutations only). Same order for the same `seed` when `deterministic`.
     repeat: endless epochs; steps: stop after that many batches.
-    readers: chunks (isal, process) or shards (graph) read in parallel (default: all cores); mechanism: "auto" (isal for
-      nbit-gzip/gzip, or graph when `splittable`; graph for none; process otherwise), "isal",
-      "graph" (TensorFlow ops only: what tf.data service runs) or "process".
+    readers: chunks (isal, process) or shards (graph) read in parallel (default: all cores).
+    mechanism: "auto" (isal for nbit-gzip/gzip, or graph when `splittable`; graph for none;
+      process otherwise), "isal", "graph" (TensorFlow ops only: what tf.data service runs) or "process".
     prefetch: prefetch to the accelerator when one is present, else a plain prefetch;
       pass False before `distribute` to tf.data service.
     source: an already opened `open_dataset` result (skips re-validation).
@@ -255,7 +255,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
 
     def one_epoch(epoch_seed):
         if mechanism != "graph":  # every chunk decoded on its own: `readers` at a time
-            order = _chunk_order(chunk_shard, len(src.paths), epoch_seed) if shuffle else tf.range(src.chunks, dtype=tf.int64)
+            order = (_chunk_order(chunk_shard, len(src.paths), epoch_seed) if shuffle
+                     else tf.range(src.chunks, dtype=tf.int64))
             chunks = tf.data.Dataset.from_tensor_slices(order).map(
                 decode, num_parallel_calls=readers, deterministic=deterministic)
         else:  # each shard read whole, once: `readers` shards at a time
@@ -359,6 +360,11 @@ def _labels_of(src: Source):
     return labels_of
 
 
+def _chunk_table(src: Source) -> np.ndarray:
+    """int64 (chunks, 6): shard, start, count, offset, nbytes, crc of each chunk, for reading in Python."""
+    return np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc], axis=1).astype(np.int64)
+
+
 def _isal_reader(src: Source, packed: bool = False):
     """chunk id -> (frames, labels), the chunk read and inflated by ISA-L in a tf.data thread (ISAL_CODECS).
 
@@ -371,7 +377,7 @@ def _isal_reader(src: Source, packed: bool = False):
     from pipeline import malloc
 
     malloc.keep_buffers_on_heap()  # chunk-sized buffers otherwise cost page faults on every chunk
-    table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc], axis=1).astype(np.int64)
+    table = _chunk_table(src)
     bit_packed = src.codec in BIT_PACKED
     sample_bits = src.size ** 3
     shape = (-1, sample_bits // 8) if packed else (-1, *src.frame_shape)
@@ -464,7 +470,7 @@ def _process_reader(src: Source, readers: int):
 
     reader = shared_reader(readers)
     paths = src.paths
-    table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc], axis=1).astype(np.int64)
+    table = _chunk_table(src)
     labels_of = _labels_of(src)
     frame_shape = src.frame_shape
 
