@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import codecs  # also registers the plugin filters for every reader of a shard
 from pipeline.errors import DataError
-from pipeline.synth import BitRenderer, SequenceSpec, render, trajectories
+from pipeline.synth import SequenceSpec, bit_renderer, render, trajectories
 
 FORMAT_VERSION = 1
 TMP_MARK = ".tmp-"
@@ -104,7 +104,7 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
             bit_packed = plan.codec in codecs.BIT_PACKED  # rendered straight to bits, 8x fewer bytes
             chunk = min(plan.chunk, plan.samples)
             if bit_packed:
-                render_bits = BitRenderer(spec, chunk)
+                render_bits = bit_renderer(spec, chunk)
             else:
                 buffer = np.empty((chunk, *spec.frame_shape), np.uint8)  # reused per chunk
             for start in range(0, plan.samples, plan.chunk):

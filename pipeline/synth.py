@@ -74,18 +74,23 @@ class Sequences:
 
 
 def walk_rows(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Row trajectories, int16 (n, size): uniform start, then uniform over in-bounds {r-1, r, r+1}."""
+    """Row trajectories, int16 (n, size): uniform start, then uniform over in-bounds {r-1, r, r+1}.
+
+    Step i picks option floor(3u) of three, or floor(2u) of two at an edge, for one uniform u
+    per step; a table indexed by (row, both picks) gives the next row in one gather per step.
+    """
     rows = np.empty((n, size), dtype=np.int16)
     r = rng.integers(0, size, n)
     rows[:, 0] = r
     u = rng.random((n, size - 1))
+    picks = (u * 3).astype(np.intp) * 2 + (u * 2).astype(np.intp)  # 2 * (pick of 3) + (pick of 2), in 0..5
+    row = np.arange(size)
+    at_edge = (row == 0) | (row == size - 1)
+    option = np.where(at_edge[:, None], np.arange(6) % 2, np.arange(6) // 2)  # (size, 6)
+    # interior: r-1+option; top edge: r+option (r, r+1); bottom edge: r-1+option (r-1, r)
+    next_row = (row[:, None] - 1 + option + (row == 0)[:, None]).reshape(-1)
     for i in range(1, size):
-        at_top = r == 0
-        at_bottom = r == size - 1
-        options = np.where(at_top | at_bottom, 2, 3)
-        pick = (u[:, i - 1] * options).astype(np.int64)  # uniform in 0..options-1
-        # interior: r-1+pick; top edge: r+pick (r, r+1); bottom edge: r-1+pick (r-1, r)
-        r = r - 1 + pick + at_top
+        r = next_row[r * 6 + picks[:, i - 1]]
         rows[:, i] = r
     return rows
 
@@ -141,7 +146,16 @@ def _lit_pixels(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec):
 
 def render_bits(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec) -> np.ndarray:
     """The frames `render` draws, bit-packed: uint8 (ceil(n*T*H*W / 8),), equal to `np.packbits(render(...))`."""
-    return BitRenderer(spec, len(rows))(rows, cols)
+    return bit_renderer(spec, len(rows))(rows, cols)
+
+
+def bit_renderer(spec: SequenceSpec, capacity: int):
+    """The fastest bit renderer for `spec`, for up to `capacity` sequences per call: a `PathMaskRenderer`
+    where one applies (the default trail, even sizes), a `BitRenderer` otherwise. Both are called
+    as renderer(rows, cols, zero_byte=False) and give the same bytes."""
+    if PathMaskRenderer.handles(spec):
+        return PathMaskRenderer(spec, capacity)
+    return BitRenderer(spec, capacity)
 
 
 class BitRenderer:
@@ -216,6 +230,61 @@ class BitRenderer:
         shifted = self._shifted[:g * self.width // 8].reshape(g, -1)
         np.copyto(shifted, moved)
         return shifted.view(np.uint8)
+
+
+class PathMaskRenderer:
+    """Bit-packed frames of non-wrapping `trail` and `dot` sequences of even size, 3x faster than BitRenderer
+    at size 50 (measured).
+
+    Such a path lights one pixel per column, and the column drawn at step t depends only on t and the
+    direction. So frame t is the path's whole image ANDed with a mask of the columns drawn up to step
+    t (trail) or at step t (dot), a mask shared by every sequence of that direction. An even size
+    keeps each sequence's bits byte-aligned in the stream, and each group of 1 or 2 frames too, so
+    a chunk is two passes over its output: copy each sequence's masks, AND in its image.
+    """
+
+    def __init__(self, spec: SequenceSpec, capacity: int):
+        if not self.handles(spec):
+            raise ValueError(f"PathMaskRenderer draws non-wrapping trail and dot sequences of even size, not {spec}")
+        size = spec.size
+        self.spec, self.capacity = spec, capacity
+        self.group = 8 // math.gcd(size * size, 8)  # frames per byte-aligned group: 1 or 2 (a divisor of size)
+        step = np.arange(size)
+        masks = np.empty((2, size, size, size), bool)  # direction (1 = right), frame, row, column
+        for right in (0, 1):
+            drawn_at = step if right else step[::-1]  # the step that draws each column
+            shown = drawn_at <= step[:, None] if spec.variant == "trail" else drawn_at == step[:, None]
+            masks[right] = shown[:, None, :]
+        self._masks = np.packbits(masks.reshape(2, size // self.group, -1), axis=-1)  # (2, T / group, bytes)
+        self._image = np.zeros((capacity, self.group, size * size), np.uint8)  # the path, once per frame of a group
+        self._stream = np.empty(capacity * size ** 3 // 8 + 1, np.uint8)
+
+    @staticmethod
+    def handles(spec: SequenceSpec) -> bool:
+        return spec.variant in ("trail", "dot") and not spec.wrap and spec.size % 2 == 0
+
+    def __call__(self, rows: np.ndarray, cols: np.ndarray, zero_byte: bool = False) -> np.ndarray:
+        """Bit-packed frames of trajectories rows, cols (n, T), n <= capacity; valid until the next call.
+
+        zero_byte: end with one more zero byte, as HDF5's N-bit filter does (saves the writer a copy).
+        """
+        n, size = rows.shape
+        if n > self.capacity or size != self.spec.size:
+            raise ValueError(f"expected at most {self.capacity} trajectories of length {self.spec.size}, got {rows.shape}")
+        image = self._image[:n]
+        image.fill(0)
+        position = rows.astype(np.intp) * size + cols
+        sample = np.arange(n)[:, None]
+        for frame in range(self.group):
+            image[sample, frame, position] = 1
+        packed = np.packbits(image.reshape(n, -1), axis=1)  # (n, bytes of a group)
+        end = n * size ** 3 // 8
+        stream = self._stream[:end].reshape(n, size // self.group, -1)
+        right = (cols[:, 0] == 0).astype(np.intp)  # a left-going path starts in the last column
+        np.take(self._masks, right, axis=0, out=stream)
+        np.bitwise_and(stream, packed[:, None, :], out=stream)
+        self._stream[end] = 0
+        return self._stream[:end + zero_byte]
 
 
 def trajectories(rng: np.random.Generator, n: int, spec: SequenceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.synth import SequenceSpec, generate, render, render_bits, trajectories, walk_rows
+from pipeline.synth import (BitRenderer, PathMaskRenderer, SequenceSpec, bit_renderer, generate, render, render_bits,
+                            trajectories, walk_rows)
 
 
 def sequences(n=4000, size=12, seed=0, **kw):
@@ -47,6 +48,23 @@ def test_interior_steps_uniform_over_three():
     interior = (prev > 0) & (prev < 29)
     freq = np.array([(step[interior] == d).mean() for d in (-1, 0, 1)])
     assert np.allclose(freq, 1 / 3, atol=0.01), freq
+
+
+@pytest.mark.parametrize("size", [2, 3, 9])
+def test_walk_rows_draws_as_documented(size):
+    """The vectorized walk equals a plain per-sample loop over the same draws: a start row, then per step
+    option floor(3u) of (r-1, r, r+1), or floor(2u) of the two in-bounds rows at an edge. A dataset's bytes
+    depend on this order."""
+    n = 200
+    got = walk_rows(np.random.default_rng(size), n, size)
+    rng = np.random.default_rng(size)
+    start, u = rng.integers(0, size, n), rng.random((n, size - 1))
+    for k in range(n):
+        r = [int(start[k])]
+        for i in range(size - 1):
+            options = [x for x in (r[-1] - 1, r[-1], r[-1] + 1) if 0 <= x < size]
+            r.append(options[int(u[k, i] * len(options))])
+        assert got[k].tolist() == r
 
 
 @pytest.mark.parametrize("edge,allowed", [(0, (0, 1)), (5, (-1, 0))])
@@ -120,3 +138,24 @@ def test_render_bits_equals_packed_frames(variant, square, size, wrap):
         got = render_bits(rows, cols, spec)
         assert got.dtype == np.uint8 and got.shape == expected.shape
         assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("variant", ["trail", "dot"])
+@pytest.mark.parametrize("size", [2, 4, 6, 10, 50])
+def test_path_mask_renderer_equals_bit_renderer(variant, size):
+    """Both frame groups (sizes 2 mod 4 pair frames, multiples of 4 do not); a shorter call after a longer one."""
+    spec = SequenceSpec(size, variant, square=1)
+    masks, bits = PathMaskRenderer(spec, 8), BitRenderer(spec, 8)
+    _, rows, cols = trajectories(np.random.default_rng(size), 8, spec)
+    for n in (8, 3, 1):
+        expected = bits(rows[:n], cols[:n], zero_byte=True).copy()
+        assert np.array_equal(masks(rows[:n], cols[:n], zero_byte=True), expected)
+
+
+def test_bit_renderer_picks_path_masks_where_they_apply():
+    assert isinstance(bit_renderer(SequenceSpec(50), 4), PathMaskRenderer)
+    assert isinstance(bit_renderer(SequenceSpec(50, "dot"), 4), PathMaskRenderer)
+    for spec in (SequenceSpec(51), SequenceSpec(50, wrap=True), SequenceSpec(50, "square")):
+        assert isinstance(bit_renderer(spec, 4), BitRenderer)
+        with pytest.raises(ValueError, match="even size"):
+            PathMaskRenderer(spec, 4)
