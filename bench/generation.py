@@ -4,7 +4,9 @@ the codec table, and worker memory for N and 10N sequences. All measured in one 
     .venv/bin/python bench/generation.py [--size 50] [--samples 2048] [--repeats 5]
 
 Per-core throughput is one process running `write_shard` (render + compress + write +
-fsync + SHA-256): what one Dask worker does per shard, without the cluster.
+fsync + SHA-256): what one Dask worker does per shard, without the cluster, and with the
+workers' allocator settings (`pipeline.malloc`). The shard-size table shows a shard's fixed
+cost (file, attributes, fsync, rename) against its sequences.
 
 The seed's `generate_examples` is measured two ways. "cold": as the seed's workflow runs
 it, one call in a fresh process (the seed asks for 5,000 sequences, 5 GB of float64);
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import h5py
 
-from pipeline import codecs
+from pipeline import codecs, malloc
 from pipeline.seed_workflow import cold_generate_seconds, generate_examples
 from pipeline.shards import ShardPlan, write_shard
 from pipeline.synth import SequenceSpec
@@ -76,6 +78,18 @@ def codec_rows(size: int, samples: int, repeats: int, scratch: Path) -> list[dic
     return rows
 
 
+def shard_size_rows(size: int, shard_sizes: tuple[int, ...], repeats: int, scratch: Path) -> list[dict]:
+    """Per-core samples/s of the default codec for shards of each size, same total of sequences per timing."""
+    rows = []
+    total = max(shard_sizes)
+    for shard in shard_sizes:
+        plans = [ShardPlan("train", i, i * shard, shard, 0, SequenceSpec(size), codecs.DEFAULT_CHUNK, codecs.DEFAULT_CODEC)
+                 for i in range(total // shard)]
+        write = rate(total, timed(lambda: [write_shard(scratch, plan) for plan in plans], repeats))
+        rows.append({"shard_size": shard, "write": write})
+    return rows
+
+
 def memory_rows(size: int, scratch: Path) -> list[dict]:
     """Peak worker RSS generating N and 10N sequences with the same shard size (`generate`, 2 workers)."""
     rows = []
@@ -99,12 +113,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args()
+    malloc.keep_buffers_on_heap()
     with tempfile.TemporaryDirectory(prefix="genbench-") as tmp:
         scratch = Path(tmp)
         memory = memory_rows(args.size, scratch)
         cold = seed_cold_rate(args.size, args.seed_samples, args.repeats)
         warm = seed_warm_rate(args.size, 200, args.repeats)
         table = codec_rows(args.size, args.samples, args.repeats, scratch)
+        shards = shard_size_rows(args.size, (500, 2000, 10000), args.repeats, scratch)
     print(f"size {args.size}; samples/s per core, median (min..max) of {args.repeats}\n")
     for name, r in (("cold, one call in a fresh process, as the seed runs it", cold),
                     ("warm, repeated 200-sequence calls", warm)):
@@ -117,11 +133,16 @@ def main() -> None:
               f"{w['median']:,.0f} ({w['min']:,.0f}..{w['max']:,.0f}) | {w['median'] / cold['median']:.0f}x | "
               f"{w['median'] / warm['median']:.1f}x | {r['bytes_per_sample']:,.0f} | {r['ratio']:.0f}x | "
               f"{r['read']['median']:,.0f} |")
+    print("\n| shard size | write samples/s (nbit-gzip, 10,000 sequences per timing) |\n|---|---|")
+    for r in shards:
+        w = r["write"]
+        print(f"| {r['shard_size']:,} | {w['median']:,.0f} ({w['min']:,.0f}..{w['max']:,.0f}) |")
     print("\n| sequences | shard size | peak worker RSS |\n|---|---|---|")
     for r in memory:
         print(f"| {r['sequences']:,} | {r['shard_size']} | {r['peak_worker_rss_mib']:.0f} MiB |")
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "seed_cold": cold, "seed_warm": warm, "codecs": table, "memory": memory}, indent=1))
+        args.json.write_text(json.dumps({"size": args.size, "seed_cold": cold, "seed_warm": warm, "codecs": table, "shard_sizes": shards,
+                                           "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":

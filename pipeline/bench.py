@@ -11,7 +11,9 @@ Suites and what their numbers mean:
 * ``generate``: our Dask generator (`run_generation`) into a temporary directory, on a
   local cluster of 1, 2 and all cores' worker processes. The cluster is started and
   warmed up (one small untimed generation) *before* the clock starts; its start-up
-  time is a separate row (`cluster_startup_s`). Side by side: the seed's per-pixel
+  time is a separate row (`cluster_startup_s`), and so is the fixed cost of one run on the
+  running cluster (`run_overhead_s`: connecting, planning, manifests; a 2-shard dataset of one
+  sequence each). Side by side: the seed's per-pixel
   `generate_examples` (impl ``seed``), one call per fresh process as the seed's workflow
   makes it (first touching its float64 memory is most of its cost). `mb_per_s` counts uint8 frame bytes
   (size**3 per sample) for both, so the MB/s ratio equals the samples/s ratio;
@@ -59,7 +61,7 @@ ROW_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "metric", 
 LOAD_IMPLS = ("ours", "ours-packed", "in-memory", "from_generator")
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory")  # ours-packed: bit-packed batches, unpacked inside the model
 UNITS = {"samples_per_s": "samples/s", "mb_per_s": "MB/s", "stored_mb_per_s": "MB/s",
-         "per_worker_samples_per_s": "samples/s", "cluster_startup_s": "s", "ms_per_step_median": "ms",
+         "per_worker_samples_per_s": "samples/s", "cluster_startup_s": "s", "run_overhead_s": "s", "ms_per_step_median": "ms",
          "ms_per_step_p10": "ms", "ms_per_step_p90": "ms", "first_step_ms": "ms", "first_batch_ms": "ms",
          "input_bound_fraction": "", "accuracy": "", "loss": ""}
 
@@ -70,6 +72,7 @@ class Grid:
 
     gen_raw_mb / seed_raw_mb: uint8 frame megabytes per timed generation run (ours / seed);
     samples = MB * 1e6 / size**3, at most gen_max_samples (ours) or the seed's 5,000 (seed).
+    gen_shard_size: sequences per shard of those runs (fewer if a worker would get under 4 shards).
     workers: generator worker counts; () -> 1, 2, all cores.
     dataset_*: the train/test dataset each size's load/train/accuracy suites read.
     """
@@ -78,8 +81,9 @@ class Grid:
     batch_sizes: tuple[int, ...] = (16, 32, 64)
     suites: tuple[str, ...] = SUITES
     workers: tuple[int, ...] = ()
-    gen_raw_mb: float = 10000.0  # 80,000 sequences at size 50: seconds of work, so fixed costs fade
-    gen_max_samples: int = 100_000
+    gen_raw_mb: float = 40000.0  # 320,000 sequences at size 50: seconds of work, so a run's fixed cost fades
+    gen_max_samples: int = 400_000
+    gen_shard_size: int = 10_000
     gen_repeats: int = 3
     seed_raw_mb: float = 625.0  # 5,000 sequences at size 50: the seed's own call (5 GB of float64)
     seed_repeats: int = 3
@@ -115,7 +119,7 @@ class Grid:
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ValueError(f"unknown suite {unknown[0]!r}; suites are {', '.join(SUITES)}")
-        for name in ("gen_max_samples", "gen_repeats", "seed_repeats", "load_batches", "train_steps", "seed_workflow_steps",
+        for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "seed_repeats", "load_batches", "train_steps", "seed_workflow_steps",
                      "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
                      "dataset_shard_size"):
             value = getattr(self, name)
@@ -320,13 +324,13 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
         for workers in grid.worker_counts():
             key = dict(size=size, workers=workers, samples=samples)
             metrics = ("samples_per_s", "mb_per_s", "stored_mb_per_s", "per_worker_samples_per_s")
-            with rec.cell("generate", "ours", ("cluster_startup_s", *metrics), **key):
+            with rec.cell("generate", "ours", ("cluster_startup_s", "run_overhead_s", *metrics), **key):
                 log(f"generate ours size={size} workers={workers} samples={samples}")
-                shard = max(1, samples // max(8, 4 * workers))
+                shard = max(1, min(grid.gen_shard_size, samples // max(8, 4 * workers)))
                 params = DatasetParams(size=size, variant=grid.variant, samples=samples, test_samples=1,
                                        shard_size=shard, chunk=min(32, shard))
-                warm = DatasetParams(size=size, variant=grid.variant, samples=2 * workers, test_samples=1,
-                                     shard_size=1, chunk=1)
+                tiny = DatasetParams(size=size, variant=grid.variant, samples=1, test_samples=1, shard_size=1, chunk=1)
+                warm = dataclasses.replace(tiny, samples=2 * workers)
                 runs = iter(range(10 ** 6))
                 stored = []
 
@@ -342,10 +346,13 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
                         address = stack.enter_context(local_cluster(workers)).scheduler_address  # as `generate`'s
                     rec.add("generate", "ours", "cluster_startup_s", startup.seconds, **key)
                     generate_once(warm)  # imports h5py/hdf5plugin in every worker; untimed
+                    overhead = time_repeats(lambda: generate_once(tiny), repeats=grid.gen_repeats).summary
+                    rec.add("generate", "ours", "run_overhead_s", overhead.median, **key, repeats=grid.gen_repeats,
+                            measured="a run of 2 one-sequence shards, cluster already up")
                     times = time_repeats(generate_once, repeats=grid.gen_repeats)
                 median = times.summary.median
-                extra = dict(repeats=grid.gen_repeats, p10_s=times.summary.p10, p90_s=times.summary.p90,
-                             excludes="cluster start-up and warm-up; includes manifest writes")
+                extra = dict(repeats=grid.gen_repeats, p10_s=times.summary.p10, p90_s=times.summary.p90, shard_size=shard,
+                             excludes="cluster start-up and warm-up; includes the run's fixed cost and manifest writes")
                 rec.add("generate", "ours", "samples_per_s", samples / median, **key, **extra)
                 rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
                 rec.add("generate", "ours", "stored_mb_per_s", stored[-1] / 1e6 / median, **key, **extra)
@@ -579,9 +586,9 @@ def markdown_summary(doc: dict) -> str:
            f"{' dirty' if doc['environment']['git']['dirty'] else ''})", ""]
     suites = {r["suite"] for r in rows}
     if "generate" in suites:
-        out += ["**generate** (cluster start-up excluded; MB/s = uint8 frame bytes)", "",
-                "| size | impl | workers | samples/s | MB/s | per worker | start-up s | vs seed |",
-                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += ["**generate** (cluster start-up excluded; MB/s = uint8 frame bytes; run s = fixed cost of one run)", "",
+                "| size | impl | workers | samples/s | MB/s | per worker | start-up s | run s | vs seed |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for size in sorted({r["size"] for r in rows if r["suite"] == "generate"}):
             seed = value_of(rows, suite="generate", impl="seed", size=size, metric="samples_per_s")
             cells = sorted({(r["impl"] != "seed", r["impl"], r["workers"]) for r in rows
@@ -591,7 +598,8 @@ def markdown_summary(doc: dict) -> str:
                 rate = value_of(rows, metric="samples_per_s", **m)
                 out.append(f"| {size} | {impl} | {workers} | {_fmt(rate)} | {_fmt(value_of(rows, metric='mb_per_s', **m))} "
                            f"| {_fmt(value_of(rows, metric='per_worker_samples_per_s', **m))} "
-                           f"| {_fmt(value_of(rows, metric='cluster_startup_s', **m))} | {_ratio(rate, seed)} |")
+                           f"| {_fmt(value_of(rows, metric='cluster_startup_s', **m))} "
+                           f"| {_fmt(value_of(rows, metric='run_overhead_s', **m))} | {_ratio(rate, seed)} |")
         out.append("")
     grid_cells = sorted({(r["size"], r["batch_size"]) for r in rows if r["batch_size"] is not None})
     if "load" in suites:

@@ -32,6 +32,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless there is none to show (None, or an off flag)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """Top-level parser; only `command`'s module is imported to add its arguments."""
     parser = OneLineParser(prog="pipeline", description=__doc__.splitlines()[0],
@@ -39,7 +48,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, text) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=DefaultsHelpFormatter)
         if name == command:
             importlib.import_module(module).add_arguments(p)
     return parser

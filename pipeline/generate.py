@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrap", action="store_true", help="start at a random column and wrap: no frame reveals the direction")
     p.add_argument("--samples", type=int, default=d.samples, help="sequences in the train split")
     p.add_argument("--test-samples", type=int, default=d.test_samples, help="sequences in the test split")
-    p.add_argument("--shard-size", type=int, default=d.shard_size, help="sequences per shard file")
+    p.add_argument("--shard-size", type=int, default=d.shard_size, help="sequences per shard file; each shard also costs a few ms "
+                   "of fixed work (file, fsync, task), so use thousands for large datasets")
     p.add_argument("--chunk", type=int, default=d.chunk, help="sequences per HDF5 chunk")
     p.add_argument("--codec", default=d.codec, help=f"frames compression: {', '.join(codecs.CODECS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="root seed; train and test get separate streams")

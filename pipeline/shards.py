@@ -118,8 +118,9 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
                 # raw chunks, not through HDF5's chunk cache: chunks left there are placed at close in
                 # an order that varies from process to process, and the shard's bytes with it
                 codecs.create_small(f, name, values)
+            attrs = f.attrs
             for key, value in plan.attributes().items():
-                f.attrs[key] = value
+                attrs[key] = value
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size, peak_rss_bytes())

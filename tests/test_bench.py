@@ -69,7 +69,8 @@ def test_rows_cover_the_grid_with_the_common_keys(quick_run):
         assert (row["value"] is None) == (row["error"] is not None)
     have = {(r["suite"], r["impl"], r["metric"]) for r in rows}
     for suite, impl, metric in [("generate", "ours", "samples_per_s"), ("generate", "ours", "mb_per_s"),
-                                ("generate", "ours", "cluster_startup_s"), ("generate", "seed", "samples_per_s"),
+                                ("generate", "ours", "cluster_startup_s"), ("generate", "ours", "run_overhead_s"),
+                                ("generate", "seed", "samples_per_s"),
                                 ("load", "ours", "samples_per_s"), ("load", "in-memory", "samples_per_s"),
                                 ("load", "from_generator", "samples_per_s"), ("train", "fast", "ms_per_step_median"),
                                 ("train", "fast", "ms_per_step_p10"), ("train", "fast", "ms_per_step_p90"),
