@@ -316,7 +316,7 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
     from pipeline.generate import local_cluster, run_generation
     from pipeline.manifest import DatasetParams
     from pipeline.seed_workflow import SEED_TRAIN_SAMPLES, cold_generate_seconds
-    from pipeline.timing import Stopwatch, Summary, time_repeats
+    from pipeline.timing import Stopwatch, Summary
 
     for size in grid.sizes:
         samples = max(16, min(grid.gen_max_samples, int(grid.gen_raw_mb * 1e6 / size ** 3)))
@@ -334,24 +334,26 @@ def suite_generate(rec: Recorder, grid: Grid, tmp: Path) -> None:
                 runs = iter(range(10 ** 6))
                 stored = []
 
-                def generate_once(p=params):
+                def generate_once(p=params) -> float:
+                    """Seconds of one run; deleting its files (~1 s for 320,000 sequences) is not timed."""
                     out = tmp / f"gen-{size}-{workers}-{next(runs)}"
-                    with contextlib.redirect_stdout(io.StringIO()):
+                    with contextlib.redirect_stdout(io.StringIO()), Stopwatch() as run:
                         manifest = run_generation(out, p, workers=workers, scheduler=address, progress=False)
                     stored.append(sum(e["bytes"] for s in manifest.shards.values() for e in s))
                     shutil.rmtree(out, ignore_errors=True)
+                    return run.seconds
 
                 with contextlib.ExitStack() as stack:
                     with Stopwatch() as startup:
                         address = stack.enter_context(local_cluster(workers)).scheduler_address  # as `generate`'s
                     rec.add("generate", "ours", "cluster_startup_s", startup.seconds, **key)
                     generate_once(warm)  # imports h5py/hdf5plugin in every worker; untimed
-                    overhead = time_repeats(lambda: generate_once(tiny), repeats=grid.gen_repeats).summary
+                    overhead = Summary.of([generate_once(tiny) for _ in range(grid.gen_repeats)])
                     rec.add("generate", "ours", "run_overhead_s", overhead.median, **key, repeats=grid.gen_repeats,
                             measured="a run of 2 one-sequence shards, cluster already up")
-                    times = time_repeats(generate_once, repeats=grid.gen_repeats)
-                median = times.summary.median
-                extra = dict(repeats=grid.gen_repeats, p10_s=times.summary.p10, p90_s=times.summary.p90, shard_size=shard,
+                    times = Summary.of([generate_once() for _ in range(grid.gen_repeats)])
+                median = times.median
+                extra = dict(repeats=grid.gen_repeats, p10_s=times.p10, p90_s=times.p90, shard_size=shard,
                              excludes="cluster start-up and warm-up; includes the run's fixed cost and manifest writes")
                 rec.add("generate", "ours", "samples_per_s", samples / median, **key, **extra)
                 rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
