@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.generate import run_generation
+from pipeline.generate import QUIET_DASK, WORKER_MALLOC, local_cluster, run_generation
 from pipeline.manifest import DatasetParams, load_manifest
 from pipeline.shards import read_sequences
 from pipeline.synth import SequenceSpec, generate
@@ -160,3 +160,21 @@ def test_many_shards_per_worker_are_byte_identical_across_runs(tmp_path):
     run_generation(tmp_path / "two", params, workers=2, progress=False)
     run_generation(tmp_path / "one", params, workers=1, progress=False)
     assert hashes(tmp_path / "one") == hashes(tmp_path / "two")
+
+
+def _worker_settings():
+    import dask
+
+    return {"malloc": {k: os.environ.get(k) for k in WORKER_MALLOC},
+            "dask": {k: dask.config.get(k) for k in QUIET_DASK}}
+
+
+def test_local_workers_start_with_the_malloc_and_quiet_dask_settings():
+    """Both are measured speedups (README, "Through Dask"); a worker that silently lost them would be 10-50% slower."""
+    from dask.distributed import Client
+
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        found = client.run(_worker_settings)
+    assert len(found) == 2
+    for settings in found.values():
+        assert settings == {"malloc": WORKER_MALLOC, "dask": QUIET_DASK}
