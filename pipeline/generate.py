@@ -20,7 +20,7 @@ from typing import Callable
 
 from pipeline import codecs, malloc
 from pipeline.errors import DataError, UsageError
-from pipeline.manifest import MANIFEST, DatasetParams, Manifest, load_manifest
+from pipeline.manifest import DEFAULT_SHARD_SIZE, MANIFEST, DatasetParams, Manifest, load_manifest
 from pipeline.shards import TMP_MARK, ShardPlan, ShardRecord, check_shard, sha256_of, write_shard
 from pipeline.synth import VARIANTS
 
@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrap", action="store_true", help="start at a random column and wrap: no frame reveals the direction")
     p.add_argument("--samples", type=int, default=d.samples, help="sequences in the train split")
     p.add_argument("--test-samples", type=int, default=d.test_samples, help="sequences in the test split")
-    p.add_argument("--shard-size", type=int, default=d.shard_size, help="sequences per shard file; each shard also costs a few ms "
-                   "of fixed work (file, fsync, task), so use thousands for large datasets")
+    p.add_argument("--shard-size", type=int, help=f"sequences per shard file (default: {DEFAULT_SHARD_SIZE:,}, or the "
+                   "whole train split if smaller); each shard costs a few ms of fixed work (file, fsync, Dask task)")
     p.add_argument("--chunk", type=int, default=d.chunk, help="sequences per HDF5 chunk")
     p.add_argument("--codec", default=d.codec, help=f"frames compression: {', '.join(codecs.CODECS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="root seed; train and test get separate streams")
@@ -128,12 +128,17 @@ def _diff(old: DatasetParams, new: DatasetParams) -> str:
 # on the heap makes a worker write shards 2x faster (17k -> 30-35k sequences/s at size 50, measured).
 WORKER_MALLOC = malloc.ENVIRON
 
-# Dask's background work on an idle 2-worker local cluster costs 14% of a core (0.7 s of CPU per 5 s,
-# measured): the workers' statistical profiler samples every 10 ms, and the event-loop tick and the
-# memory and system monitors wake 10-50 times a second. With these settings it is 0.09 s per 5 s, and
-# 2 workers generate 10-25% faster (interleaved runs). The dashboard's Profile page stays empty.
-QUIET_DASK = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "2s",
-              "distributed.admin.tick.interval": "500ms", "distributed.worker.memory.monitor-interval": "1s"}
+# Settings of the local cluster, each measured on this machine:
+# - Dask's upkeep on an idle 2-worker cluster costs 14% of a core (0.7 s of CPU per 5 s): the workers'
+#   statistical profiler samples every 10 ms, the event-loop tick and the memory and system monitors
+#   wake 10-50 times a second. Slowed down: 0.09 s per 5 s, and 2 workers generate 10-25% faster
+#   (interleaved runs). The dashboard's Profile page stays empty.
+# - worker-saturation "inf" sends every task to a worker up front instead of ~1 per thread, so the next
+#   shard starts without a round trip through the scheduler: 1-2 ms less per task (of ~13 ms for a
+#   500-sequence shard). Work stealing still balances the workers.
+LOCAL_DASK_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "2s",
+                     "distributed.admin.tick.interval": "500ms", "distributed.worker.memory.monitor-interval": "1s",
+                     "distributed.scheduler.worker-saturation": "inf"}
 
 
 @contextlib.contextmanager
@@ -161,12 +166,12 @@ def dask_client(workers: int, scheduler: str | None):
 
 @contextlib.contextmanager
 def local_cluster(workers: int, silence_logs: int = logging.ERROR):
-    """A LocalCluster of `workers` single-threaded worker processes started with WORKER_MALLOC and QUIET_DASK."""
+    """A LocalCluster of `workers` single-threaded worker processes, with WORKER_MALLOC and LOCAL_DASK_CONFIG."""
     import dask
     from dask.distributed import LocalCluster
 
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **QUIET_DASK}), \
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **LOCAL_DASK_CONFIG}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                          silence_logs=silence_logs) as cluster:
         yield cluster

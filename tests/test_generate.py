@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.generate import QUIET_DASK, WORKER_MALLOC, local_cluster, run_generation
+from pipeline.generate import LOCAL_DASK_CONFIG, WORKER_MALLOC, local_cluster, run_generation
 from pipeline.manifest import DatasetParams, load_manifest
 from pipeline.shards import read_sequences
 from pipeline.synth import SequenceSpec, generate
@@ -166,10 +166,10 @@ def _worker_settings():
     import dask
 
     return {"malloc": {k: os.environ.get(k) for k in WORKER_MALLOC},
-            "dask": {k: dask.config.get(k) for k in QUIET_DASK}}
+            "dask": {k: dask.config.get(k) for k in LOCAL_DASK_CONFIG}}
 
 
-def test_local_workers_start_with_the_malloc_and_quiet_dask_settings():
+def test_local_workers_start_with_the_malloc_and_dask_settings():
     """Both are measured speedups (README, "Through Dask"); a worker that silently lost them would be 10-50% slower."""
     from dask.distributed import Client
 
@@ -177,4 +177,4 @@ def test_local_workers_start_with_the_malloc_and_quiet_dask_settings():
         found = client.run(_worker_settings)
     assert len(found) == 2
     for settings in found.values():
-        assert settings == {"malloc": WORKER_MALLOC, "dask": QUIET_DASK}
+        assert settings == {"malloc": WORKER_MALLOC, "dask": LOCAL_DASK_CONFIG}
