@@ -28,7 +28,7 @@ def _slow_replace(src, dst):
 proxy = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
 proxy.replace = _slow_replace
 pipeline.manifest.os = proxy
-pipeline.generate.MANIFEST_SAVE_INTERVAL_S = 0  # an update per shard, so every update can be a target
+pipeline.generate.RECORD_INTERVAL_S = 0  # an update per shard, so every update can be a target
 
 if __name__ == "__main__":
     from pipeline.cli import main
