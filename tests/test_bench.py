@@ -117,7 +117,9 @@ def test_csv_and_markdown_beside_the_json(quick_run):
         assert heading in md
     assert "| ours / in-memory | packed / in-memory | ours / from_generator |" in md
     seed_row = next(line for line in md.splitlines() if line.startswith("| 8 | seed | 1 |"))
-    assert seed_row.endswith("| 1.00x |")  # the baseline against itself
+    assert seed_row.endswith("| 1.00x | - |")  # the baseline against itself; no worker scaling for the seed
+    one_worker = next(line for line in md.splitlines() if line.startswith("| 8 | ours | 1 |"))
+    assert one_worker.endswith("x | 1.00x |")  # vs seed, then against itself
 
 
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
