@@ -11,10 +11,10 @@ Suites and what their numbers mean:
 * ``generate``: our Dask generator (`run_generation`) into a temporary directory, on a
   local cluster of 1, 2 and all cores' worker processes, runs timed round-robin across
   the clusters and the seed. Each cluster is started and warmed up (one small untimed
-  generation) *before* the clock starts; its start-up
-  time is a separate row (`cluster_startup_s`), and so is the fixed cost of one run on the
-  running cluster (`run_overhead_s`: connecting, planning, manifests; a 2-shard dataset of one
-  sequence each). Side by side: the seed's per-pixel
+  generation) *before* the clock starts; its start-up time is a separate row
+  (`cluster_startup_s`), and so is the fixed cost of one run on the running cluster
+  (`run_overhead_s`: connecting, planning, manifests; a 2-shard dataset of one sequence
+  each). Side by side: the seed's per-pixel
   `generate_examples` (impl ``seed``), one call per fresh process as the seed's workflow
   makes it (first touching its float64 memory is most of its cost). `mb_per_s` counts uint8 frame bytes
   (size**3 per sample) for both, so the MB/s ratio equals the samples/s ratio;

@@ -158,6 +158,12 @@ def bit_renderer(spec: SequenceSpec, capacity: int):
     return BitRenderer(spec, capacity)
 
 
+def _check_trajectories(rows: np.ndarray, capacity: int, size: int) -> None:
+    """ValueError unless rows is (n, size) with n <= capacity: what a renderer's buffers hold."""
+    if rows.shape[0] > capacity or rows.shape[1] != size:
+        raise ValueError(f"expected at most {capacity} trajectories of length {size}, got {rows.shape}")
+
+
 class BitRenderer:
     """Draws up to `capacity` sequences at a time straight to bit-packed frames, into buffers it reuses.
 
@@ -188,8 +194,7 @@ class BitRenderer:
         zero_byte: end with one more zero byte, as HDF5's N-bit filter does (saves the writer a copy).
         """
         n, size = rows.shape
-        if n > self.capacity or size != self.spec.size:
-            raise ValueError(f"expected at most {self.capacity} trajectories of length {self.spec.size}, got {rows.shape}")
+        _check_trajectories(rows, self.capacity, self.spec.size)
         period, pixels, width = self.period, self.pixels, self.width
         frames = n * size
         groups = -(-frames // period)
@@ -269,8 +274,7 @@ class PathMaskRenderer:
         zero_byte: end with one more zero byte, as HDF5's N-bit filter does (saves the writer a copy).
         """
         n, size = rows.shape
-        if n > self.capacity or size != self.spec.size:
-            raise ValueError(f"expected at most {self.capacity} trajectories of length {self.spec.size}, got {rows.shape}")
+        _check_trajectories(rows, self.capacity, self.spec.size)
         image = self._image[:n]
         image.fill(0)
         position = rows.astype(np.intp) * size + cols
