@@ -3,7 +3,8 @@
 For every measured quantity (suite, impl, feed, workers, variant, metric) one Markdown
 table: a row per device, a column per size x batch size. Also written to `--out`:
 `report.md`, `report.csv` (every merged row, with its source file) and PNG plots of
-step time and throughput against batch size, one line per device, one panel per size.
+step time and throughput against batch size, one line per device, one panel per size,
+and of generation throughput against worker count beside the seed's.
 
 When two files hold the same cell for the same device, the newer file (`created`) wins.
 Failed cells show as `failed` in the tables and keep their error text in the CSV.
@@ -122,13 +123,18 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
-    """PNG per (suite, metric, impl, feed) of PLOTS: value vs batch size, a line per device, a panel per size."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return matplotlib, plt
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    """PNG per (suite, metric, impl, feed) of PLOTS: value vs batch size, a line per device, a panel per size."""
+    matplotlib, plt = _pyplot()
     written = []
     for suite, metric in PLOTS:
         groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -171,6 +177,42 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def plot_generation(rows: list[dict], out: Path) -> list[Path]:
+    """generate-samples_per_s.png: our generator's samples/s against workers, a line per device, a panel
+    per size; the seed's `generate_examples` (one core) as a dashed line of the same colour. [] if no such rows."""
+    matplotlib, plt = _pyplot()
+    ours = [r for r in rows if r["suite"] == "generate" and r["impl"] == "ours" and r["metric"] == "samples_per_s"
+            and r["value"] is not None and r["workers"]]
+    if not ours:
+        return []
+    sizes = sorted({r["size"] for r in ours})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for device in sorted({r["device"] for r in ours if r["size"] == size}):
+            points = sorted((r["workers"], r["value"]) for r in ours if r["size"] == size and r["device"] == device)
+            line, = ax.plot(*zip(*points), marker="o", label=device)
+            seed = [r["value"] for r in rows if r["suite"] == "generate" and r["impl"] == "seed" and r["size"] == size
+                    and r["device"] == device and r["metric"] == "samples_per_s" and r["value"] is not None]
+            if seed:
+                ax.axhline(seed[0], linestyle="--", color=line.get_color(), label=f"{device}: seed")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["workers"] for r in ours if r["size"] == size}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_title(f"size {size}")
+        ax.set_xlabel("workers")
+        ax.set_ylabel("samples/s")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("generate: samples/s against workers (dashed: the seed's generate_examples, one core)",
+                 fontsize="medium")
+    fig.tight_layout()
+    path = out / "generate-samples_per_s.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _lookup(rows, points, metric):
     found = []
     for batch, ref in points:
@@ -203,7 +245,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text + "\n")
     write_csv(args.out / "report.csv", rows)
-    pngs = [] if args.no_plots else plot(rows, args.out)
+    pngs = [] if args.no_plots else plot(rows, args.out) + plot_generation(rows, args.out)
     print(text)
     print(f"wrote {args.out / 'report.md'}, {args.out / 'report.csv'} and {len(pngs)} PNG(s)", file=sys.stderr)
     return 0

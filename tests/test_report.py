@@ -27,6 +27,8 @@ def result(device, host, created, scale, *, failed_cell=False):
                          row(device, "train", "fast", "samples_per_s", batch * 1e3 / ms, size, batch, feed=feed)]
             rows.append(row(device, "load", "ours", "samples_per_s", 1e4 / scale * batch, size, batch))
         rows.append(row(device, "generate", "ours", "samples_per_s", 5000.0 / scale, size, None, workers=2))
+        rows.append(row(device, "generate", "ours", "samples_per_s", 2900.0 / scale, size, None, workers=1))
+        rows.append(row(device, "generate", "seed", "samples_per_s", 30.0 / scale, size, None, workers=1))
         rows.append(row(device, "accuracy", "fast", "accuracy", 0.99, size, 32, feed="in-memory"))
     if failed_cell:
         rows.append(row(device, "train", "seed", "ms_per_step_median", None, 50, 64, feed="ours",
@@ -78,7 +80,8 @@ def test_plots_one_png_per_quantity_with_a_line_per_device(two_files, tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, two_files), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["load-samples_per_s-ours.png", "train-ms_per_step_median-fast-in-memory.png",
+    assert names == ["generate-samples_per_s.png", "load-samples_per_s-ours.png",
+                     "train-ms_per_step_median-fast-in-memory.png",
                      "train-ms_per_step_median-fast-ours.png", "train-samples_per_s-fast-in-memory.png",
                      "train-samples_per_s-fast-ours.png"]
     for name in names:
