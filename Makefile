@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(TF_EXTRA),dev]'
+	$(PY) -m pip install -q -e '.[$(TF_EXTRA),jax,dev]'
 	touch $@
 
 dataset: $(STAMP)
