@@ -6,6 +6,8 @@ bytes do not depend on the number of workers or the order in which shards finish
 The client alone writes the manifest, after each shard lands. A rerun of the same
 command resumes: shards already recorded (or renamed into place but not yet
 recorded) are kept, the rest are written; a crash's temporary files are removed.
+Only files the dataset owns are ever deleted (see `owned_files`); anything else in the
+directory is left alone, with or without --overwrite.
 """
 from __future__ import annotations
 
@@ -20,11 +22,14 @@ from typing import Callable
 
 from pipeline import codecs, malloc
 from pipeline.errors import DataError, UsageError
-from pipeline.manifest import DEFAULT_SHARD_SIZE, MANIFEST, DatasetParams, Manifest, load_manifest
-from pipeline.shards import TMP_MARK, ShardPlan, ShardRecord, check_shard, sha256_of, write_shard
+from pipeline.manifest import DEFAULT_SHARD_SIZE, MANIFEST, DatasetParams, Manifest, listed_shards, load_manifest
+from pipeline.shards import ShardPlan, ShardRecord, check_shard, sha256_of, temporary_files, write_shard
 from pipeline.synth import VARIANTS
 
 LOCK = ".lock"
+# The local cluster's dashboard listens on loopback only, on a free port: it shows the run to anyone who can
+# reach it. `--dashboard-address 0.0.0.0:8787` opens it to the network.
+DEFAULT_DASHBOARD = "127.0.0.1:0"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,15 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--square", type=int, default=d.square, help="block side for --variant square")
     p.add_argument("--wrap", action="store_true", help="start at a random column and wrap: no frame reveals the direction")
     p.add_argument("--samples", type=int, default=d.samples, help="sequences in the train split")
-    p.add_argument("--test-samples", type=int, default=d.test_samples, help="sequences in the test split")
+    p.add_argument("--test-samples", type=int, default=d.test_samples,
+                   help="sequences in the test split; 0 makes a train-only dataset")
     p.add_argument("--shard-size", type=int, help=f"sequences per shard file (default: {DEFAULT_SHARD_SIZE:,}, or the "
-                   "whole train split if smaller); each shard costs a few ms of fixed work (file, fsync, Dask task)")
+                   "whole train split if smaller); each shard adds fixed work (file, fsync, Dask task)")
     p.add_argument("--chunk", type=int, default=d.chunk, help="sequences per HDF5 chunk")
     p.add_argument("--codec", default=d.codec, help=f"frames compression: {', '.join(codecs.CODECS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="root seed; train and test get separate streams")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="local worker processes (ignored with --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset generated with other parameters")
+    p.add_argument("--dashboard-address", metavar="HOST:PORT", default=DEFAULT_DASHBOARD,
+                   help="where the local cluster's dashboard listens: HOST:PORT, port 0 for a free one; "
+                   "':PORT' listens on every interface (ignored with --scheduler)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset generated with other parameters "
+                   "(deletes only that dataset's own files)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -95,8 +105,8 @@ def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest
             if not overwrite:
                 what = "an unreadable manifest" if old is None else f"a dataset with other parameters ({_diff(old.params, params)})"
                 raise UsageError(f"{out} holds {what}; pass --overwrite to replace it")
-            for stale in out.glob("*.h5"):
-                stale.unlink()
+            for stale in owned_files(out, params):
+                stale.unlink(missing_ok=True)
         else:
             manifest = old
     todo = []
@@ -118,6 +128,13 @@ def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest
     return manifest, todo
 
 
+def owned_files(out: Path, params: DatasetParams) -> list[Path]:
+    """The shard files in `out` that a dataset there owns: those its manifest lists and those `params` would
+    write. Other files, `*.h5` or not, are the user's. (Temporary files: `remove_leftovers`.)"""
+    names = listed_shards(out) | {plan.name for plan in params.plans()}
+    return sorted(out / name for name in names if (out / name).is_file())
+
+
 def _diff(old: DatasetParams, new: DatasetParams) -> str:
     return ", ".join(f"{k} {getattr(old, k)!r} vs {getattr(new, k)!r}"
                      for k in old.__dataclass_fields__ if getattr(old, k) != getattr(new, k))
@@ -125,25 +142,24 @@ def _diff(old: DatasetParams, new: DatasetParams) -> str:
 
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap threshold at
 # 128 KB: every multi-megabyte buffer becomes a fresh mmap paid for in page faults. Keeping big buffers
-# on the heap makes a worker write shards 2x faster (17k -> 30-35k sequences/s at size 50, measured).
+# on the heap lets a worker reuse them (pipeline.malloc).
 WORKER_MALLOC = malloc.ENVIRON
 
-# Settings of the local cluster, each measured on this machine:
-# - Dask's upkeep on an idle 2-worker cluster costs 14% of a core (0.7 s of CPU per 5 s): the workers'
-#   statistical profiler samples every 10 ms, the event-loop tick and the memory and system monitors
-#   wake 10-50 times a second. Slowed down: 0.09 s per 5 s, and 2 workers generate 10-25% faster
-#   (interleaved runs). The dashboard's Profile page stays empty.
+# Settings of the local cluster:
+# - Dask's upkeep wakes an idle worker many times a second (the statistical profiler, the event-loop
+#   tick, the memory and system monitors), CPU taken from writing shards. Slowed down or off; the
+#   dashboard's Profile page stays empty.
 # - worker-saturation "inf" sends every task to a worker up front instead of ~1 per thread, so the next
-#   shard starts without a round trip through the scheduler: 1-2 ms less per task (of ~13 ms for a
-#   500-sequence shard). Work stealing still balances the workers.
+#   shard starts without a round trip through the scheduler. Work stealing still balances the workers.
 LOCAL_DASK_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "2s",
                      "distributed.admin.tick.interval": "500ms", "distributed.worker.memory.monitor-interval": "1s",
                      "distributed.scheduler.worker-saturation": "inf"}
 
 
 @contextlib.contextmanager
-def dask_client(workers: int, scheduler: str | None):
-    """A Client on `scheduler`, or on a new local cluster of `workers` single-threaded processes."""
+def dask_client(workers: int, scheduler: str | None, dashboard_address: str = DEFAULT_DASHBOARD):
+    """A Client on `scheduler`, or on a new local cluster of `workers` single-threaded processes whose
+    dashboard listens on `dashboard_address` (HOST:PORT)."""
     from dask.distributed import Client
 
     for name in ("distributed", "bokeh", "tornado"):
@@ -159,21 +175,25 @@ def dask_client(workers: int, scheduler: str | None):
     # Local workers write to this terminal. Every task's error reaches the client, which reports it in one
     # line, so the workers' own error logs and h5py's "Exception ignored" notes (a failed write's file
     # close, e.g. on a full disk) are kept out of it.
-    with local_cluster(workers, silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+    with local_cluster(workers, silence_logs=logging.CRITICAL, dashboard_address=dashboard_address) as cluster, \
+            Client(cluster) as client:
         client.register_plugin(_quiet_local_worker(), name="pipeline-quiet-local-worker")
         yield client
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int, silence_logs: int = logging.ERROR):
-    """A LocalCluster of `workers` single-threaded worker processes, with WORKER_MALLOC and LOCAL_DASK_CONFIG."""
+def local_cluster(workers: int, silence_logs: int = logging.ERROR, dashboard_address: str = DEFAULT_DASHBOARD):
+    """A LocalCluster of `workers` single-threaded worker processes, with WORKER_MALLOC and LOCAL_DASK_CONFIG.
+
+    The scheduler listens on loopback, and so does its dashboard unless `dashboard_address` (HOST:PORT)
+    names another interface; Dask binds ':PORT' to every interface."""
     import dask
     from dask.distributed import LocalCluster
 
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **LOCAL_DASK_CONFIG}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         silence_logs=silence_logs) as cluster:
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=dashboard_address, silence_logs=silence_logs) as cluster:
         yield cluster
 
 
@@ -195,8 +215,12 @@ def _quiet_local_worker():
 
 def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler: str | None = None,
                    overwrite: bool = False, progress: bool = True,
-                   on_shard: Callable[[ShardRecord], None] | None = None) -> Manifest:
+                   on_shard: Callable[[ShardRecord], None] | None = None,
+                   dashboard_address: str = DEFAULT_DASHBOARD) -> Manifest:
     """Generate (or finish) the dataset in `out`. Returns the complete manifest.
+
+    overwrite: replace a dataset in `out` made with other parameters (its own files only).
+    dashboard_address: where a local cluster's dashboard listens, HOST:PORT (port 0: a free one).
 
     on_shard: called in this process with each shard's record as it lands (after the manifest records it).
     """
@@ -215,7 +239,7 @@ def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler:
                 print(f"{out}: complete, nothing to do")
                 return manifest
             if client is None:  # a local cluster only when there is work, and inside the lock
-                client = stack.enter_context(dask_client(workers, None))
+                client = stack.enter_context(dask_client(workers, None, dashboard_address))
             _write_shards(client, out, manifest, todo, scheduler or f"local cluster, {workers} worker process"
                           f"{'es' if workers > 1 else ''}", progress, on_shard)
             remove_leftovers(out)  # of workers killed mid-shard: their tasks were redone elsewhere
@@ -233,15 +257,15 @@ def _reason(e: OSError) -> str:
 
 
 def remove_leftovers(out: Path) -> None:
-    """Delete temporary files (`*.tmp-*`) of writers that died before renaming them."""
-    for leftover in out.glob(f"*{TMP_MARK}*"):
+    """Delete the temporary files (`train-00003.h5.tmp-PID`, `manifest.json.tmp-PID`) of writers that died
+    before renaming them."""
+    for leftover in temporary_files(out):
         leftover.unlink(missing_ok=True)
 
 
 # Finished shards are recorded in batches, at most this often: their records are fetched from the
 # workers in one gather and the manifest is rewritten (and fsynced) once. Fetching each record on its
-# own cost the client ~3 ms of CPU per shard, and the busy workers had to answer each request: 2
-# workers wrote 160 2,000-sequence shards in 3.4-3.7 s that way, 2.9-3.3 s batched (measured). A shard
+# own costs the client CPU per shard and interrupts the busy workers with a request each. A shard
 # renamed into place but not yet recorded is checked and hashed on resume, so nothing is lost.
 RECORD_INTERVAL_S = 0.25
 
@@ -293,12 +317,22 @@ def _record(client, out: Path, manifest: Manifest, landed: list, plan_of: dict,
         raise error
 
 
+def dashboard_from_args(args) -> str:
+    """--dashboard-address, checked: UsageError unless HOST:PORT or :PORT with a port in 0..65535."""
+    address = args.dashboard_address.strip()
+    _host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--dashboard-address must be HOST:PORT or :PORT, got {args.dashboard_address!r}")
+    return address
+
+
 def run(args) -> int:
     params = params_from_args(args)
+    dashboard = dashboard_from_args(args)
     started = time.perf_counter()
     peak_rss = []
     manifest = run_generation(args.out, params, workers=args.workers, scheduler=args.scheduler,
-                              overwrite=args.overwrite, progress=not args.quiet,
+                              overwrite=args.overwrite, progress=not args.quiet, dashboard_address=dashboard,
                               on_shard=lambda record: peak_rss.append(record.peak_rss_bytes))
     doc = manifest.to_json()
     total = params.samples + params.test_samples

@@ -20,15 +20,16 @@ from pathlib import Path
 
 from pipeline import codecs
 from pipeline.errors import DataError
-from pipeline.shards import FORMAT_VERSION, ShardPlan
+from pipeline.shards import FORMAT_VERSION, ShardPlan, is_shard_name
 from pipeline.synth import SequenceSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "moving-square-hdf5"
 SPLITS = ("train", "test")
 MAX_SAMPLES = 10**9
-# Each shard costs ~6 ms of fixed work on this machine (file, attributes, fsync, rename: ~3-4; its Dask task:
-# ~1-3), against ~12 us per size-50 sequence: 500-sequence shards spent half a run on that, 2,000 a fifth.
+# Each shard costs a fixed amount of work (file, attributes, fsync, rename, its Dask task) on top of its
+# sequences: small shards spend much of a run on it. 2,000 keeps that small and still gives a default
+# dataset several shards to write in parallel.
 DEFAULT_SHARD_SIZE = 2000
 
 
@@ -36,7 +37,8 @@ DEFAULT_SHARD_SIZE = 2000
 class DatasetParams:
     """Every parameter that determines a dataset's bytes; validates itself.
 
-    samples / test_samples: sequences in the train / test split.
+    samples / test_samples: sequences in the train / test split; test_samples 0 makes a train-only
+        dataset (its test split lists no shards).
     shard_size: sequences per shard (the last shard of a split may hold fewer); None means
         DEFAULT_SHARD_SIZE, or the whole train split if that is smaller.
     chunk: sequences per HDF5 chunk of `frames`.
@@ -58,9 +60,10 @@ class DatasetParams:
         if self.shard_size is None and isinstance(self.samples, int):
             object.__setattr__(self, "shard_size", min(DEFAULT_SHARD_SIZE, max(1, self.samples)))
         for name in ("samples", "test_samples", "shard_size", "chunk"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 1 <= value <= MAX_SAMPLES:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer (at most {MAX_SAMPLES:,}), got {value!r}")
+            value, least = getattr(self, name), 0 if name == "test_samples" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= MAX_SAMPLES:
+                what = "a non-negative" if least == 0 else "a positive"
+                raise ValueError(f"{name.replace('_', '-')} must be {what} integer (at most {MAX_SAMPLES:,}), got {value!r}")
         if self.shard_size > self.samples:
             raise ValueError(f"shard-size ({self.shard_size}) is larger than the train split ({self.samples} samples)")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -150,7 +153,9 @@ def load_manifest(directory: Path) -> Manifest:
             raise ValueError(f"format {doc.get('format')!r} version {doc.get('format_version')!r} "
                              f"is not {FORMAT!r} version {FORMAT_VERSION}")
         params = DatasetParams(**doc["params"])
-        shards = {split: list(doc["splits"][split]["shards"]) for split in SPLITS}
+        # a split with no samples may be left out of "splits"
+        shards = {split: list(doc["splits"][split]["shards"]) if split in doc["splits"] or params.split_samples(split)
+                  else [] for split in SPLITS}
         manifest = Manifest(params, shards, bool(doc["complete"]))
         expected = Manifest.planned(params).shards
         for split in SPLITS:
@@ -161,6 +166,17 @@ def load_manifest(directory: Path) -> Manifest:
         return manifest
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: malformed manifest ({e})") from None
+
+
+def listed_shards(directory: Path) -> set[str]:
+    """Shard file names DIR/manifest.json lists, read leniently (a manifest `load_manifest` refuses still names
+    the files its generator wrote); only names a shard can have, so a hand-edited path never leaves DIR."""
+    try:
+        doc = json.loads((Path(directory) / MANIFEST).read_text())
+        entries = [e for split in doc["splits"].values() for e in split["shards"]]
+        return {e["path"] for e in entries if isinstance(e.get("path"), str) and is_shard_name(e["path"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def manifest_sha256(directory: Path) -> str:

@@ -10,6 +10,9 @@ A shard holds, for n sequences of side S (T = S frames):
 
 A shard is written to ``NAME.tmp-<pid>``, flushed to disk and renamed to ``NAME``:
 a file under its final name is always complete.
+
+A dataset owns only files with the names below (shards, their temporary files); anything
+else in its directory is the user's and is never deleted.
 """
 from __future__ import annotations
 
@@ -29,6 +32,23 @@ from pipeline.synth import SequenceSpec, bit_renderer, render, trajectories
 FORMAT_VERSION = 1
 TMP_MARK = ".tmp-"
 SPLIT_KEYS = {"train": 0, "test": 1}
+SHARD_NAME = re.compile(r"(train|test)-\d{5}\.h5")
+_TEMPORARY_NAME = re.compile(r"((train|test)-\d{5}\.h5|manifest\.json)\.tmp-\d+")
+
+
+def is_shard_name(name: str) -> bool:
+    """True for a file name a shard can have (`train-00012.h5`)."""
+    return SHARD_NAME.fullmatch(name) is not None
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for the name of a shard or manifest that a writer had not yet renamed (`train-00012.h5.tmp-4242`)."""
+    return _TEMPORARY_NAME.fullmatch(name) is not None
+
+
+def temporary_files(directory: Path) -> list[Path]:
+    """The writers' temporary files in `directory`, sorted; other files with `.tmp-` in their name are left out."""
+    return sorted(p for p in Path(directory).glob(f"*{TMP_MARK}*") if is_temporary_name(p.name))
 
 
 @dataclass(frozen=True)
@@ -126,7 +146,8 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
         record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size, peak_rss_bytes())
         os.replace(tmp, final)
         return record
-    except RuntimeError as e:  # h5py reports some HDF5 I/O failures (e.g. closing a file on a full disk) so
+    except RuntimeError as e:  # h5py reports some HDF5 I/O failures (e.g. closing a file on a full disk) as a
+        # RuntimeError with the errno only in its text: turned back into the OSError it is
         io_errno = re.search(r"errno = (\d+)", str(e))
         if not io_errno:
             raise
@@ -136,15 +157,20 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
 
 
 def check_shard(path: Path, plan: ShardPlan) -> None:
-    """Raise DataError naming `path` unless it opens with the plan's datasets, shapes, dtypes and attributes.
+    """Raise DataError naming `path` unless it opens with the plan's datasets, shapes, dtypes and attributes,
+    and its trajectories follow the rules.
 
     The attributes catch a shard from another dataset (other seed, variant, ...) under the right name.
+    Trajectories: labels 0/1; rows and cols in 0..size-1; rows move by at most 1 per step; cols are
+    0, 1, ..., size-1 for label 1 and the reverse for label 0 (with wrap: any start, then +1 or -1 per
+    step modulo size). Reads labels, rows and cols whole (4 bytes x T per sample), not the frames.
     """
     samples, size = plan.samples, plan.spec.size
     expected = {
         "frames": ((samples, size, size, size), np.uint8),
         "labels": ((samples,), np.uint8),
         "rows": ((samples, size), np.int16),
+        "cols": ((samples, size), np.int16),
     }
     if not path.exists():
         raise DataError(f"{path}: missing")
@@ -161,10 +187,33 @@ def check_shard(path: Path, plan: ShardPlan) -> None:
                 found = found.decode() if isinstance(found, bytes) else getattr(found, "item", lambda: found)()
                 if found is None or found != value:
                     raise DataError(f"{path}: attribute {key} is {found!r}, the manifest's parameters say {value!r}")
+            labels, rows, cols = f["labels"][:], f["rows"][:], f["cols"][:]
     except DataError:
         raise
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # not HDF5, or a damaged chunk of labels/rows/cols
         raise DataError(f"{path}: cannot be opened as HDF5 ({e})") from None
+    problem = trajectory_problem(labels, rows, cols, plan.spec)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+
+
+def trajectory_problem(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec) -> str | None:
+    """What is wrong with labels (n,), rows and cols (n, T) as trajectories of `spec`, or None if nothing."""
+    size = spec.size
+    if labels.size and labels.max() > 1:
+        return f"labels hold {int(labels.max())}, expected 0 or 1"
+    for name, values in (("rows", rows), ("cols", cols)):
+        if values.size and (values.min() < 0 or values.max() >= size):
+            return f"{name} hold values outside 0..{size - 1} ({int(values.min())}..{int(values.max())})"
+    if size > 1 and rows.size and np.abs(np.diff(rows.astype(np.int32), axis=1)).max() > 1:
+        return "rows move by more than 1 in a step"
+    step = np.where(labels == 1, 1, -1)[:, None] * np.arange(size)
+    start = cols[:, :1].astype(np.int32) if spec.wrap else np.where(labels == 1, 0, size - 1)[:, None]
+    wrong = np.flatnonzero(((start + step) % size != cols).any(axis=1))
+    if wrong.size:
+        return (f"cols of sample {int(wrong[0])} do not follow its direction (label {int(labels[wrong[0]])})"
+                + (f", and {wrong.size - 1} more" if wrong.size > 1 else ""))
+    return None
 
 
 def read_sequences(path: Path, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:

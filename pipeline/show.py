@@ -23,6 +23,8 @@ def load_sequence(directory: Path, split: str, index: int) -> dict:
     """frames uint8 (T, S, S), label, rows (T,) of sequence `index` of `split`."""
     manifest = load_manifest(directory)
     total = manifest.params.split_samples(split)
+    if total == 0:
+        raise UsageError(f"the {split} split of {directory} is empty (generated with no {split} samples)")
     if not 0 <= index < total:
         raise UsageError(f"--index must be in 0..{total - 1} for the {split} split, got {index}")
     entry = next(e for e in manifest.shards[split] if e["first_sample"] <= index < e["first_sample"] + e["samples"])

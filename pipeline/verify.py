@@ -1,7 +1,8 @@
 """`verify`: check a dataset against its manifest; optionally regenerate shards and compare bytes.
 
-Exit 0 when every shard exists, opens, has the right shapes, dtypes and counts and
-matches its SHA-256; exit 1 naming each bad file otherwise.
+Exit 0 when every shard exists, opens, has the right shapes, dtypes, counts and trajectories
+and matches its SHA-256; exit 1 naming each bad file otherwise. A split with no samples (a
+train-only dataset's test split) lists no shards and is sound.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from pipeline.errors import DataError, UsageError
 from pipeline.manifest import SPLITS, load_manifest
-from pipeline.shards import TMP_MARK, check_shard, sha256_of, write_shard
+from pipeline.shards import check_shard, sha256_of, temporary_files, write_shard
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def find_problems(directory: Path, regenerate: int = 0, seed: int | None = None,
     problems = []
     if not manifest.complete:
         problems.append(f"{directory / 'manifest.json'}: generation did not finish; rerun the same generate command")
-    for leftover in sorted(directory.glob(f"*{TMP_MARK}*")):
+    for leftover in temporary_files(directory):
         problems.append(f"{leftover}: temporary file left by an interrupted writer")
     plans = {plan.name: plan for plan in manifest.params.plans()}
     entries = [entry for split in SPLITS for entry in manifest.shards[split]]

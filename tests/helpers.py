@@ -1,0 +1,84 @@
+"""Helpers shared by the tests: the command line as a user runs it, processes, waiting, hashes.
+
+Importable as `helpers` from every test (tests/ is on sys.path through tests/conftest.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+# `python tests/faults/held_generate.py generate ...`: the real command, paused inside chosen manifest updates
+HELD_GENERATE = ROOT / "tests" / "faults" / "held_generate.py"
+
+
+def cli(*args, timeout: float = 300, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS...` in a fresh process; stdout and stderr captured as text."""
+    return subprocess.run([PY, "-m", "pipeline", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def spawn(argv, **kw) -> subprocess.Popen:
+    """A process in its own session, so that its whole group (Dask workers included) can be killed at once."""
+    return subprocess.Popen([str(a) for a in argv], cwd=ROOT, start_new_session=True, **kw)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc`'s process group (see `spawn`) and reap it; nothing if it is gone already."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Poll `predicate` until it returns something true, and return that; TimeoutError naming `what` after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def held_generator(out: Path, args, hold_at: int, work: Path, **kw) -> tuple[subprocess.Popen, Path, Path]:
+    """Start `generate --out OUT ARGS` that stops inside manifest update `hold_at` until released.
+
+    Returns (process, sentinel, release): `sentinel` appears once the generator is held there (it holds
+    DIR/.lock and has not marked the dataset complete); creating `release` lets it go on. Its stdout and
+    stderr go to WORK/held.log and WORK/held.err unless given in `kw`.
+    """
+    sentinels = work / "held-sentinels"
+    sentinels.mkdir(parents=True, exist_ok=True)
+    release = work / "held-release"
+    env = {**os.environ, "FAULTS_SENTINEL_DIR": str(sentinels), "FAULTS_MANIFEST_PAUSE": "0",
+           "FAULTS_HOLD_AT": str(hold_at), "FAULTS_RELEASE": str(release)}
+    kw.setdefault("stdout", open(work / "held.log", "w"))
+    kw.setdefault("stderr", open(work / "held.err", "w"))
+    proc = spawn([PY, HELD_GENERATE, "generate", "--out", out, *args], env=env, **kw)
+    return proc, sentinels / f"manifest-{hold_at}", release
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def file_hashes(directory: Path, pattern: str = "*.h5") -> dict[str, str]:
+    """{file name: SHA-256 of its bytes} of the files in `directory` matching `pattern`."""
+    return {p.name: sha256_file(p) for p in sorted(Path(directory).glob(pattern))}
+
+
+def manifest_hashes(directory: Path) -> dict[str, str | None]:
+    """{shard path: SHA-256 the manifest records for it (None: not yet written)}."""
+    doc = json.loads((Path(directory) / "manifest.json").read_text())
+    return {e["path"]: e["sha256"] for s in doc["splits"].values() for e in s["shards"]}
