@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from faultlib import DaskCluster, kill_group
+from faultlib import DaskCluster
+from helpers import kill_group
 
 
 _COUNTS: dict[str, dict] = collections.defaultdict(

@@ -1,53 +1,22 @@
-"""Helpers for the fault trials: processes in their own sessions, Dask clusters as separate processes, byte comparisons."""
+"""Helpers for the fault trials: Dask clusters as separate processes, byte comparisons.
+
+The general ones (command runner, processes, waiting, hashes) live in tests/helpers.py.
+"""
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
+from helpers import PY, kill_group, manifest_hashes, spawn
+
 BIN = Path(PY).parent
-
-
-
-def cli(*args, timeout=300, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "pipeline", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def spawn(argv, **kw) -> subprocess.Popen:
-    """A process in its own session (so its whole group, Dask workers included, can be killed at once)."""
-    return subprocess.Popen([str(a) for a in argv], cwd=ROOT, start_new_session=True, **kw)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 class DaskCluster:
@@ -84,12 +53,6 @@ class DaskCluster:
 
 # ---------------------------------------------------------------- datasets
 
-def shard_hashes(directory: Path) -> dict:
-    """{shard path: sha256 recorded in the manifest}."""
-    doc = json.loads((directory / "manifest.json").read_text())
-    return {e["path"]: e["sha256"] for s in doc["splits"].values() for e in s["shards"]}
-
-
 def file_bytes(directory: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(directory.glob("*.h5"))}
 
@@ -97,9 +60,9 @@ def file_bytes(directory: Path) -> dict:
 def bytes_lost(reference: Path, candidate: Path) -> int:
     """Bytes of `reference`'s shards that `candidate` lacks, holds differently, or records under another hash."""
     ref, got = file_bytes(reference), file_bytes(candidate)
-    ref_hash = shard_hashes(reference)
+    ref_hash = manifest_hashes(reference)
     try:
-        got_hash = shard_hashes(candidate)
+        got_hash = manifest_hashes(candidate)
     except (OSError, ValueError, KeyError):
         got_hash = {}
     return sum(len(data) for name, data in ref.items() if got.get(name) != data or got_hash.get(name) != ref_hash[name])

@@ -1,8 +1,9 @@
 """Corrupted datasets: `verify` names each bad file, and only those.
 
-Randomized trials (flipped bytes at random offsets, truncation at random lengths, deleted shards,
-shards swapped within and between datasets, hand-edited manifest hashes), beyond the fixed cases of
-tests/test_verify.py. Each trial corrupts a fresh copy of the session's tiny dataset.
+Randomized trials, one table of corruptions (flipped bytes at random offsets, truncation at random
+lengths, deleted shards, shards swapped within and between datasets, hand-edited manifest hashes),
+beyond the fixed cases of tests/test_verify.py. Each trial corrupts a fresh copy of the shared tiny
+dataset (tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import json
 import os
 import random
 import shutil
-import subprocess
 
 import pytest
 
-from faultlib import PY, ROOT
+from helpers import cli
 from pipeline.generate import run_generation
 from pipeline.manifest import DatasetParams
 from pipeline.verify import find_problems
@@ -51,14 +51,79 @@ def truncate(path, rng):
     path.write_bytes(data[: rng.randrange(len(data))])
 
 
-def run_trial(family, corrupt, tiny_dataset, tmp_path, rng, tally, via_cli=False):
-    copy = tmp_path / f"copy-{rng.random()}"
+# Each corruption takes (copy, rng, other dataset) and returns the file names `verify` must report.
+
+def flip_bytes(copy, rng, other):
+    victims = set(rng.sample(SHARDS, rng.randint(1, 3)))
+    for name in victims:
+        for _ in range(rng.randint(1, 4)):
+            flip(copy / name, rng)
+    return victims
+
+
+def truncate_shards(copy, rng, other):
+    victims = set(rng.sample(SHARDS, rng.randint(1, 2)))
+    for name in victims:
+        truncate(copy / name, rng)
+    return victims
+
+
+def delete_shards(copy, rng, other):
+    victims = set(rng.sample(SHARDS, rng.randint(1, 3)))
+    for name in victims:
+        (copy / name).unlink()
+    return victims
+
+
+def swap_within(copy, rng, other):
+    a, b = rng.sample(SHARDS[:3], 2)  # same shapes: only the hashes (and first_sample) can tell
+    (copy / a).rename(copy / "x")
+    (copy / b).rename(copy / a)
+    (copy / "x").rename(copy / b)
+    return {a, b}
+
+
+def swap_in_foreign(copy, rng, other):
+    victims = set(rng.sample(SHARDS, rng.randint(1, 2)))
+    for name in victims:
+        shutil.copy(other / name, copy / name)
+    return victims
+
+
+def edit_manifest_hash(copy, rng, other):
+    doc = json.loads((copy / "manifest.json").read_text())
+    entries = [e for s in doc["splits"].values() for e in s["shards"]]
+    victims = rng.sample(entries, rng.randint(1, 2))
+    for e in victims:
+        e["sha256"] = "%064x" % rng.getrandbits(256)
+    (copy / "manifest.json").write_text(json.dumps(doc, indent=1))
+    return {e["path"] for e in victims}
+
+
+# family (as tallied), tag (seeds the trial's RNG, names it), corruption, trials, how many of them
+# run through the command line (the rest call find_problems)
+CORRUPTIONS = [
+    ("flipped bytes", "flip", flip_bytes, 12, 2),
+    ("truncation", "trunc", truncate_shards, 8, 2),
+    ("deleted shard", "delete", delete_shards, 4, 1),
+    ("shards swapped within a dataset", "swap", swap_within, 4, 0),
+    ("shard from another dataset", "foreign", swap_in_foreign, 4, 1),
+    ("hand-edited manifest hash", "hash", edit_manifest_hash, 4, 0),
+]
+TRIALS = [(family, f"{tag}-{trial}", corrupt, trial < via_cli)
+          for family, tag, corrupt, trials, via_cli in CORRUPTIONS for trial in range(trials)]
+
+
+@pytest.mark.parametrize("family,name,corrupt,via_cli", TRIALS, ids=[t[1] for t in TRIALS])
+def test_verify_names_exactly_the_corrupted_files(family, name, corrupt, via_cli, tiny_dataset, other_dataset,
+                                                  tmp_path, tally):
+    rng = random.Random(f"{SEED}-{name}")
+    copy = tmp_path / "copy"
     shutil.copytree(tiny_dataset, copy)
-    bad = corrupt(copy, rng)
+    bad = corrupt(copy, rng, other_dataset)
     if via_cli:
-        r = subprocess.run([PY, "-m", "pipeline", "verify", str(copy), "--quiet"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
-        problems = [l for l in r.stdout.splitlines() if l.startswith(str(copy) + "/")]
+        r = cli("verify", copy, "--quiet", timeout=120)
+        problems = [line for line in r.stdout.splitlines() if line.startswith(str(copy) + "/")]
         ok = r.returncode == 1 and "Traceback" not in r.stderr
     else:
         problems, ok = find_problems(copy), True
@@ -66,83 +131,6 @@ def run_trial(family, corrupt, tiny_dataset, tmp_path, rng, tally, via_cli=False
     survived = ok and got == bad
     tally(f"corruption: {family}", survived, 0, detected=bool(got))
     assert survived, (bad, problems)
-
-
-@pytest.mark.parametrize("trial", range(12))
-def test_flipped_bytes(trial, tiny_dataset, tmp_path, tally):
-    rng = random.Random(f"{SEED}-flip-{trial}")
-
-    def corrupt(copy, rng):
-        victims = set(rng.sample(SHARDS, rng.randint(1, 3)))
-        for name in victims:
-            for _ in range(rng.randint(1, 4)):
-                flip(copy / name, rng)
-        return victims
-    run_trial("flipped bytes", corrupt, tiny_dataset, tmp_path, rng, tally, via_cli=trial < 2)
-
-
-@pytest.mark.parametrize("trial", range(8))
-def test_truncated(trial, tiny_dataset, tmp_path, tally):
-    rng = random.Random(f"{SEED}-trunc-{trial}")
-
-    def corrupt(copy, rng):
-        victims = set(rng.sample(SHARDS, rng.randint(1, 2)))
-        for name in victims:
-            truncate(copy / name, rng)
-        return victims
-    run_trial("truncation", corrupt, tiny_dataset, tmp_path, rng, tally, via_cli=trial < 2)
-
-
-@pytest.mark.parametrize("trial", range(4))
-def test_deleted(trial, tiny_dataset, tmp_path, tally):
-    rng = random.Random(f"{SEED}-delete-{trial}")
-
-    def corrupt(copy, rng):
-        victims = set(rng.sample(SHARDS, rng.randint(1, 3)))
-        for name in victims:
-            (copy / name).unlink()
-        return victims
-    run_trial("deleted shard", corrupt, tiny_dataset, tmp_path, rng, tally, via_cli=trial < 1)
-
-
-@pytest.mark.parametrize("trial", range(4))
-def test_swapped_within_the_dataset(trial, tiny_dataset, tmp_path, tally):
-    rng = random.Random(f"{SEED}-swap-{trial}")
-
-    def corrupt(copy, rng):
-        a, b = rng.sample(SHARDS[:3], 2)  # same shapes: only the hashes can tell
-        (copy / a).rename(copy / "x")
-        (copy / b).rename(copy / a)
-        (copy / "x").rename(copy / b)
-        return {a, b}
-    run_trial("shards swapped within a dataset", corrupt, tiny_dataset, tmp_path, rng, tally)
-
-
-@pytest.mark.parametrize("trial", range(4))
-def test_swapped_in_from_another_dataset(trial, tiny_dataset, other_dataset, tmp_path, tally):
-    rng = random.Random(f"{SEED}-foreign-{trial}")
-
-    def corrupt(copy, rng):
-        victims = set(rng.sample(SHARDS, rng.randint(1, 2)))
-        for name in victims:
-            shutil.copy(other_dataset / name, copy / name)
-        return victims
-    run_trial("shard from another dataset", corrupt, tiny_dataset, tmp_path, rng, tally, via_cli=trial < 1)
-
-
-@pytest.mark.parametrize("trial", range(4))
-def test_hand_edited_manifest_hash(trial, tiny_dataset, tmp_path, tally):
-    rng = random.Random(f"{SEED}-hash-{trial}")
-
-    def corrupt(copy, rng):
-        doc = json.loads((copy / "manifest.json").read_text())
-        entries = [e for s in doc["splits"].values() for e in s["shards"]]
-        victims = rng.sample(entries, rng.randint(1, 2))
-        for e in victims:
-            e["sha256"] = "%064x" % rng.getrandbits(256)
-        (copy / "manifest.json").write_text(json.dumps(doc, indent=1))
-        return {e["path"] for e in victims}
-    run_trial("hand-edited manifest hash", corrupt, tiny_dataset, tmp_path, rng, tally)
 
 
 def test_temporary_file_is_never_taken_for_a_shard(tiny_dataset, tmp_path, tally):
@@ -158,12 +146,16 @@ def test_temporary_file_is_never_taken_for_a_shard(tiny_dataset, tmp_path, tally
 
 
 @pytest.mark.parametrize("key,value", [("seed", 99), ("variant", "dot"), ("wrap", True)])
-def test_edited_generation_parameters_are_reported(key, value, tiny_dataset, tmp_path, tally):
+def test_edited_generation_parameters_are_reported(key, value, tiny_dataset, tiny_params, tmp_path, tally):
+    """Every shard's attributes contradict the edited parameter: each shard is named, for that attribute."""
     copy = tmp_path / "copy"
     shutil.copytree(tiny_dataset, copy)
     doc = json.loads((copy / "manifest.json").read_text())
     doc["params"][key] = value
     (copy / "manifest.json").write_text(json.dumps(doc, indent=1))
     problems = find_problems(copy)
-    tally("corruption: edited manifest parameters", bool(problems), 0)
-    assert problems
+    expected = sorted(f"{copy / name}: attribute {key} is {getattr(tiny_params, key)!r}, "
+                      f"the manifest's parameters say {value!r}" for name in SHARDS)
+    survived = sorted(problems) == expected
+    tally("corruption: edited manifest parameters", survived, 0)
+    assert survived, problems

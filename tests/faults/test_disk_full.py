@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from faultlib import bytes_lost, cli, file_bytes, shard_hashes
+from faultlib import bytes_lost, file_bytes
+from helpers import cli, manifest_hashes
 from pipeline.manifest import load_manifest
 from pipeline.shards import check_shard
 
@@ -62,7 +63,7 @@ def test_disk_full_clean_error_then_rerun_after_space_is_freed(fs_size, workers,
                    and "No space left on device" in r.stderr)
 
     # Nothing claims completeness: the manifest (if any) is incomplete, and records only whole, correct shards.
-    ref_hashes, ref_files = shard_hashes(reference), file_bytes(reference)
+    ref_hashes, ref_files = manifest_hashes(reference), file_bytes(reference)
     honest = True
     if (out / "manifest.json").exists():
         doc = json.loads((out / "manifest.json").read_text())

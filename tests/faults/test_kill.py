@@ -6,7 +6,7 @@ Three ways to pick the moment, 24 trials in all:
 * `after-rename`: as soon as the k-th shard appears under its final name (the window between a
   worker's rename and the client's manifest update);
 * `manifest`: inside the k-th manifest update (the manifest's own temporary file written, not yet
-  renamed), using `slow_manifest_generate.py`, which pauses just before that rename.
+  renamed), using `held_generate.py`, which pauses just before that rename.
 
 After each kill the directory is inspected (which windows the kill hit; every file under a final
 name is a complete shard byte-identical to the reference; every hash the manifest records is the
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from faultlib import PY, bytes_lost, cli, file_bytes, kill_group, shard_hashes, spawn, wait_for
+from faultlib import bytes_lost, file_bytes
+from helpers import HELD_GENERATE, PY, cli, kill_group, manifest_hashes, spawn, wait_for
 from pipeline.generate import run_generation
 from pipeline.manifest import DatasetParams, load_manifest
 from pipeline.verify import find_problems
@@ -58,7 +59,7 @@ def windows_hit(directory: Path, reference_hashes: dict) -> list[str]:
         hit.append("manifest-update")
     if any(".h5.tmp-" in n for n in names):
         hit.append("mid-shard")
-    recorded = {p for p, h in shard_hashes(directory).items() if h}
+    recorded = {p for p, h in manifest_hashes(directory).items() if h}
     if any(n.endswith(".h5") and n not in recorded for n in names):
         hit.append("renamed-not-recorded")
     if json.loads((directory / "manifest.json").read_text())["complete"]:
@@ -69,7 +70,7 @@ def windows_hit(directory: Path, reference_hashes: dict) -> list[str]:
 @pytest.mark.parametrize("how,trial", TRIALS, ids=[f"{h}-{i}" for h, i in TRIALS])
 def test_sigkill_then_rerun_is_byte_identical(how, trial, reference, dask_cluster, tmp_path, tally):
     ref_dir, gen_seconds = reference
-    ref_files, ref_hashes = file_bytes(ref_dir), shard_hashes(ref_dir)
+    ref_files, ref_hashes = file_bytes(ref_dir), manifest_hashes(ref_dir)
     rng = random.Random(f"{SEED}-{how}-{trial}")
     out = tmp_path / "crashed"
     env = dict(os.environ)
@@ -77,7 +78,7 @@ def test_sigkill_then_rerun_is_byte_identical(how, trial, reference, dask_cluste
         sentinels = tmp_path / "sentinels"
         sentinels.mkdir()
         env.update(FAULTS_SENTINEL_DIR=str(sentinels), FAULTS_MANIFEST_PAUSE="0.3")
-        argv = [PY, str(Path(__file__).with_name("slow_manifest_generate.py")), "generate", "--out", out, *ARGS]
+        argv = [PY, HELD_GENERATE, "generate", "--out", out, *ARGS]
     else:
         argv = [PY, "-m", "pipeline", "generate", "--out", out, *ARGS]
     proc = spawn(argv, env=env, stdout=open(tmp_path / "gen.log", "w"), stderr=open(tmp_path / "gen.err", "w"))
@@ -108,7 +109,7 @@ def test_sigkill_then_rerun_is_byte_identical(how, trial, reference, dask_cluste
     lost = bytes_lost(ref_dir, out)
     leftovers = sorted(p.name for p in out.glob("*.tmp-*"))
     problems = find_problems(out)
-    survived = lost == 0 and not leftovers and not problems and shard_hashes(out) == ref_hashes
+    survived = lost == 0 and not leftovers and not problems and manifest_hashes(out) == ref_hashes
     for window in hit:
         tally(f"SIGKILL generator (window: {window})", survived, lost)
     tally("SIGKILL generator", survived, lost, how=how)

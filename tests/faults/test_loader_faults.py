@@ -209,7 +209,7 @@ def test_distributed_epoch_on_two_workers_reads_every_sample_exactly_once(epoch,
 
 @pytest.mark.parametrize("epoch", range(2))
 def test_static_data_sharding_on_two_workers_reads_every_sample_exactly_once(epoch, datasets, static_service, tally):
-    """What works today: ShardingPolicy.DATA (each worker keeps every 2nd element of the same deterministic
+    """Static sharding, ShardingPolicy.DATA (each worker keeps every 2nd element of the same deterministic
     order; each reads all shards, so no I/O is saved, but every sample is delivered exactly once)."""
     d = datasets["gzip", 3]
     ds = loader.make_dataset(d, "train", 8, seed=epoch, prefetch=False, mechanism="graph")

@@ -58,14 +58,16 @@ def tree(directory: Path) -> dict:
 
 # No control or line-separator characters: a path with a newline in it would make any message two lines.
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12)
-bad_int = st.one_of(st.integers(max_value=0), st.integers(min_value=10**9 + 1, max_value=10**30),
-                    text.filter(lambda s: not s.strip().lstrip("+-").isdigit()),
-                    st.floats(allow_nan=True).map(repr))
+not_an_int = st.one_of(st.integers(min_value=10**9 + 1, max_value=10**30),
+                       text.filter(lambda s: not s.strip().lstrip("+-").isdigit()),
+                       st.floats(allow_nan=True).map(repr))
+bad_int = st.one_of(st.integers(max_value=0), not_an_int)  # for counts that must be positive
+bad_count = st.one_of(st.integers(max_value=-1), not_an_int)  # --test-samples: 0 is a train-only dataset
 any_int = st.one_of(st.integers(min_value=-10, max_value=300), bad_int)
 BAD_GENERATE = st.one_of(
     st.tuples(st.just("--size"), st.one_of(st.integers(max_value=1), st.integers(min_value=257), text)),
     st.tuples(st.just("--samples"), bad_int),
-    st.tuples(st.just("--test-samples"), bad_int),
+    st.tuples(st.just("--test-samples"), bad_count),
     st.tuples(st.just("--shard-size"), bad_int),
     st.tuples(st.just("--chunk"), bad_int),
     st.tuples(st.just("--seed"), st.one_of(st.integers(max_value=-1), text.filter(lambda s: not s.strip().isdigit()))),
