@@ -83,11 +83,6 @@ def time_steps(step: Callable[[], object], *, steps: int, warmup: int = 1) -> St
     return StepTimes(tuple(warm), tuple(timed))
 
 
-def time_repeats(run: Callable[[], object], *, repeats: int, warmup: int = 0) -> StepTimes:
-    """Whole-run timings: `warmup` discarded runs, then `repeats` timed ones (alias of `time_steps`)."""
-    return time_steps(run, steps=repeats, warmup=warmup)
-
-
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
 
