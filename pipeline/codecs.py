@@ -8,8 +8,8 @@ the loader moves 8x fewer bytes and leaves unpacking to the device. We write tho
 directly (`write_direct_chunk`): `np.packbits` plus ISA-L deflate is much faster than
 HDF5's own filter path, and gives the same bytes HDF5 would decode.
 
-Measured by `bench/generation.py` (README "Codec choice"): the other codecs are kept for
-comparison and for readers that prefer them. Zstd/LZ4/Blosc need `import hdf5plugin`
+The other codecs are kept for comparison (`bench/generation.py`, README "Codec choice") and
+for readers that prefer them. Zstd/LZ4/Blosc need `import hdf5plugin`
 before opening a file (this module does that on import).
 """
 from __future__ import annotations
@@ -99,9 +99,9 @@ def create_small(group: h5py.Group, name: str, values: np.ndarray) -> h5py.Datas
     """A per-sample array (labels, rows, cols) as one chunk, byte-shuffled and deflated: what h5py's
     `compression="gzip", shuffle=True` stores, written directly (no chunk cache, so a fixed file layout).
 
-    Python's zlib, not ISA-L: in one kill-and-rerun trial ISA-L encoded the same small `cols` chunk
-    differently in one worker process (valid, 1 byte longer; not reproduced in isolation), and a
-    shard's bytes must not depend on the process that wrote it.
+    Python's zlib, not ISA-L: ISA-L has been seen to encode the same small chunk differently in one
+    worker process (valid, 1 byte longer), and a shard's bytes must not depend on the process that
+    wrote it.
     """
     dataset = group.create_dataset(name, values.shape, values.dtype, chunks=values.shape, compression="gzip",
                                    compression_opts=1, shuffle=values.itemsize > 1, track_times=False)

@@ -109,7 +109,7 @@ def render(rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec, out: np.ndarr
 
     out: an (n, T, H, W) uint8 array to render into (it is zeroed first). Reusing one buffer
     matters under Dask: its workers set MALLOC_TRIM_THRESHOLD_, which makes every fresh
-    multi-megabyte array an mmap paid for in page faults (3x slower generation, measured).
+    multi-megabyte array an mmap paid for in page faults.
     """
     n, size = rows.shape
     if out is None:
@@ -167,12 +167,11 @@ def _check_trajectories(rows: np.ndarray, capacity: int, size: int) -> None:
 class BitRenderer:
     """Draws up to `capacity` sequences at a time straight to bit-packed frames, into buffers it reuses.
 
-    8x fewer bytes than the (n, T, H, W) frames (3x faster at size 50, measured). Each frame is drawn
+    8x fewer bytes than the (n, T, H, W) frames, so faster than packing them. Each frame is drawn
     as a byte-aligned row of bits (the trail by a cumulative OR over time, 64 bits at a time), then
     the rows are merged into one bit stream in which frame f starts at bit f*H*W. Those offsets
     repeat every `period` frames, so the frames of one phase are shifted alike. The buffers are kept
-    because fresh ~256 KB temporaries cost page faults on every call once glibc trims its heap
-    (6x slower, measured).
+    because fresh ~256 KB temporaries cost page faults on every call once glibc trims its heap.
     """
 
     def __init__(self, spec: SequenceSpec, capacity: int):
@@ -238,8 +237,8 @@ class BitRenderer:
 
 
 class PathMaskRenderer:
-    """Bit-packed frames of non-wrapping `trail` and `dot` sequences of even size, 3x faster than BitRenderer
-    at size 50 (measured).
+    """Bit-packed frames of non-wrapping `trail` and `dot` sequences of even size, with less work per
+    sequence than BitRenderer.
 
     Such a path lights one pixel per column, and the column drawn at step t depends only on t and the
     direction. So frame t is the path's whole image ANDed with a mask of the columns drawn up to step
