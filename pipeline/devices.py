@@ -1,7 +1,8 @@
-"""Which accelerator TensorFlow sees, and the choices that follow from it.
+"""Which accelerator the Keras backend sees, and the choices that follow from it.
 
 Everything here falls back to the CPU when no GPU is present; results record
-`describe()` so tables from GPU machines and CPU machines can be merged.
+`describe()` so tables from GPU machines and CPU machines can be merged. Under the
+JAX backend nothing here imports TensorFlow (it need not be installed).
 """
 from __future__ import annotations
 
@@ -15,8 +16,19 @@ def _tf():
     return tf
 
 
+def backend() -> str:
+    """The Keras backend of this process: "tensorflow" or "jax" (importing Keras fixes it)."""
+    import keras
+
+    return keras.backend.backend()
+
+
 def gpus() -> list:
-    """Physical GPUs TensorFlow can use (empty on CPU-only machines)."""
+    """GPUs the backend can use (empty on CPU-only machines): TensorFlow physical devices or JAX devices."""
+    if backend() == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
     return _tf().config.list_physical_devices("GPU")
 
 
@@ -25,18 +37,21 @@ def has_gpu() -> bool:
 
 
 def compute_device() -> str:
-    """Logical device the model runs on: '/GPU:0' when present, else '/CPU:0'."""
+    """TensorFlow logical device the model runs on: '/GPU:0' when present, else '/CPU:0'."""
     return "/GPU:0" if has_gpu() else "/CPU:0"
+
+
+def _capability(gpu) -> tuple[int, ...]:
+    """Compute capability of one of `gpus()`, e.g. (9, 0); () where the device does not say."""
+    if backend() == "jax":
+        text = getattr(gpu, "compute_capability", None) or ""
+        return tuple(int(part) for part in str(text).split(".") if part.isdigit())
+    return tuple(_tf().config.experimental.get_device_details(gpu).get("compute_capability") or ())
 
 
 def default_mixed_precision() -> bool:
     """Mixed float16 pays off on GPUs with tensor cores (compute capability >= 7.0); never on CPU."""
-    tf = _tf()
-    for gpu in gpus():
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability and capability >= (7, 0):
-            return True
-    return False
+    return any(_capability(gpu) >= (7, 0) for gpu in gpus())
 
 
 def cpu_model() -> str:
@@ -52,19 +67,30 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-    """Device facts for result files: kind, name, and GPU memory/driver/CUDA/cuDNN where present.
+    """Device facts for result files: kind, name, Keras backend and its version, and GPU
+    memory/driver/CUDA/cuDNN where present (CUDA/cuDNN: TensorFlow's build, None under JAX).
 
     `name` is what tables group rows by, e.g. 'NVIDIA A100-SXM4-40GB' or 'CPU: AMD EPYC 7B13 (2 cores)'.
     """
-    tf = _tf()
-    build = tf.sysconfig.get_build_info()
+    name = backend()
     info = {"kind": "cpu", "name": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "cpu_model": cpu_model(),
-            "cpu_cores": os.cpu_count(), "cuda_build": build.get("cuda_version"), "cudnn_build": build.get("cudnn_version")}
+            "cpu_cores": os.cpu_count(), "backend": name, "backend_version": None,
+            "cuda_build": None, "cudnn_build": None}
     found = gpus()
+    if name == "jax":
+        import jax
+
+        info["backend_version"] = jax.__version__
+        gpu_name = found[0].device_kind if found else None
+    else:
+        tf = _tf()
+        build = tf.sysconfig.get_build_info()
+        info.update(backend_version=tf.__version__, cuda_build=build.get("cuda_version"),
+                    cudnn_build=build.get("cudnn_version"))
+        gpu_name = tf.config.experimental.get_device_details(found[0]).get("device_name", "GPU") if found else None
     if found:
-        details = [tf.config.experimental.get_device_details(g) for g in found]
-        info.update(kind="gpu", name=details[0].get("device_name", "GPU"), gpu_count=len(found),
-                    compute_capability=".".join(map(str, details[0].get("compute_capability", ()))),
+        info.update(kind="gpu", name=gpu_name, gpu_count=len(found),
+                    compute_capability=".".join(map(str, _capability(found[0]))),
                     gpu_memory_mb=_nvidia_smi("memory.total"), driver=_nvidia_smi("driver_version"))
     return info
 

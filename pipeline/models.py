@@ -4,6 +4,8 @@ Every model here takes what the loader yields, uint8 frames ``(B, T, S, S)`` wit
 0/1 and ``T = S``, and casts them inside the graph (layer ``FramesToFloat``; ``fast`` reads
 them as integers in ``LookupConvPool``), so the cast runs on the compute device and the host
 ships 1 byte per pixel instead of 8. All are compiled with binary cross-entropy, Adam and accuracy.
+Models and layers use Keras ops only: they build, train and load from ``model.keras`` on the
+TensorFlow and JAX backends alike, with the same weights giving the same outputs.
 
 Names:
 
@@ -222,7 +224,7 @@ class ProjectedLSTM(layers.Layer):
     Same weights in the same order (kernel ``(F, 4u)``, recurrent_kernel ``(u, 4u)``, bias
     ``(4u,)``, gates i, f, c, o), same initialisers, same outputs. ``x @ kernel`` for all T
     steps is one ``(B*T, F) x (F, 4u)`` matrix product instead of T small ones; the recurrence
-    is a loop over the static T steps. For CPUs; on GPU use ``LSTM`` (cuDNN).
+    is a loop over the static T steps (``recurrence``). For CPUs; on GPU use ``LSTM`` (cuDNN).
     """
 
     def __init__(self, units: int, **kwargs):
@@ -240,22 +242,17 @@ class ProjectedLSTM(layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer=forget_ones)
 
     def call(self, x):
-        import tensorflow as tf
-
-        steps = x.shape[1]
         z = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)  # (B, T, 4u)
-        z = ops.transpose(z, (1, 0, 2))  # (T, B, 4u)
         recurrent = ops.cast(self.recurrent_kernel, x.dtype)
 
-        def step(t, h, c):
-            i, f, g, o = ops.split(z[t] + ops.matmul(h, recurrent), 4, axis=-1)
+        def step(carry, z_t):
+            h, c = carry
+            i, f, g, o = ops.split(z_t + ops.matmul(h, recurrent), 4, axis=-1)
             c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-            return t + 1, ops.sigmoid(o) * ops.tanh(c), c
+            return ops.sigmoid(o) * ops.tanh(c), c
 
-        zeros = ops.zeros_like(z[0, :, :self.units])
-        # tf.while_loop, not ops.fori_loop: XLA needs maximum_iterations to differentiate a loop. A loop
-        # compiles in ~2 s; the same 50 steps unrolled took ~30 s to compile and ran slower (measured).
-        _, h, _ = tf.while_loop(lambda t, h, c: t < steps, step, (0, zeros, zeros), maximum_iterations=steps)
+        zeros = ops.zeros_like(z[:, 0, :self.units])
+        h, _ = recurrence(step, (zeros, zeros), ops.transpose(z, (1, 0, 2)))
         return h
 
     def compute_output_shape(self, input_shape):
@@ -266,6 +263,24 @@ class ProjectedLSTM(layers.Layer):
 
 
 # ---------------------------------------------------------------- helpers
+
+def recurrence(step, init, xs):
+    """Final carry of ``carry = step(carry, xs[t])`` for t in 0..T-1; ``xs`` ``(T, ...)`` with T static.
+
+    A loop, not T unrolled steps (an unrolled recurrence compiles far slower under XLA), that XLA
+    compiles and differentiates on either backend. The two backends need different loop ops:
+    TensorFlow's gradient of a loop under XLA needs a bound on its iterations
+    (``ops.while_loop(maximum_iterations=T)``; ``ops.scan`` and ``ops.fori_loop`` pass none), and
+    JAX differentiates ``lax.scan`` (``ops.scan``) but not ``lax.while_loop`` in reverse mode.
+    """
+    steps = xs.shape[0]
+    if keras.backend.backend() == "tensorflow":
+        def body(t, carry):
+            return t + 1, tuple(step(carry, xs[t]))
+
+        return ops.while_loop(lambda t, carry: t < steps, body, (0, tuple(init)), maximum_iterations=steps)[1]
+    carry, _ = ops.scan(lambda carry, x_t: (tuple(step(carry, x_t)), None), tuple(init), xs)
+    return carry
 
 def default_jit_compile() -> bool | str:
     """XLA or not for ``fast`` on this device.
@@ -427,8 +442,9 @@ def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compil
 
     packed_input: take bit-packed uint8 ``(B, S**3 / 8)`` instead (``make_dataset(..., packed=True)``)
       and unpack on the device.
-    jit_compile: None -> ``default_jit_compile()`` for ``fast``, False for the others
-      (the seed ran without XLA). Remaining options go to ``build_seed`` / ``build_fast`` /
+    jit_compile: None -> ``default_jit_compile()`` for ``fast``; for the others False on
+      TensorFlow (the seed ran without XLA) and True on JAX (whose alternative to XLA is running
+      op by op from Python). Remaining options go to ``build_seed`` / ``build_fast`` /
       ``build_rowcol``; an unknown option raises TypeError.
     """
     size = _check_size(size)
@@ -445,5 +461,5 @@ def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compil
         packed = keras.Input((size ** 3 // 8,), dtype="uint8", name="packed_frames")
         model = keras.Model(packed, model(UnpackFrames(size, name="unpack")(packed)), name=f"{model.name}_packed")
     if jit_compile is None:
-        jit_compile = default_jit_compile() if name == "fast" else False
+        jit_compile = default_jit_compile() if name == "fast" else keras.backend.backend() == "jax"
     return compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
