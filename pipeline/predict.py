@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline import backends
 from pipeline.errors import UsageError
 
 
@@ -15,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="run directory written by `train`")
     p.add_argument("--count", type=int, default=1, help="number of fresh sequences to classify")
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh sequences")
+    backends.add_argument(p)
 
 
 def label_name(label: int) -> str:
@@ -28,6 +30,7 @@ def run(args) -> int:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
     from pipeline.evaluate import load_run, model_size
 
+    backends.use(args.backend)
     model, config = load_run(args.run)
     import numpy as np
 

@@ -7,6 +7,11 @@ A run directory holds:
   parameters (size, variant, wrap, ...) and manifest hash, batch size, epochs, steps,
   seed, device and library versions,
 * ``history.json`` per-epoch loss/accuracy and the wall time of ``model.fit``.
+
+``--backend tensorflow`` feeds ``model.fit`` from ``pipeline.loader.make_dataset`` (tf.data), one
+pass over the split per epoch. ``--backend jax`` feeds it NumPy batches from
+``pipeline.reader.batch_stream`` through ``pipeline.jax_feed.prefetch_to_device``, and never imports
+TensorFlow; its batches run on across epoch boundaries, so an epoch is ceil(samples / batch) full batches.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline import backends
 from pipeline.errors import UsageError
 
 MODEL_CHOICES = ("seed", "fast", "rowcol")
@@ -33,9 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="steps per epoch, repeating the split as needed; None means one pass over the split")
     p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
-    p.add_argument("--shuffle-buffer", type=int, default=None,
-                   help="samples per block the loader permutes (default: ~256 MB of frames); 0 permutes "
-                        "shard and chunk order only")
+    p.add_argument("--shuffle-window", type=int, default=None,
+                   help="samples the loader permutes together (default: ~64 MiB of stored rows, whole chunks)")
     p.add_argument("--packed", action=argparse.BooleanOptionalAction, default=None,
                    help="stream bit-packed frames and unpack them inside the model (default: on with a GPU, "
                         "for nbit-gzip datasets of even size)")
@@ -48,13 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                    help="fast model only: mixed float16; None means on for GPUs with tensor cores, off otherwise")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="XLA-compile the train step; None means off on CPU (no consistent gain measured, slow "
-                        "recompiles per batch shape) and Keras 'auto' on GPU for the fast model")
+                   help="XLA-compile the train step; None means the model's default (pipeline.models.build_model): "
+                        "fast on XLA (Keras 'auto' on GPU), seed and rowcol off on TensorFlow and on under JAX")
     p.add_argument("--backbone", default="seed", choices=("seed", "vgg16", "mobilenetv2"),
                    help="rowcol model only: per-frame CNN (keras.applications backbones need size >= 32)")
     p.add_argument("--backbone-weights", default=None,
                    help="rowcol model only: local weights file for the backbone (frozen); never downloaded")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    backends.add_argument(p)
 
 
 def check_positive(**values) -> None:
@@ -80,9 +86,7 @@ def model_options(args) -> dict:
 
 
 def run(args) -> int:
-    check_positive(batch_size=args.batch_size, epochs=args.epochs, steps=args.steps)
-    if args.shuffle_buffer is not None and args.shuffle_buffer < 0:
-        raise UsageError(f"--shuffle-buffer must be non-negative, got {args.shuffle_buffer}")
+    check_positive(batch_size=args.batch_size, epochs=args.epochs, steps=args.steps, shuffle_window=args.shuffle_window)
     if args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
     if not args.learning_rate > 0:
@@ -96,14 +100,13 @@ def run(args) -> int:
     if (out / "model.keras").exists() and not args.force:
         raise UsageError(f"{out} already holds a model (use --force to overwrite)")
 
+    backends.use(args.backend)
     import keras
 
     from pipeline import devices
-    from pipeline.loader import make_dataset
-    from pipeline.models import build_model
-
     from pipeline.codecs import BIT_PACKED
     from pipeline.environment import git_info, versions
+    from pipeline.models import build_model
 
     packable = manifest.params.codec in BIT_PACKED and size % 2 == 0
     if args.packed and not packable:
@@ -113,19 +116,13 @@ def run(args) -> int:
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.model, size, learning_rate=args.learning_rate, jit_compile=args.jit,
                         packed_input=packed, **options)
-    import tensorflow as tf
-
-    # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
-    # with --steps, endless reshuffled passes.
-    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=args.steps is not None,
-                        shuffle_buffer=args.shuffle_buffer, expected_size=size, packed=packed)
-    if args.steps is None:
-        steps = math.ceil(manifest.params.samples / args.batch_size)
-        data = data.apply(tf.data.experimental.assert_cardinality(steps))
-    else:
-        steps = args.steps
+    steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
+    data, close = training_data(args, size, packed, steps)
     start = time.perf_counter()
-    history = model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose, shuffle=False)
+    try:
+        history = model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose, shuffle=False)
+    finally:
+        close()
     fit_seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +135,7 @@ def run(args) -> int:
         "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
                     "manifest_sha256": manifest_sha256(args.data)},
         "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps, "seed": args.seed,
-        "shuffle_buffer": args.shuffle_buffer, "packed": packed,
+        "shuffle_window": args.shuffle_window, "packed": packed,
         "device": devices.describe(), "versions": versions(), "commit": git_info()["commit"],
     }
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
@@ -149,3 +146,25 @@ def run(args) -> int:
     (out / "history.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} ({model.count_params():,} parameters, fit {fit_seconds:.1f} s)")
     return 0
+
+
+def training_data(args, size: int, packed: bool, steps: int):
+    """(data for ``model.fit``, a function that stops its readers) on ``args.backend``."""
+    if args.backend == "jax":
+        from pipeline.jax_feed import prefetch_to_device
+        from pipeline.reader import batch_stream
+
+        stream = batch_stream(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, epochs=None,
+                              shuffle_window=args.shuffle_window, expected_size=size, packed=packed)
+        return prefetch_to_device(stream), stream.close
+    import tensorflow as tf
+
+    from pipeline.loader import make_dataset
+
+    # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
+    # with --steps, endless reshuffled passes.
+    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=args.steps is not None,
+                        shuffle_window=args.shuffle_window, expected_size=size, packed=packed)
+    if args.steps is None:
+        data = data.apply(tf.data.experimental.assert_cardinality(steps))
+    return data, lambda: None
