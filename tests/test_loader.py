@@ -78,7 +78,7 @@ def flip_bytes(path, index=1):
 @pytest.mark.parametrize("codec, mechanism", READS)
 def test_every_sample_read_exactly_once_per_epoch(datasets, codec, mechanism):
     want_frames, want_labels = reference(datasets[codec])
-    ds = make_dataset(datasets[codec], "train", 24, mechanism=mechanism, seed=1, shuffle_buffer=50)
+    ds = make_dataset(datasets[codec], "train", 24, mechanism=mechanism, seed=1, shuffle_window=50)
     frames, labels = collect(ds)
     assert frames.dtype == np.uint8 and labels.dtype == np.uint8
     assert frames.shape == (SAMPLES, SIZE, SIZE, SIZE) and labels.shape == (SAMPLES,)
@@ -97,7 +97,7 @@ def test_unshuffled_single_reader_is_file_order(datasets, codec, mechanism):
 @pytest.mark.parametrize("codec, mechanism", READS)
 def test_same_seed_same_order_other_seed_and_next_epoch_differ(datasets, codec, mechanism):
     def first_epochs(seed, epochs=2):
-        ds = make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=seed, shuffle_buffer=40)
+        ds = make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=seed, shuffle_window=40)
         return [collect(ds)[1] for _ in range(epochs)]  # labels suffice to tell orders apart
 
     a, b = first_epochs(5), first_epochs(5)
@@ -105,16 +105,29 @@ def test_same_seed_same_order_other_seed_and_next_epoch_differ(datasets, codec, 
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], a[1]), "the second epoch repeats the first one's order"
     assert not np.array_equal(a[0], first_epochs(6, 1)[0])
-    frames_a, _ = collect(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=5, shuffle_buffer=40))
-    frames_b, _ = collect(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=5, shuffle_buffer=40))
+    frames_a, _ = collect(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=5, shuffle_window=40))
+    frames_b, _ = collect(make_dataset(datasets[codec], "train", 32, mechanism=mechanism, seed=5, shuffle_window=40))
     np.testing.assert_array_equal(frames_a, frames_b)
 
 
-def test_chunk_permutations_alone_shuffle(datasets):
-    want_frames, want_labels = reference(datasets["gzip"])
-    frames, labels = collect(make_dataset(datasets["gzip"], "train", 16, shuffle_buffer=0))
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_one_chunk_windows_still_shuffle(datasets, codec, mechanism):
+    want_frames, want_labels = reference(datasets[codec])
+    frames, labels = collect(make_dataset(datasets[codec], "train", 16, mechanism=mechanism, shuffle_window=1))
     assert keys(frames, labels) == keys(want_frames, want_labels)
     assert not np.array_equal(frames, want_frames)
+
+
+@pytest.mark.parametrize("codec, mechanism", READS)
+def test_same_order_whatever_the_number_of_readers(datasets, codec, mechanism):
+    def labels(readers):
+        ds = make_dataset(datasets[codec], "train", 16, mechanism=mechanism, seed=9, shuffle_window=40,
+                          readers=readers, repeat=True, steps=2 * SAMPLES // 16)
+        return np.concatenate([l.numpy() for _, l in ds]), np.concatenate([f.numpy() for f, _ in ds])
+
+    one, three = labels(1), labels(3)
+    np.testing.assert_array_equal(one[0], three[0])
+    np.testing.assert_array_equal(one[1], three[1])
 
 
 @pytest.mark.parametrize("codec, mechanism", READS)
@@ -142,7 +155,7 @@ def test_drop_remainder_steps_repeat(datasets):
     assert keys(frames[SAMPLES:], labels[SAMPLES:]) == want
 
 
-@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(steps=0), dict(readers=0), dict(shuffle_buffer=-1),
+@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(steps=0), dict(readers=0), dict(shuffle_window=0),
                                  dict(mechanism="threads")])
 def test_bad_arguments_raise_value_error(datasets, bad):
     kwargs = dict(batch_size=8) | bad
@@ -247,9 +260,9 @@ def test_damage_after_open_names_the_shard_while_reading(datasets, tmp_path, cod
         offset, size = chunk_position(shard, 1)
         with open(shard, "r+b") as f:
             f.truncate(offset + size // 2)
-    ds = make_dataset(d, "train", 16, source=src, shuffle=False, readers=1, mechanism=mechanism)
-    with pytest.raises(tf.errors.OpError, match=r"train-00002\.h5"):
-        collect(ds)
+    # the graph mechanism fingerprints the chunks as it builds the pipeline, the others check them as they read
+    with pytest.raises((tf.errors.OpError, DataError), match=r"train-00002\.h5"):
+        collect(make_dataset(d, "train", 16, source=src, shuffle=False, readers=1, mechanism=mechanism))
 
 
 # --- tf.data service, training ----------------------------------------------------------
@@ -391,17 +404,3 @@ def test_packed_needs_a_bit_packed_codec_and_an_even_size(tiny_dataset, tmp_path
     unpacked = np.concatenate([f.numpy() for f, _ in make_dataset(odd, "train", 4, shuffle=False)])
     expected = np.concatenate([read_sequences(p)["frames"] for p in sorted(odd.glob("train-*.h5"))])
     assert np.array_equal(unpacked, expected)  # odd sizes decode fine unpacked
-
-
-def test_chunk_order_is_shard_by_shard_and_depends_only_on_the_seed():
-    from pipeline.loader import _chunk_order
-
-    shard = np.repeat(np.arange(5), [3, 1, 4, 2, 3])  # chunks per shard
-    order = lambda seed: _chunk_order(tf.constant(shard, tf.int64), 5, tf.constant(seed, tf.int64)).numpy()  # noqa: E731
-    a = order(7)
-    assert sorted(a) == list(range(len(shard)))
-    runs = [s for i, s in enumerate(shard[a]) if i == 0 or s != shard[a][i - 1]]
-    assert sorted(runs) == list(range(5)), "a shard's chunks are not consecutive"
-    assert np.array_equal(a, order(7))
-    assert not np.array_equal(a, order(8))
-    assert any(not np.array_equal(np.sort(a[shard[a] == s]), a[shard[a] == s]) for s in range(5))  # permuted within
