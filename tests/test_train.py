@@ -49,6 +49,7 @@ def test_train_writes_model_config_and_history(trained, tiny_params):
     assert (config["batch_size"], config["epochs"], config["seed"]) == (16, 2, 3)
     assert config["steps_per_epoch"] == 6  # 96 samples / 16
     assert config["device"]["kind"] in ("cpu", "gpu")
+    assert config["device"]["backend"] == "tensorflow" and config["device"]["backend_version"]
     history = json.loads((trained / "history.json").read_text())
     assert history["epoch"] == [1, 2] and len(history["loss"]) == 2 and len(history["accuracy"]) == 2
 
@@ -81,6 +82,8 @@ def test_train_seed_model_with_steps(tiny_dataset, tmp_path):
     (["train", "--batch-size", "0"], "--batch-size must be a positive integer"),
     (["train", "--epochs", "-1"], "--epochs must be a positive integer"),
     (["train", "--steps", "0"], "--steps must be a positive integer"),
+    (["train", "--shuffle-window", "0"], "--shuffle-window must be a positive integer"),
+    (["train", "--backend", "torch"], "invalid choice"),
     (["train", "--model", "seed", "--mixed-precision"], "fast only"),
     (["evaluate", "--samples", "0"], "--samples must be a positive integer"),
     (["predict", "--count", "0"], "--count must be a positive integer"),
