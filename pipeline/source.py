@@ -69,10 +69,18 @@ class Source:
         return self.codec in BIT_PACKED
 
     def stored(self, c: int) -> bytes:
-        """The stored bytes of chunk `c`, as the table says (no check)."""
-        with open(self.paths[self.shard[c]], "rb") as f:
-            f.seek(int(self.offset[c]))
-            return f.read(int(self.nbytes[c]))
+        """The stored bytes of chunk `c`, checked against the CRC-32 taken at open; DataError naming
+        the shard if they changed since."""
+        path = self.paths[self.shard[c]]
+        try:
+            with open(path, "rb") as f:
+                f.seek(int(self.offset[c]))
+                data = f.read(int(self.nbytes[c]))
+        except OSError as e:
+            raise DataError(f"{path}: unreadable since the dataset was opened ({e.strerror})") from None
+        if zlib.crc32(data) != self.crc[c]:
+            raise DataError(f"{path}: chunk at sample {self.start[c]} changed since the dataset was opened")
+        return data
 
 
 def packed_width(size: int) -> int:

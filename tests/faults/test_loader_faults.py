@@ -119,9 +119,10 @@ def test_loader_refuses_or_names_the_damaged_shard(codec, mechanism, kind, when,
         return
     src = loader.open_dataset(d, "train")
     bad = damage(d, datasets[codec, 4], kind, rng)
-    ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False, mechanism=mechanism)
     got_frames, got_labels, error = [], [], None
-    try:
+    try:  # the graph mechanism checks the chunks while it builds the pipeline, the others while they read
+        ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False,
+                                 mechanism=mechanism)
         for frames, labels in ds:
             got_frames.append(frames.numpy())
             got_labels.append(labels.numpy())
@@ -151,8 +152,9 @@ def test_fit_on_damaged_data_fails_instead_of_training(codec, mechanism, dataset
     x = keras.layers.Flatten()(keras.ops.cast(inputs, "float32"))
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
     model.compile("adam", "binary_crossentropy")
-    ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False, mechanism=mechanism)
     with pytest.raises((tf.errors.OpError, DataError)) as err:
+        ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False,
+                                 mechanism=mechanism)
         model.fit(ds, epochs=1, verbose=0)
     tally("loader: model.fit on damaged data", "train-0000" in str(err.value), 0)
     assert "train-0000" in str(err.value)
