@@ -1,4 +1,7 @@
-"""Models: the seed's parameter count, equal outputs across styles, seed -> fast weight transfer."""
+"""Models: the seed's parameter count, equal outputs across styles, seed -> fast weight transfer.
+
+Backend-neutral: ``KERAS_BACKEND=jax pytest tests/test_models.py`` runs them all on JAX.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -79,20 +82,33 @@ def test_lookup_conv_pool_equals_conv_maxpool_flatten_on_binary_frames(size):
     np.testing.assert_allclose(np.asarray(lookup(x)), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_lookup_conv_pool_gradients_equal_the_seed_layers():
+def gradients(layer, inputs) -> list[np.ndarray]:
+    """Gradients of sum(sin(layer(inputs))) (a loss whose gradient differs per cell) with respect to the
+    layer's trainable variables, on this process's Keras backend."""
+    def loss(out):
+        return keras.ops.sum(keras.ops.sin(out))
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        other = [v.value for v in layer.non_trainable_variables]
+        grads = jax.grad(lambda trainable: loss(layer.stateless_call(trainable, other, inputs)[0]))(
+            [v.value for v in layer.trainable_variables])
+        return [np.asarray(g) for g in grads]
     import tensorflow as tf
 
+    with tf.GradientTape() as tape:
+        value = loss(layer(inputs))
+    return [g.numpy() for g in tape.gradient(value, layer.trainable_variables)]
+
+
+def test_lookup_conv_pool_gradients_equal_the_seed_layers():
     x = (np.random.default_rng(0).random((8, 11, 11)) < 0.3).astype("uint8")
     reference = keras.Sequential([keras.Input((11, 11, 1)), *_seed_cnn_layers()])
     lookup = LookupConvPool(2)
     lookup(x)
     lookup.set_weights(reference.get_weights())
-    grads = []
-    for layer, inputs in ((reference, x[..., None].astype("float32")), (lookup, x)):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.sin(layer(inputs)))  # a loss whose gradient differs per cell
-        grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_variables)])
-    for ours, theirs in zip(*grads):
+    for ours, theirs in zip(gradients(lookup, x), gradients(reference, x[..., None].astype("float32"))):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
