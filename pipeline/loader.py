@@ -111,10 +111,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                               decode=decode_for(mechanism, src.codec), readers=readers)
         ds = _core_epochs(reader, repeat, readers, deterministic)
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
-    if packed or row_bytes(src) == src.size ** 3:
-        shape = (-1, packed_width(src.size)) if packed else (-1, *src.frame_shape)
-        ds = ds.map(lambda rows, labels: (tf.reshape(rows, shape), labels))
-    else:  # unpacked here, in the pipeline's threads: unpacking costs more than inflating
+    if row_bytes(src) == src.size ** 3:  # rows are frames already
+        ds = ds.map(lambda rows, labels: (tf.reshape(rows, (-1, *src.frame_shape)), labels))
+    elif not packed:  # unpacked here, in the pipeline's threads: unpacking costs more than inflating
         ds = ds.map(_unpacker(src.size, graph_ops=mechanism == "graph"), num_parallel_calls=readers,
                     deterministic=deterministic)
     if steps is not None:
@@ -139,12 +138,11 @@ def _unpacker(size: int, graph_ops: bool):
     """
     import tensorflow as tf
 
-    shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.uint8)  # bits MSB-first, as np.packbits
+    bits_of_byte = tf.constant(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1))  # (256, 8)
 
     def unpack(rows, labels):
-        if graph_ops:
-            bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(rows[:, :, None], shifts), 1)
-            return tf.reshape(bits, (-1, size, size, size)), labels
+        if graph_ops:  # a table lookup: in TensorFlow cheaper than shifting and masking each byte 8 times
+            return tf.reshape(tf.gather(bits_of_byte, tf.cast(rows, tf.int32)), (-1, size, size, size)), labels
         frames = tf.numpy_function(lambda r: unpack_rows(r, size), [rows], tf.uint8, stateful=False)
         return tf.ensure_shape(frames, (None, size, size, size)), labels
 
