@@ -26,7 +26,8 @@ Either way a chunk whose bytes differ from those indexed at open raises an error
 shard, never zeros. Same seed, same batches in the same order (`deterministic=True`), for any
 `readers`; epochs differ. The core's batches equal `pipeline.reader.batch_stream`'s.
 Memory (core): at most `2 * readers + 1` windows of rows (`shuffle_window` samples each,
-~64 MiB by default) plus the prefetched batches.
+~64 MiB by default) plus the prefetched batches, whatever the dataset's size; the process may
+also keep up to `pipeline.malloc.TRIM_THRESHOLD` (256 MiB) of freed buffers for reuse.
 """
 from __future__ import annotations
 

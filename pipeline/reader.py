@@ -20,7 +20,8 @@ model does it on the device); otherwise the S**3 bytes of its frames.
 both cut the same stream of windows into the same batches): windows are decoded `readers`
 ahead of the one being consumed, batches crossing window and epoch boundaries.
 
-Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight.
+Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight;
+the process may also keep up to `pipeline.malloc.TRIM_THRESHOLD` of freed buffers for reuse.
 """
 from __future__ import annotations
 
@@ -149,8 +150,9 @@ class WindowReader:
 
 
 def decode_for(mechanism: str, codec: str) -> str:
-    """The WindowReader decode for a loader mechanism ("isal" or "process") and codec."""
-    if mechanism == "process":
+    """The WindowReader decode for a reading-core mechanism ("auto", "isal" or "process") and codec:
+    "auto" reads zlib and raw codecs itself and the plugin codecs through worker processes."""
+    if mechanism == "process" or mechanism == "auto" and codec not in ISAL_CODECS + RAW_CODECS:
         return "process"
     return "raw" if codec in RAW_CODECS else "isal"
 
@@ -158,7 +160,7 @@ def decode_for(mechanism: str, codec: str) -> str:
 def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  epochs: int | None = 1, drop_remainder: bool = False, readers: int | None = None,
                  packed: bool = False, shuffle_window: int | None = None, expected_size: int | None = None,
-                 source: Source | None = None, mechanism: str = "isal") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 source: Source | None = None, mechanism: str = "auto") -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches `(frames, labels)` as NumPy uint8: frames (B, T, S, S), or (B, S**3 / 8) when `packed`.
 
     epochs: passes over the split (None: endless); batches run across epoch boundaries, and
@@ -166,12 +168,15 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       order, as `pipeline.loader.make_dataset` with the same arguments.
     shuffle_window: samples permuted together (default ~64 MiB of rows; see `pipeline.order`).
     readers: windows decoded at once, in threads (default: all cores).
-    mechanism: "isal" (nbit-gzip, gzip, none) or "process" (any codec).
+    mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
+      "process" (any codec; h5py in worker processes).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer or None, got {epochs!r}")
+    if mechanism not in ("auto", "isal", "process"):
+        raise ValueError(f"mechanism must be auto, isal or process, got {mechanism!r}")
     readers = readers or os.cpu_count() or 1
     src = source or open_dataset(data_dir, split, expected_size)
     if packed and row_bytes(src) == src.size ** 3:
