@@ -6,14 +6,16 @@
 ("isal", the default, and "graph", what tf.data service runs), packed and unpacked; --naive the
 same samples in zstd-fast, the naive pipeline's fastest format, also the in-memory copy's source.
 
-Every cell consumes batches as fast as possible (frames materialized on the host, no model),
-after one warm-up pass; cells of a grid run round-robin, so that load from other processes
-on the machine hits all of them alike. Rows follow DESIGN.md section 3 (suite "load").
+Every cell is an endless pipeline (`repeat`), shuffled unless the cell says otherwise, consumed
+as fast as possible (frames materialized on the host, no model); a pass is one epoch's whole
+batches, after one warm-up pass; cells of a grid run round-robin, so that load from other
+processes on the machine hits all of them alike. Rows follow DESIGN.md section 3 (suite "load").
 
 `measure_loader(data_dir, batch_size, impl, ...)` measures one cell; `run_grid` many.
-impl: "ours" (pipeline.loader.make_dataset), "in-memory" (`from_tensor_slices(uint8 array)
-.batch(B)` over the same samples, loaded first), "from_generator" (one generator yielding
-h5py block reads of B samples, shard after shard).
+impl: "ours" (pipeline.loader.make_dataset), "in-memory" (the uint8 arrays loaded first, a new
+permutation each epoch, one gather per batch), "from_generator" (one generator yielding h5py
+block reads of B samples, shard and block order permuted each epoch); the baselines are the
+bench's own, `pipeline.bench.baselines`.
 """
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.bench.memory import RssSampler, cpu_seconds
 
 IMPLS = ("ours", "ours-packed", "in-memory", "from_generator")
 
@@ -39,7 +43,7 @@ class Cell:
     batch_size: int
     impl: str
     readers: int | None = None
-    shuffle: bool = False
+    shuffle: bool = True
     mechanism: str = "auto"
     max_samples: int | None = None
 
@@ -50,115 +54,43 @@ class Cell:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
-def _shard_paths(data_dir) -> list[Path]:
-    from pipeline.manifest import load_manifest
+def _steps(cell: Cell) -> int:
+    """Batches in one pass: the split's whole batches, or max_samples' worth."""
+    from pipeline.loader import open_dataset
 
-    manifest = load_manifest(Path(data_dir))
-    return [Path(data_dir) / e["path"] for e in manifest.shards["train"]]
-
-
-def _steps(cell: Cell) -> int | None:
-    return None if cell.max_samples is None else max(1, cell.max_samples // cell.batch_size)
+    samples = open_dataset(cell.data_dir, "train", check_hashes=False).samples
+    if cell.max_samples is not None:
+        samples = min(samples, cell.max_samples)
+    return max(1, samples // cell.batch_size)
 
 
 def build(cell: Cell):
-    """The tf.data.Dataset a cell measures: batches whose first element is the frames."""
-    import h5py
-    import tensorflow as tf
-
+    """An endless iterator of a cell's batches, whose first element is the frames; the in-memory and
+    from_generator pipelines are the bench's own (`pipeline.bench.baselines`)."""
+    from pipeline.bench import baselines
+    from pipeline.bench.data import read_split, shard_paths
     from pipeline.loader import make_dataset, open_dataset
 
-    steps = _steps(cell)
     if cell.impl in ("ours", "ours-packed"):  # packed: bit-packed frames, for a model that unpacks on the device
-        return make_dataset(cell.data_dir, "train", cell.batch_size, shuffle=cell.shuffle, readers=cell.readers,
-                            steps=steps, mechanism=cell.mechanism, drop_remainder=steps is not None,
-                            packed=cell.impl == "ours-packed")
-    src = open_dataset(cell.data_dir, "train", check_hashes=False)
-    paths = [str(p) for p in _shard_paths(cell.data_dir)]
-    shape = (None, src.size, src.size, src.size)
-    limit = src.samples if steps is None else steps * cell.batch_size
+        return iter(make_dataset(cell.data_dir, "train", cell.batch_size, shuffle=cell.shuffle, readers=cell.readers,
+                                 repeat=True, mechanism=cell.mechanism, drop_remainder=True,
+                                 packed=cell.impl == "ours-packed"))
     if cell.impl == "in-memory":
-        frames = np.empty((limit, src.size, src.size, src.size), np.uint8)
-        done = 0
-        for path in paths:
-            with h5py.File(path, "r") as f:
-                n = min(f["frames"].shape[0], limit - done)
-                f["frames"].read_direct(frames, np.s_[0:n], np.s_[done:done + n])
-            done += n
-            if done == limit:
-                break
-        return tf.data.Dataset.from_tensor_slices(frames).batch(cell.batch_size).prefetch(tf.data.AUTOTUNE)
-    def blocks():  # from_generator
-        left = limit
-        for path in paths:
-            with h5py.File(path, "r") as f:
-                frames = f["frames"]
-                for start in range(0, frames.shape[0], cell.batch_size):
-                    block = frames[start:start + min(cell.batch_size, left)]
-                    left -= len(block)
-                    yield block
-                    if left <= 0:
-                        return
-
-    ds = tf.data.Dataset.from_generator(blocks, output_signature=tf.TensorSpec(shape, tf.uint8))
-    return ds.prefetch(tf.data.AUTOTUNE)
+        frames, labels = read_split(Path(cell.data_dir), "train", limit=cell.max_samples)
+        return iter(baselines.in_memory_dataset(frames, labels, cell.batch_size, shuffle=cell.shuffle))
+    size = open_dataset(cell.data_dir, "train", check_hashes=False).size
+    return iter(baselines.from_generator_dataset(shard_paths(Path(cell.data_dir)), cell.batch_size, size,
+                                                 shuffle=cell.shuffle))
 
 
-class RssSampler:
-    """Peak resident memory of this process and its children, sampled every 20 ms."""
-
-    def __init__(self):
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        total = self._proc.memory_info().rss
-        for child in self._proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except Exception:  # a child that exited between listing and reading
-                continue
-        return total
-
-    def _run(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.rss())
-
-    def __enter__(self):
-        self.peak = self.rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its live children (the chunk readers)."""
-    import psutil
-
-    proc = psutil.Process()
-    total = sum(proc.cpu_times()[:2])
-    for child in proc.children(recursive=True):
-        try:
-            total += sum(child.cpu_times()[:2])
-        except Exception:  # a child that exited between listing and reading
-            continue
-    return total
-
-
-def time_pass(ds) -> tuple[int, float, float, float]:
-    """(samples, seconds, seconds to the first batch, CPU seconds) of one full pass; batches materialized."""
+def time_pass(it, batches: int) -> tuple[int, float, float, float]:
+    """(samples, seconds, seconds to the first batch, CPU seconds) of `batches` batches; each materialized."""
     samples = 0
     cpu = cpu_seconds()
     start = time.perf_counter()
     first = None
-    for element in ds:
+    for _ in range(batches):
+        element = next(it)
         frames = element[0] if isinstance(element, tuple) else element
         samples += int(frames.shape[0])
         _ = frames.numpy()  # materialized on the host (a view, no copy)
@@ -189,11 +121,11 @@ def run_grid(cells: list[Cell], repeats: int = 5) -> list[dict]:
     from pipeline import malloc
     from pipeline.manifest import load_manifest
 
-    built, rates, firsts, cpus, rss_added, samples, errors = {}, {}, {}, {}, {}, {}, {}
+    built, steps, rates, firsts, cpus, rss_added, samples, errors = {}, {}, {}, {}, {}, {}, {}, {}
     for cell in cells:
         try:
-            built[cell] = build(cell)
-            samples[cell] = time_pass(built[cell])[0]  # warm-up
+            built[cell], steps[cell] = build(cell), _steps(cell)
+            samples[cell] = time_pass(built[cell], steps[cell])[0]  # warm-up: one whole pass
             rates[cell], firsts[cell], cpus[cell], rss_added[cell] = [], [], [], 0
         except Exception as e:  # reported as a failed cell, never swallowed
             errors[cell] = f"{type(e).__name__}: {e}"
@@ -203,12 +135,11 @@ def run_grid(cells: list[Cell], repeats: int = 5) -> list[dict]:
     for _ in range(repeats):
         for cell in built:
             with RssSampler() as rss:
-                start_rss = rss.peak
-                n, seconds, first, cpu = time_pass(built[cell])
+                n, seconds, first, cpu = time_pass(built[cell], steps[cell])
             rates[cell].append(n / seconds)
             firsts[cell].append(first)
             cpus[cell].append(1000 * cpu / n * 1000)
-            rss_added[cell] = max(rss_added[cell], rss.peak - start_rss)
+            rss_added[cell] = max(rss_added[cell], rss.peak - rss.start)
     rows = []
     for cell in cells:
         size = load_manifest(Path(cell.data_dir)).params.size
@@ -228,30 +159,32 @@ def peak_rss_mb(data_dir, batch_size: int, impl: str, max_samples: int | None = 
 
     code = ("import sys, bench.loader_bench as b; c = b.Cell(sys.argv[1], int(sys.argv[2]), sys.argv[3], "
             "max_samples=None if sys.argv[4] == 'None' else int(sys.argv[4]));"
-            "r = b.RssSampler(); r.__enter__(); b.time_pass(b.build(c)); r.__exit__(); print(r.peak)")
+            "r = b.RssSampler(); r.__enter__(); b.time_pass(b.build(c), b._steps(c)); r.__exit__(); print(r.peak)")
     out = subprocess.run([sys.executable, "-c", code, str(data_dir), str(batch_size), impl, str(max_samples)],
                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     return round(int(out.stdout.split()[-1]) / 2**20, 1)
 
 
-def measure_loader(data_dir, batch_size: int, impl: str, *, readers: int | None = None, shuffle: bool = False,
+def measure_loader(data_dir, batch_size: int, impl: str, *, readers: int | None = None, shuffle: bool = True,
                    mechanism: str = "auto", max_samples: int | None = None, repeats: int = 5) -> dict:
     """One row (see `run_grid`) for one impl: samples/s median, p10, p90, first batch, peak RSS."""
     return run_grid([Cell(str(data_dir), batch_size, impl, readers, shuffle, mechanism, max_samples)], repeats)[0]
 
 
 def _grid(data: str, naive: str, batches: list[int], cap: int | None) -> list[Cell]:
-    """The README's grid for one size: our mechanisms (packed and not), in-memory, from_generator."""
+    """The README's grid for one size: our mechanisms (packed and not), in-memory, from_generator, all
+    shuffled; our mechanisms and in-memory also unshuffled, to show what shuffling costs."""
     cells = []
     for b in batches:
-        cells += [Cell(data, b, "ours-packed", max_samples=cap),
-                  Cell(data, b, "ours-packed", readers=1, max_samples=cap),
-                  Cell(data, b, "ours-packed", mechanism="graph", max_samples=cap),
-                  Cell(data, b, "ours", max_samples=cap),
-                  Cell(data, b, "ours", mechanism="graph", max_samples=cap),
-                  Cell(data, b, "ours-packed", shuffle=True),  # whole epochs: a pass must not stop mid-block
-                  Cell(naive, b, "in-memory", max_samples=cap),
-                  Cell(naive, b, "from_generator", max_samples=cap)]
+        shuffled = [Cell(data, b, "ours-packed", max_samples=cap),
+                    Cell(data, b, "ours-packed", readers=1, max_samples=cap),
+                    Cell(data, b, "ours-packed", mechanism="graph", max_samples=cap),
+                    Cell(data, b, "ours", max_samples=cap),
+                    Cell(data, b, "ours", mechanism="graph", max_samples=cap),
+                    Cell(naive, b, "in-memory", max_samples=cap),
+                    Cell(naive, b, "from_generator", max_samples=cap)]
+        cells += shuffled + [dataclasses.replace(c, shuffle=False) for c in shuffled
+                             if c.impl != "from_generator" and c.readers is None]
     return cells
 
 
@@ -261,7 +194,8 @@ def _markdown(rows: list[dict]) -> str:
 
     lines = ["| size | batch | impl | codec | mechanism | readers | shuffle | samples/s median (p10-p90) | vs in-memory "
              "| CPU ms / 1k samples | RSS added in a pass MB |", "|" + " --- |" * 11]
-    base = {(r["size"], r["batch_size"]): r["value"] for r in rows if r["impl"] == "in-memory" and r.get("value")}
+    base = {(r["size"], r["batch_size"]): r["value"] for r in rows  # against the shuffled in-memory pipeline
+            if r["impl"] == "in-memory" and r.get("value") and r["config"]["shuffle"]}
     for r in rows:
         c = r["config"]
         codec = load_manifest(Path(c["data_dir"])).params.codec

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-LIBRARIES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",), "numpy": ("numpy",),
-             "h5py": ("h5py",), "hdf5plugin": ("hdf5plugin",), "dask": ("dask",),
-             "distributed": ("distributed",), "pytest-benchmark": ("pytest-benchmark",)}
+LIBRARIES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",), "jaxlib": ("jaxlib",),
+             "keras": ("keras",), "numpy": ("numpy",), "h5py": ("h5py",), "hdf5plugin": ("hdf5plugin",),
+             "isal": ("isal",), "dask": ("dask",), "distributed": ("distributed",), "psutil": ("psutil",),
+             "pytest-benchmark": ("pytest-benchmark",)}
 
 
 def versions() -> dict[str, str | None]:
@@ -50,23 +51,47 @@ def host() -> str:
     return socket.gethostname()
 
 
-def collect(datasets: dict[str, Path] | None = None, *, device: dict | None = None) -> dict:
+def describe_device(backend: str = "tensorflow") -> dict:
+    """The compute device as `backend` sees it: `pipeline.devices.describe()` for TensorFlow; for JAX
+    the same keys from `jax.devices()` (no TensorFlow imported). `name` is what tables group rows by."""
+    from pipeline import devices
+
+    if backend != "jax":
+        return devices.describe()
+    import jax
+
+    cpu = {"cpu_model": devices.cpu_model(), "cpu_cores": os.cpu_count()}
+    found = [d for d in jax.devices() if d.platform == "gpu"]
+    if not found:
+        return {"kind": "cpu", "name": f"CPU: {devices.cpu_model()} ({os.cpu_count()} cores)", **cpu}
+    first = found[0]
+    stats = getattr(first, "memory_stats", lambda: None)() or {}
+    return {"kind": "gpu", "name": first.device_kind, "gpu_count": len(found), **cpu,
+            "compute_capability": getattr(first, "compute_capability", None),
+            "gpu_memory_mb": round(stats["bytes_limit"] / 2 ** 20) if "bytes_limit" in stats else None}
+
+
+def collect(datasets: dict[str, Path] | None = None, *, device: dict | None = None,
+            backend: str = "tensorflow") -> dict:
     """Everything a result file records about where it was measured.
 
     datasets: name -> dataset directory; each gets its manifest SHA-256.
-    device: `pipeline.devices.describe()` (computed here when None; that imports TensorFlow).
+    device: `describe_device(backend)` (computed here when None).
+    backend: the Keras backend the measurements ran on.
     """
     from pipeline import devices
     from pipeline.manifest import manifest_sha256
 
     if device is None:
-        device = devices.describe()
+        device = describe_device(backend)
+    lib = versions()
     return {
         "device": device,
+        "backend": {"name": backend, "version": lib.get(backend)},
         "cpu": {"model": devices.cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
         "platform": platform.platform(),
         "host": host(),
-        "versions": versions(),
+        "versions": lib,
         "git": git_info(),
         "argv": sys.argv,
         "datasets": {name: {"path": str(path), "manifest_sha256": manifest_sha256(path)}

@@ -1,29 +1,45 @@
-"""`report`: merge bench result files (any machines, any devices) into tables and plots.
+"""`report`: merge bench result files (any machines, devices, backends) into tables and plots.
 
-For every measured quantity (suite, impl, feed, workers, variant, metric) one Markdown
-table: a row per device, a column per size x batch size. Also written to `--out`:
-`report.md`, `report.csv` (every merged row, with its source file) and PNG plots of
-step time and throughput against batch size, one line per device, one panel per size,
-and of generation throughput against worker count beside the seed's.
+For every measured quantity (suite, impl, feed, workers, variant, shuffle, precision, metric)
+one Markdown table: a row per device and Keras backend, a column per size x batch size.
+Also written to `--out`: `report.md`, `report.csv` (every merged row, with its source file)
+and PNG plots of step time and throughput against batch size, one line per device and
+backend, one panel per size, and of generation throughput against worker count beside the
+seed's. `--page PATH` instead writes a performance page (Markdown, its PNGs beside it, named
+after it) meant to be committed, regenerated from committed result files
+(`bench/results/reference/`).
 
-When two files hold the same cell for the same device, the newer file (`created`) wins.
-Failed cells show as `failed` in the tables and keep their error text in the CSV.
+Files of format version 1 (before backends) are read as TensorFlow rows. When two files
+hold the same cell for the same device and backend, the newer file (`created`) wins. Failed
+cells show as `failed` in the tables and keep their error text in the CSV.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.bench import FORMAT, FORMAT_VERSION, ROW_KEYS, SUITES, write_csv
+from pipeline.bench.grid import SUITES
+from pipeline.bench.markdown import table
+from pipeline.bench.results import FORMAT, READABLE_VERSIONS, normalize_row, write_csv
 from pipeline.errors import UsageError
 
-DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "accuracy")
+DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
+                   "accuracy_min", "accuracy_max")
 PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "samples_per_s"))
-GROUP_KEYS = ("suite", "impl", "feed", "workers", "variant", "metric")
+GROUP_KEYS = ("suite", "impl", "feed", "workers", "variant", "shuffle", "precision", "metric")
 REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
+SUITE_NOTES = {
+    "generate": "Our Dask generator against the seed's `generate_examples`: samples/s, cluster start-up excluded.",
+    "load": "Input pipelines in their steady state over whole epochs after a warm-up epoch, every one shuffled "
+            "unless marked unshuffled; samples/s, median of round-robin repeats.",
+    "train": "Steady-state step time over at least one epoch by feed (our loader, in-memory arrays, synthetic: one "
+             "batch on the device); input-bound fraction = 1 - synthetic / fed; `fit` wall time per epoch.",
+    "accuracy": "Held-out accuracy after one epoch at the budget; median, min and max over initial seeds.",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help="comma-separated metrics to tabulate ('all' for every one)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--page", type=Path, metavar="PATH",
+                   help="write a performance page (e.g. docs/performance.md) with its PNGs beside it, instead of --out")
 
 
 def load_result(path: Path) -> dict:
@@ -45,9 +63,9 @@ def load_result(path: Path) -> dict:
         raise UsageError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UsageError(f"{path}: not a bench result (format is not {FORMAT!r})")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in READABLE_VERSIONS:
         raise UsageError(f"{path}: bench result format version {doc.get('format_version')!r}, "
-                         f"this report reads {FORMAT_VERSION}")
+                         f"this report reads {', '.join(map(str, READABLE_VERSIONS))}")
     rows = doc.get("rows")
     if not isinstance(rows, list):
         raise UsageError(f"{path}: bench result without a 'rows' list")
@@ -61,13 +79,14 @@ def load_result(path: Path) -> dict:
 
 
 def merge(docs: list[tuple[Path, dict]]) -> list[dict]:
-    """All rows, each tagged with `source` and `host`; a newer file replaces an older one's same cell."""
+    """All rows (normalized: version-1 rows gain backend tensorflow), each tagged with `source` and
+    `host`; a newer file replaces an older one's same cell."""
     cells: dict[tuple, dict] = {}
     for path, doc in sorted(docs, key=lambda pd: pd[1].get("created", "")):
         host = doc.get("environment", {}).get("host")
         for row in doc["rows"]:
-            row = {**{k: row.get(k) for k in ROW_KEYS}, **row, "source": str(path), "host": host}
-            key = tuple(row.get(k) for k in (*GROUP_KEYS, "device", "size", "batch_size"))
+            row = {**normalize_row(row), "source": str(path), "host": host}
+            key = tuple(row.get(k) for k in (*GROUP_KEYS, "device", "backend", "size", "batch_size"))
             cells[key] = row
     return list(cells.values())
 
@@ -80,8 +99,10 @@ def _fmt(row: dict | None) -> str:
     value = row["value"]
     if value is None:
         return "-"
-    if row["metric"] == "input_bound_fraction" or row["metric"] == "accuracy":
-        return f"{value:.0%}" if row["metric"] == "input_bound_fraction" else f"{value:.3f}"
+    if row["metric"] == "input_bound_fraction":
+        return f"{value:.0%}"
+    if row["metric"].startswith("accuracy"):
+        return f"{value:.4f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
@@ -93,6 +114,10 @@ def _title(key: dict) -> str:
         parts.append(f"{key['workers']} workers")
     if key.get("variant"):
         parts.append(f"variant {key['variant']}")
+    if key.get("shuffle") is False:
+        parts.append("unshuffled")
+    if key.get("precision") not in (None, "float32"):
+        parts.append(key["precision"])
     return ", ".join(parts) + f": {key['metric']}"
 
 
@@ -100,25 +125,27 @@ def _sort_key(value):
     return (value is None, value if value is not None else 0)
 
 
+def _group_order(g):
+    return (SUITES.index(g[0]), str(g[1]), str(g[2]), _sort_key(g[3]), str(g[4]), g[5] is False, str(g[6]), g[7])
+
+
 def tables(rows: list[dict]) -> str:
-    """One Markdown table per quantity: rows = devices, columns = size x batch."""
+    """One Markdown table per quantity: rows = device and backend, columns = size x batch."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[tuple(row.get(k) for k in GROUP_KEYS)].append(row)
     out = []
-    order = sorted(groups, key=lambda g: (SUITES.index(g[0]), str(g[1]), str(g[2]), _sort_key(g[3]), str(g[4]), g[5]))
-    for group in order:
+    for group in sorted(groups, key=_group_order):
         members = groups[group]
         key = dict(zip(GROUP_KEYS, group))
         columns = sorted({(r["size"], r["batch_size"]) for r in members}, key=lambda c: (c[0], _sort_key(c[1])))
-        devices = sorted({r["device"] for r in members})
-        cell = {(r["device"], r["size"], r["batch_size"]): r for r in members}
+        lines = sorted({(r["device"], r["backend"]) for r in members})
+        cell = {(r["device"], r["backend"], r["size"], r["batch_size"]): r for r in members}
         unit = next((r.get("unit") for r in members if r.get("unit")), "")
-        out += [f"#### {_title(key)}{f' ({unit})' if unit else ''}", "",
-                "| device | " + " | ".join(f"{s}" + (f" x {b}" if b is not None else "") for s, b in columns) + " |",
-                "| --- | " + " | ".join("---:" for _ in columns) + " |"]
-        for device in devices:
-            out.append(f"| {device} | " + " | ".join(_fmt(cell.get((device, s, b))) for s, b in columns) + " |")
+        out += [f"#### {_title(key)}{f' ({unit})' if unit else ''}", ""]
+        out += table(["device", "backend", *(f"{s}" + (f" x {b}" if b is not None else "") for s, b in columns)],
+                     [[device, backend, *(_fmt(cell.get((device, backend, s, b))) for s, b in columns)]
+                      for device, backend in lines], "ll" + "r" * len(columns))
         out.append("")
     return "\n".join(out)
 
@@ -132,8 +159,29 @@ def _pyplot():
     return matplotlib, plt
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
-    """PNG per (suite, metric, impl, feed) of PLOTS: value vs batch size, a line per device, a panel per size."""
+def _label(device: str, backend: str) -> str:
+    return f"{device} ({backend})"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _plot_name(suite, metric, impl, feed, shuffle, workers, precision, load_readers: bool) -> str:
+    """suite-metric-impl[-feed][-unshuffled][-N-readers][-precision]: old result files keep their old names."""
+    name = f"{suite}-{metric}-{impl}" + (f"-{feed}" if feed else "")
+    if shuffle is False:
+        name += "-unshuffled"
+    if load_readers and workers is not None:
+        name += f"-{workers}-readers"
+    if precision not in (None, "float32"):
+        name += f"-{precision}"
+    return name
+
+
+def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """PNG per (suite, metric, impl, feed, shuffle, readers, precision) of PLOTS: value vs batch size,
+    a line per device and backend, a panel per size."""
     matplotlib, plt = _pyplot()
     written = []
     for suite, metric in PLOTS:
@@ -141,18 +189,21 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         for r in rows:
             if r["suite"] == suite and r["metric"] == metric and r["batch_size"] is not None and not r["error"] \
                     and r["value"] is not None:
-                groups[(r["impl"], r.get("feed"))].append(r)
-        for (impl, feed), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+                groups[(r["impl"], r.get("feed"), r.get("shuffle"), r.get("workers") if suite == "load" else None,
+                        r.get("precision"))].append(r)
+        for (impl, feed, shuffle, workers, precision), members in sorted(groups.items(),
+                                                                         key=lambda kv: tuple(map(str, kv[0]))):
             sizes = sorted({r["size"] for r in members})
             fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
             for ax, size in zip(axes[0], sizes):
-                for device in sorted({r["device"] for r in members}):
-                    points = sorted((r["batch_size"], r) for r in members if r["size"] == size and r["device"] == device)
+                for device, backend in sorted({(r["device"], r["backend"]) for r in members}):
+                    points = sorted(((r["batch_size"], r) for r in members if r["size"] == size
+                                     and r["device"] == device and r["backend"] == backend), key=lambda p: p[0])
                     if not points:
                         continue
                     xs = [b for b, _ in points]
                     ys = [r["value"] for _, r in points]
-                    line, = ax.plot(xs, ys, marker="o", label=device)
+                    line, = ax.plot(xs, ys, marker="o", label=_label(device, backend))
                     if metric == "ms_per_step_median":
                         low = _lookup(rows, points, "ms_per_step_p10")
                         high = _lookup(rows, points, "ms_per_step_p90")
@@ -166,20 +217,25 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                 ax.set_ylabel(f"{metric} ({members[0].get('unit') or ''})")
                 ax.grid(alpha=0.3)
             axes[0][0].legend(fontsize="small")
-            fig.suptitle(f"{suite} / {impl}" + (f" (fed {feed})" if feed else "") + f": {metric}"
+            details = [f"fed {feed}" if feed else "", "unshuffled" if shuffle is False else "",
+                       f"{workers} readers" if workers is not None else "",
+                       precision if precision not in (None, "float32") else ""]
+            details = ", ".join(d for d in details if d)
+            fig.suptitle(f"{suite} / {impl}" + (f" ({details})" if details else "") + f": {metric}"
                          + (" (band: p10-p90)" if metric == "ms_per_step_median" else ""), fontsize="medium")
             fig.tight_layout()
-            name = f"{suite}-{metric}-{impl}" + (f"-{feed}" if feed else "")
-            path = out / ("".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".png")
+            name = _plot_name(suite, metric, impl, feed, shuffle, workers, precision, suite == "load")
+            path = out / (prefix + _safe(name) + ".png")
             fig.savefig(path, dpi=110)
             plt.close(fig)
             written.append(path)
     return written
 
 
-def plot_generation(rows: list[dict], out: Path) -> list[Path]:
-    """generate-samples_per_s.png: our generator's samples/s against workers, a line per device, a panel
-    per size; the seed's `generate_examples` (one core) as a dashed line of the same colour. [] if no such rows."""
+def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """generate-samples_per_s.png: our generator's samples/s against workers, a line per device and
+    backend, a panel per size; the seed's `generate_examples` (one core) as a dashed line of the same
+    colour. [] if no such rows."""
     matplotlib, plt = _pyplot()
     ours = [r for r in rows if r["suite"] == "generate" and r["impl"] == "ours" and r["metric"] == "samples_per_s"
             and r["value"] is not None and r["workers"]]
@@ -188,13 +244,15 @@ def plot_generation(rows: list[dict], out: Path) -> list[Path]:
     sizes = sorted({r["size"] for r in ours})
     fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        for device in sorted({r["device"] for r in ours if r["size"] == size}):
-            points = sorted((r["workers"], r["value"]) for r in ours if r["size"] == size and r["device"] == device)
-            line, = ax.plot(*zip(*points), marker="o", label=device)
+        for device, backend in sorted({(r["device"], r["backend"]) for r in ours if r["size"] == size}):
+            points = sorted((r["workers"], r["value"]) for r in ours
+                            if r["size"] == size and r["device"] == device and r["backend"] == backend)
+            line, = ax.plot(*zip(*points), marker="o", label=_label(device, backend))
             seed = [r["value"] for r in rows if r["suite"] == "generate" and r["impl"] == "seed" and r["size"] == size
-                    and r["device"] == device and r["metric"] == "samples_per_s" and r["value"] is not None]
+                    and r["device"] == device and r["backend"] == backend and r["metric"] == "samples_per_s"
+                    and r["value"] is not None]
             if seed:
-                ax.axhline(seed[0], linestyle="--", color=line.get_color(), label=f"{device}: seed")
+                ax.axhline(seed[0], linestyle="--", color=line.get_color(), label=f"{_label(device, backend)}: seed")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(sorted({r["workers"] for r in ours if r["size"] == size}))
@@ -207,7 +265,7 @@ def plot_generation(rows: list[dict], out: Path) -> list[Path]:
     fig.suptitle("generate: samples/s against workers (dashed: the seed's generate_examples, one core)",
                  fontsize="medium")
     fig.tight_layout()
-    path = out / "generate-samples_per_s.png"
+    path = out / f"{prefix}generate-samples_per_s.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
@@ -217,9 +275,50 @@ def _lookup(rows, points, metric):
     found = []
     for batch, ref in points:
         match = [r for r in rows if r["metric"] == metric and not r["error"] and r["device"] == ref["device"]
-                 and all(r.get(k) == ref.get(k) for k in ("suite", "impl", "feed", "size", "batch_size"))]
+                 and all(r.get(k) == ref.get(k) for k in ("suite", "impl", "feed", "size", "batch_size", "backend",
+                                                          "shuffle", "workers", "precision"))]
         found.append(match[0]["value"] if match else None)
     return found
+
+
+def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> list[str]:
+    """A table of the merged files: where, when, on what, from which commit."""
+    body = []
+    for path, doc in sorted(docs, key=lambda pd: pd[1].get("created", "")):
+        env = doc.get("environment", {})
+        backend = doc.get("config", {}).get("backend") or "tensorflow"
+        version = env.get("versions", {}).get(backend)
+        shown = Path(path)
+        if relative_to is not None:
+            try:
+                shown = Path(path).resolve().relative_to(relative_to.resolve())
+            except ValueError:
+                shown = Path(os.path.relpath(Path(path).resolve(), relative_to.resolve()))
+        commit = (env.get("git") or {}).get("commit")
+        body.append([f"`{shown}`", doc.get("created", "?"), env.get("device", {}).get("name", "?"),
+                     f"{backend} {version or ''}".strip(), doc.get("config", {}).get("preset", "?"),
+                     (commit or "?")[:10]])
+    return table(["file", "created", "device", "backend", "preset", "commit"], body, "llllll")
+
+
+def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], path: Path, plots: bool = True) -> str:
+    """The performance page's Markdown: provenance, then per suite its tables and plots; PNGs are written
+    beside `path`, named `<page stem>-<plot>.png`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{path.stem}-"
+    pngs = (plot(rows, path.parent, prefix) + plot_generation(rows, path.parent, prefix)) if plots else []
+    command = " ".join(["python -m pipeline report", *(f"{Path(p)}" for p, _ in docs), "--page", str(path)])
+    out = ["# Performance", "",
+           "Generated from committed bench result files; do not edit by hand. Regenerate with:", "",
+           f"    {command}", "", "## Sources", "", *_sources(docs, path.parent), ""]
+    for suite in SUITES:
+        members = [r for r in shown if r["suite"] == suite]
+        if not members:
+            continue
+        out += [f"## {suite}", "", SUITE_NOTES[suite], "", tables(members)]
+        out += [f"![{p.stem}]({p.name})" for p in pngs if p.name.startswith(f"{prefix}{suite}-")]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
 
 
 def run(args) -> int:
@@ -230,8 +329,11 @@ def run(args) -> int:
     if not suites:
         raise UsageError("--suites is empty")
     metrics = None if args.metrics == "all" else {m.strip() for m in args.metrics.split(",") if m.strip()}
-    if args.out.exists() and not args.out.is_dir():
+    page_path = getattr(args, "page", None)
+    if page_path is None and args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
+    if page_path is not None and (page_path.is_dir() or page_path.suffix != ".md"):
+        raise UsageError(f"--page {page_path}: expected a Markdown file path ending in .md")
     docs = [(path, load_result(path)) for path in args.files]
     rows = [r for r in merge(docs) if r["suite"] in suites]
     if not rows:
@@ -239,9 +341,15 @@ def run(args) -> int:
     shown = [r for r in rows if metrics is None or r["metric"] in metrics]
     if not shown:
         raise UsageError(f"none of the metrics {', '.join(sorted(metrics))} in the selected rows")
-    devices = sorted({r["device"] for r in rows})
-    text = (f"## Bench report: {len(docs)} file(s), {len(devices)} device(s)\n\n"
-            + "".join(f"- {d}\n" for d in devices) + "\n" + tables(shown))
+    if page_path is not None:
+        text = page(docs, rows, shown, page_path, plots=not args.no_plots)
+        page_path.write_text(text)
+        print(text)
+        print(f"wrote {page_path} and its PNGs beside it", file=sys.stderr)
+        return 0
+    lines = sorted({(r["device"], r["backend"], r.get("backend_version")) for r in rows})
+    text = (f"## Bench report: {len(docs)} file(s), {len({d for d, _, _ in lines})} device(s)\n\n"
+            + "".join(f"- {d}, {b}{' ' + v if v else ''}\n" for d, b, v in lines) + "\n" + tables(shown))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text + "\n")
     write_csv(args.out / "report.csv", rows)

@@ -1,34 +1,42 @@
-"""`bench`: the quick grid end to end on tiny data; result format, CSV, table; failed cells; bad input."""
+"""`bench`: a tiny grid end to end (every suite, through the command line; slow: ~1 min of tracing and
+start-ups); result format, CSV, summary; failed cells; presets; bad input."""
 from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
+import io
 import json
+import sys
 
 import pytest
 
 from pipeline import bench
+from pipeline.bench import grid as grid_module
+from pipeline.bench.train import STEP_METRICS
 from pipeline.cli import main
 
-HAVE_LOADER = importlib.util.find_spec("pipeline.loader") is not None
 ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
+# The quick preset shrunk to seconds: every suite, feed and load cell once, one step budget.
+TINY = dataclasses.replace(
+    grid_module.PRESETS["quick"], gen_raw_mb=0.05, gen_repeats=1, seed_raw_mb=0.01, load_repeats=2,
+    load_min_epochs=1, load_unshuffled=True, train_models=("seed",), train_steps=3, train_warmup=1,
+    fit_sizes=(8,), fit_models=("seed",), fit_epochs=1, seed_workflow_steps=1, accuracy_models=("seed",),
+    accuracy_seeds=(0, 1),
+    accuracy_train_samples=32, dataset_samples=64, dataset_test_samples=32, dataset_shard_size=32)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `bench --quick --json` on size 8: (result document, result path, stdout)."""
+    """One `bench --quick --json` on size 8, with the TINY budgets: (result document, result path, stdout)."""
     root = tmp_path_factory.mktemp("bench")
-    capture = pytest.MonkeyPatch()
-    import io
-    import sys
-
+    patch = pytest.MonkeyPatch()
     out = io.StringIO()
-    capture.setattr(sys, "stdout", out)
+    patch.setitem(grid_module.PRESETS, "quick", TINY)
+    patch.setattr(sys, "stdout", out)
     try:
         status = main(["bench", *ARGS, "--out", str(root / "results"), "--data-root", str(root / "data"), "--json"])
     finally:
-        capture.undo()
+        patch.undo()
     assert status == 0
     stdout = out.getvalue()
     doc = json.loads(stdout)
@@ -36,6 +44,7 @@ def quick_run(tmp_path_factory):
     return doc, path, stdout
 
 
+@pytest.mark.slow
 def test_stdout_is_one_json_object_equal_to_the_file(quick_run):
     doc, path, stdout = quick_run
     assert stdout.count("\n") == 1
@@ -43,7 +52,8 @@ def test_stdout_is_one_json_object_equal_to_the_file(quick_run):
     assert path.name.endswith(f"-{doc['environment']['host']}.json")
 
 
-def test_result_carries_environment_and_config(quick_run):
+@pytest.mark.slow
+def test_result_carries_environment_backend_and_config(quick_run):
     doc, _, _ = quick_run
     assert (doc["format"], doc["format_version"]) == (bench.FORMAT, bench.FORMAT_VERSION)
     env = doc["environment"]
@@ -51,60 +61,99 @@ def test_result_carries_environment_and_config(quick_run):
     assert env["cpu"]["cores"] >= 1 and env["cpu"]["model"]
     for lib in ("python", "tensorflow", "keras", "numpy", "h5py", "dask"):
         assert env["versions"][lib], lib
+    assert env["backend"] == {"name": "tensorflow", "version": env["versions"]["tensorflow"]}
     assert "commit" in env["git"] and "dirty" in env["git"]
     assert len(env["datasets"]) == 2  # the bench dataset and its twin in the naive baseline's codec
     assert all(len(d["manifest_sha256"]) == 64 for d in env["datasets"].values())
     grid = doc["config"]["grid"]
-    assert doc["config"]["preset"] == "quick"
+    assert doc["config"]["preset"] == "quick" and doc["config"]["backend"] == "tensorflow"
     assert (grid["sizes"], grid["batch_sizes"], grid["workers"]) == ([8], [4, 8], [1])
 
 
-def test_rows_cover_the_grid_with_the_common_keys(quick_run):
+@pytest.mark.slow
+def test_every_row_has_the_common_keys_device_and_backend(quick_run):
     doc, _, _ = quick_run
-    rows = doc["rows"]
     device = doc["environment"]["device"]["name"]
-    for row in rows:
+    for row in doc["rows"]:
         assert set(bench.ROW_KEYS) <= set(row)
         assert row["device"] == device and row["size"] == 8
+        assert (row["backend"], row["backend_version"]) == ("tensorflow", doc["environment"]["versions"]["tensorflow"])
         assert (row["value"] is None) == (row["error"] is not None)
-    have = {(r["suite"], r["impl"], r["metric"]) for r in rows}
-    for suite, impl, metric in [("generate", "ours", "samples_per_s"), ("generate", "ours", "mb_per_s"),
-                                ("generate", "ours", "cluster_startup_s"), ("generate", "ours", "run_overhead_s"),
-                                ("generate", "seed", "samples_per_s"),
-                                ("load", "ours", "samples_per_s"), ("load", "in-memory", "samples_per_s"),
-                                ("load", "from_generator", "samples_per_s"), ("train", "fast", "ms_per_step_median"),
-                                ("train", "fast", "ms_per_step_p10"), ("train", "fast", "ms_per_step_p90"),
-                                ("train", "seed", "samples_per_s"), ("train", "seed-workflow", "ms_per_step_median"),
-                                ("accuracy", "fast", "accuracy")]:
-        assert (suite, impl, metric) in have, (suite, impl, metric)
-    for row in rows:
-        if row["suite"] == "generate":
-            assert row["workers"] == 1 and row["batch_size"] is None
-        elif row["suite"] in ("load", "train"):
-            assert row["batch_size"] in (4, 8) and row["workers"] is None
-    train = [r for r in rows if r["suite"] == "train" and r["metric"] == "ms_per_step_median" and not r["error"]]
-    assert {(r["impl"], r["feed"], r["batch_size"]) for r in train} >= {
-        ("fast", "in-memory", 4), ("fast", "in-memory", 8), ("seed", "in-memory", 8), ("seed-workflow", "in-memory", 8)}
-    for r in train:
-        p10 = bench.value_of(rows, suite="train", impl=r["impl"], feed=r["feed"], batch_size=r["batch_size"],
-                             metric="ms_per_step_p10")
-        p90 = bench.value_of(rows, suite="train", impl=r["impl"], feed=r["feed"], batch_size=r["batch_size"],
-                             metric="ms_per_step_p90")
+    assert [r for r in doc["rows"] if r["error"]] == []
+
+
+@pytest.mark.slow
+def test_load_cells_are_shuffled_whole_epochs_with_spread_and_memory(quick_run):
+    rows = quick_run[0]["rows"]
+    load = [r for r in rows if r["suite"] == "load" and r["metric"] == "samples_per_s"]
+    cells = {(r["impl"], r["batch_size"], r["shuffle"], r["workers"], r["mechanism"]) for r in load}
+    for batch in (4, 8):
+        assert ("ours-packed", batch, True, 1, "isal") in cells and ("ours-packed", batch, True, 2, "isal") in cells
+        assert {("ours", batch, True, 2, "isal"), ("ours-graph-packed", batch, True, 2, "graph"),
+                ("in-memory", batch, True, None, None), ("from_generator", batch, True, None, None)} <= cells
+        # each mechanism also unshuffled, to show what shuffling costs
+        assert {("ours-packed", batch, False, 2, "isal"), ("ours-graph-packed", batch, False, 2, "graph"),
+                ("in-memory", batch, False, None, None)} <= cells
+    for r in load:
+        m = {k: r[k] for k in ("impl", "batch_size", "shuffle", "workers")}
+        p10, p90 = (bench.value_of(rows, suite="load", metric=f"samples_per_s_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
-    accuracy = bench.value_of(rows, suite="accuracy", impl="fast", metric="accuracy")
-    assert 0 <= accuracy <= 1
+        assert r["repeats"] == TINY.load_repeats
+        # a timed window holds whole epochs (64 samples: 16 batches of 4, 8 of 8)
+        assert r["window_batches"] * r["batch_size"] >= TINY.load_min_epochs * TINY.dataset_samples
+        assert bench.value_of(rows, suite="load", metric="first_batch_ms", **m) > 0
+        assert bench.value_of(rows, suite="load", metric="peak_rss_mb", **m) > 100  # TensorFlow itself
 
 
-def test_only_a_missing_loader_may_fail_a_cell(quick_run):
-    doc, _, _ = quick_run
-    failed = [r for r in doc["rows"] if r["error"]]
-    if HAVE_LOADER:
-        assert failed == []
-    else:  # the loader (issue 4) not landed yet: its cells are recorded as failed, never dropped
-        assert failed and all("pipeline.loader" in r["error"] for r in failed)
-        assert {r["feed"] or r["impl"] for r in failed} == {"ours"}
+@pytest.mark.slow
+def test_train_feeds_and_input_bound_against_synthetic(quick_run):
+    rows = quick_run[0]["rows"]
+    steps = [r for r in rows if r["suite"] == "train" and r["metric"] == "ms_per_step_median"]
+    assert {(r["impl"], r["feed"], r["batch_size"]) for r in steps} >= {
+        ("fast", feed, batch) for feed in grid_module.TRAIN_FEEDS for batch in (4, 8)} | {
+        ("seed-workflow", "in-memory", 8)}
+    for r in steps:
+        m = dict(suite="train", impl=r["impl"], feed=r["feed"], batch_size=r["batch_size"])
+        p10, p90 = (bench.value_of(rows, metric=f"ms_per_step_{q}", **m) for q in ("p10", "p90"))
+        assert 0 < p10 <= r["value"] <= p90
+        assert r["precision"] == ("float64" if r["impl"] == "seed-workflow" else "float32")
+        if r["impl"] == "fast":
+            assert r["steps"] == TINY.train_steps and r["warmup"] == TINY.train_warmup
+    for batch in (4, 8):
+        median = {feed: bench.value_of(rows, suite="train", impl="fast", feed=feed, batch_size=batch,
+                                       metric="ms_per_step_median") for feed in grid_module.TRAIN_FEEDS}
+        for feed, against in (("ours", "synthetic"), ("in-memory", "synthetic"), ("ours-packed", "synthetic-packed")):
+            bound = [r for r in rows if r["metric"] == "input_bound_fraction" and r["feed"] == feed
+                     and r["batch_size"] == batch]
+            assert len(bound) == 1 and bound[0]["against"] == against
+            assert bound[0]["value"] == pytest.approx(1 - median[against] / median[feed])
 
 
+@pytest.mark.slow
+def test_fit_per_epoch_fed_by_the_loader_and_by_arrays(quick_run):
+    rows = quick_run[0]["rows"]
+    for feed in ("ours", "in-memory"):
+        for batch in (4, 8):
+            epoch = [r for r in rows if r["metric"] == "fit_s_per_epoch" and r["feed"] == feed
+                     and r["batch_size"] == batch]
+            assert len(epoch) == 1 and epoch[0]["value"] > 0 and epoch[0]["epochs"] == TINY.fit_epochs
+            per_step = bench.value_of(rows, metric="fit_ms_per_step", feed=feed, batch_size=batch)
+            assert per_step == pytest.approx(epoch[0]["value"] * 1e3 / epoch[0]["steps_per_epoch"])
+            assert epoch[0]["steps_per_epoch"] == TINY.dataset_samples // batch
+
+
+@pytest.mark.slow
+def test_accuracy_over_several_seeds(quick_run):
+    rows = quick_run[0]["rows"]
+    median = next(r for r in rows if r["suite"] == "accuracy" and r["metric"] == "accuracy")
+    low = bench.value_of(rows, suite="accuracy", metric="accuracy_min")
+    high = bench.value_of(rows, suite="accuracy", metric="accuracy_max")
+    assert median["seeds"] == [0, 1] and len(median["per_seed"]) == 2
+    assert (low, high) == (min(median["per_seed"]), max(median["per_seed"]))
+    assert 0 <= low <= median["value"] <= high <= 1
+
+
+@pytest.mark.slow
 def test_csv_and_markdown_beside_the_json(quick_run):
     doc, path, _ = quick_run
     with open(path.with_suffix(".csv"), newline="") as f:
@@ -113,13 +162,15 @@ def test_csv_and_markdown_beside_the_json(quick_run):
     assert list(table[0])[:len(bench.ROW_KEYS)] == list(bench.ROW_KEYS)
     md = path.with_suffix(".md").read_text()
     assert md == bench.markdown_summary(doc) + "\n"
-    for heading in ("**generate**", "**load**", "**train**", "**accuracy**"):
+    for heading in ("**generate**", "**load**", "**train**", "**accuracy**", "`fit` wall time per epoch"):
         assert heading in md
-    assert "| ours / in-memory | packed / in-memory | ours / from_generator |" in md
+    assert ", tensorflow " in md.splitlines()[0]
     seed_row = next(line for line in md.splitlines() if line.startswith("| 8 | seed | 1 |"))
     assert seed_row.endswith("| 1.00x | - |")  # the baseline against itself; no worker scaling for the seed
     one_worker = next(line for line in md.splitlines() if line.startswith("| 8 | ours | 1 |"))
     assert one_worker.endswith("x | 1.00x |")  # vs seed, then against itself
+    in_memory = next(line for line in md.splitlines() if line.startswith("| 8 | 4 | in-memory | yes |"))
+    assert "| 1.00x |" in in_memory
 
 
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -133,12 +184,12 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
         return real(name, size, **kw)
 
     monkeypatch.setattr(pipeline.models, "build_model", build)
-    grid = bench.Grid(sizes=(8,), batch_sizes=(4,), suites=("train",), train_models=("seed", "fast"), train_steps=2,
-                      train_warmup=1, seed_workflow_max_size=0, dataset_samples=32, dataset_test_samples=16,
-                      dataset_shard_size=16)
+    grid = bench.Grid(sizes=(8,), batch_sizes=(4,), suites=("train",), train_models=("seed", "fast"),
+                      train_feeds=("in-memory", "synthetic"), train_steps=2, train_warmup=1, fit_sizes=(),
+                      seed_workflow_max_size=0, dataset_samples=32, dataset_test_samples=16, dataset_shard_size=16)
     doc, path = bench.run_bench(grid, preset="test", out=tmp_path / "r", data_root=tmp_path / "d")
     seed = [r for r in doc["rows"] if r["impl"] == "seed"]
-    assert {r["metric"] for r in seed} == set(bench.STEP_METRICS)
+    assert {r["metric"] for r in seed} == set(STEP_METRICS)
     assert all(r["value"] is None and r["error"] == "MemoryError: OOM when allocating tensor" for r in seed)
     fast = bench.value_of(doc["rows"], impl="fast", feed="in-memory", metric="ms_per_step_median")
     assert fast > 0
@@ -165,7 +216,29 @@ def test_datasets_are_reused_when_complete_and_regenerated_when_params_differ(tm
 def test_presets_are_valid_and_quick_is_smaller_than_default():
     quick, default = bench.PRESETS["quick"], bench.PRESETS["default"]
     assert len(quick.sizes) * len(quick.batch_sizes) < len(default.sizes) * len(default.batch_sizes)
-    assert quick.train_steps < default.train_steps < bench.PRESETS["full"].train_steps
+    assert quick.dataset_samples < default.dataset_samples
+    assert len(default.accuracy_seeds) >= 5 and set(default.accuracy_models) >= {"seed", "fast"}
+    budget = bench.PRESETS["seed-budget"]
+    assert (budget.accuracy_train_samples, budget.accuracy_batch, len(budget.accuracy_seeds)) == (5000, 32, 5)
+
+
+def test_gpu_preset_covers_the_questions_a_gpu_answers():
+    gpu = bench.PRESETS["gpu"]
+    assert gpu.sizes == (50, 100) and gpu.batch_sizes == (32, 256, 1024)
+    assert set(gpu.train_models) == {"fast", "seed"} and gpu.precisions == ("float32", "bfloat16")
+    assert {"ours", "ours-packed", "in-memory", "synthetic"} <= set(gpu.train_feeds)
+    assert "generate" not in gpu.suites
+
+
+def test_the_loader_targets_grid_is_reachable_from_the_command_line():
+    from pipeline.cli import build_parser
+
+    args = build_parser("bench").parse_args(["bench", "--sizes", "50,100", "--batch-sizes", "32,256",
+                                             "--suites", "load"])
+    preset, grid = bench.grid_from_args(args)
+    assert (preset, grid.sizes, grid.batch_sizes, grid.suites) == ("default", (50, 100), (32, 256), ("load",))
+    args = build_parser("bench").parse_args(["bench", "--gpu", "--backend", "jax"])
+    assert bench.grid_from_args(args)[0] == "gpu" and args.backend == "jax"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -175,7 +248,9 @@ def test_presets_are_valid_and_quick_is_smaller_than_default():
     (["--batch-sizes", "0"], "batch sizes must be positive"),
     (["--sizes", "ten"], "expected comma-separated integers"),
     (["--quick", "--full"], "not allowed with argument"),
+    (["--quick", "--gpu"], "not allowed with argument"),
     (["--workers", "0"], "workers must be integers"),
+    (["--backend", "torch"], "invalid choice: 'torch'"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "results"
@@ -184,6 +259,16 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, 
     assert status == 2
     assert message in err and err.count("\n") == 1
     assert not out.exists() and not (tmp_path / "d").exists()
+
+
+def test_another_backend_in_a_process_already_on_tensorflow_is_a_usage_error(tmp_path, capsys):
+    import keras  # noqa: F401  (this test process runs Keras on TensorFlow)
+
+    status = main(["bench", "--backend", "jax", "--suites", "train", "--out", str(tmp_path / "r"),
+                   "--data-root", str(tmp_path / "d")])
+    assert status == 2
+    assert "Keras already runs on tensorflow" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
@@ -203,7 +288,8 @@ def _exit_status(call) -> int:
 def test_markdown_summary_handles_missing_baselines():
     doc = {"created": "2026-01-01T00:00:00Z", "config": {"preset": "x"},
            "environment": {"device": {"name": "dev"}, "git": {"commit": None, "dirty": None}},
-           "rows": [{"suite": "load", "impl": "ours", "feed": None, "size": 8, "batch_size": 4, "workers": None,
-                     "metric": "samples_per_s", "value": 10.0, "unit": "samples/s", "error": None, "device": "dev"}]}
+           "rows": [{"suite": "load", "impl": "ours", "feed": None, "size": 8, "batch_size": 4, "workers": 2,
+                     "metric": "samples_per_s", "value": 10.0, "unit": "samples/s", "error": None, "device": "dev",
+                     "shuffle": True, "mechanism": "isal"}]}
     md = bench.markdown_summary(doc)
-    assert "| 8 | 4 | 10 | - | - | - | - |" in md
+    assert "| 8 | 4 | ours | yes | isal | 2 | 10 [---] | - | - | - | - | - |" in md

@@ -1,4 +1,5 @@
-"""`report`: two result files from made-up devices merged into one table, CSV and PNGs; bad input exits 2."""
+"""`report`: result files from made-up devices and backends merged into one table, CSV and PNGs;
+version-1 files (before backends) still read; the performance page; bad input exits 2."""
 from __future__ import annotations
 
 import csv
@@ -10,12 +11,17 @@ from pipeline import bench
 from pipeline.cli import main
 
 
-def row(device, suite, impl, metric, value, size, batch, *, feed=None, workers=None, error=None):
-    return {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch, "workers": workers,
-            "metric": metric, "value": value, "unit": bench.UNITS.get(metric, ""), "error": error, "device": device}
+def row(device, suite, impl, metric, value, size, batch, *, feed=None, workers=None, error=None, backend=None):
+    out = {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch, "workers": workers,
+           "metric": metric, "value": value, "unit": bench.UNITS.get(metric, ""), "error": error, "device": device}
+    if backend is not None:  # version-2 rows; version-1 rows (written before backends) have no such key
+        out.update(backend=backend, backend_version="0.1", precision="float32" if suite in ("train", "accuracy")
+                   else None)
+    return out
 
 
-def result(device, host, created, scale, *, failed_cell=False):
+def result(device, host, created, scale, *, failed_cell=False, backend=None):
+    """A made-up result file: version 1 without `backend`, version 2 with it."""
     rows = []
     for size in (32, 50):
         for batch in (16, 32, 64):
@@ -33,8 +39,12 @@ def result(device, host, created, scale, *, failed_cell=False):
     if failed_cell:
         rows.append(row(device, "train", "seed", "ms_per_step_median", None, 50, 64, feed="ours",
                         error="ResourceExhaustedError: OOM when allocating tensor"))
-    return {"format": bench.FORMAT, "format_version": bench.FORMAT_VERSION, "created": created,
-            "environment": {"host": host, "device": {"name": device}}, "config": {"preset": "made-up"}, "rows": rows}
+    if backend is not None:
+        rows = [{**r, "backend": backend, "backend_version": "0.1",
+                 "precision": "float32" if r["suite"] in ("train", "accuracy") else None} for r in rows]
+    return {"format": bench.FORMAT, "format_version": 1 if backend is None else 2, "created": created,
+            "environment": {"host": host, "device": {"name": device}},
+            "config": {"preset": "made-up", **({"backend": backend} if backend else {})}, "rows": rows}
 
 
 @pytest.fixture
@@ -54,12 +64,12 @@ def test_two_devices_merge_into_one_table_per_quantity(two_files, tmp_path, caps
     lines = text.splitlines()
     start = lines.index("#### train / fast, fed ours: ms_per_step_median (ms)")
     header, rule, first, second = lines[start + 2:start + 6]
-    assert header == "| device | 32 x 16 | 32 x 32 | 32 x 64 | 50 x 16 | 50 x 32 | 50 x 64 |"
-    assert first == "| NVIDIA A100-SXM4-40GB | 5.12 | 10.2 | 20.5 | 8 | 16 | 32 |"
-    assert second == "| NVIDIA GeForce RTX 4090 | 10.2 | 20.5 | 41 | 16 | 32 | 64 |"
-    assert "| NVIDIA A100-SXM4-40GB | failed |" in text  # the OOM cell shows, not dropped
+    assert header == "| device | backend | 32 x 16 | 32 x 32 | 32 x 64 | 50 x 16 | 50 x 32 | 50 x 64 |"
+    assert first == "| NVIDIA A100-SXM4-40GB | tensorflow | 5.12 | 10.2 | 20.5 | 8 | 16 | 32 |"
+    assert second == "| NVIDIA GeForce RTX 4090 | tensorflow | 10.2 | 20.5 | 41 | 16 | 32 | 64 |"
+    assert "| NVIDIA A100-SXM4-40GB | tensorflow | failed |" in text  # the OOM cell shows, not dropped
     assert "#### generate / ours, 2 workers: samples_per_s (samples/s)" in text
-    assert "| NVIDIA GeForce RTX 4090 | 2,500 | 2,500 |" in text
+    assert "| NVIDIA GeForce RTX 4090 | tensorflow | 2,500 | 2,500 |" in text
     assert "#### accuracy / fast, fed in-memory: accuracy" in text
 
 
@@ -97,7 +107,7 @@ def test_newer_file_wins_a_duplicate_cell(tmp_path, capsys):
     assert main(["report", *map(str, paths), "--out", str(tmp_path / "r"), "--no-plots",
                  "--suites", "generate"]) == 0
     text = capsys.readouterr().out
-    assert "| dev | 2,500 | 2,500 |" in text and "train" not in text
+    assert "| dev | tensorflow | 2,500 | 2,500 |" in text and "train" not in text
 
 
 def bad_cases() -> dict[str, tuple[str, str]]:
@@ -111,7 +121,7 @@ def bad_cases() -> dict[str, tuple[str, str]]:
         "not-json.json": ("{ not json", "not JSON"),
         "foreign.json": (json.dumps({"format": "pytest-benchmark", "benchmarks": []}), "not a bench result"),
         "list.json": ("[1, 2]", "not a bench result"),
-        "version.json": (json.dumps({**ok, "format_version": 99}), "format version 99"),
+        "version.json": (json.dumps({**ok, "format_version": 99}), "format version 99, this report reads 1, 2"),
         "no-rows.json": (json.dumps({**ok, "rows": None}), "without a 'rows' list"),
         "unknown-suite.json": (json.dumps(unknown_suite), "unknown suite 'inference'"),
         "missing-key.json": (json.dumps(missing_key), "row 0 lacks metric"),
@@ -146,3 +156,62 @@ def test_unreadable_file_and_missing_arguments_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["report"])
     assert e.value.code == 2
+
+
+def test_backends_sit_beside_the_device_and_old_files_read_as_tensorflow(tmp_path, capsys):
+    old = tmp_path / "old.json"  # version 1: no backend anywhere
+    new = tmp_path / "new.json"
+    old.write_text(json.dumps(result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0)))
+    new.write_text(json.dumps(result("H200", "gpu", "2026-02-01T00:00:00Z", 0.5, backend="jax")))
+    out = tmp_path / "report"
+    assert main(["report", str(old), str(new), "--out", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "- H200, jax 0.1\n- H200, tensorflow\n" in text
+    lines = text.splitlines()
+    start = lines.index("#### train / fast, fed ours: ms_per_step_median (ms)")
+    assert lines[start + 4:start + 6] == ["| H200 | jax | 2.56 | 5.12 | 10.2 | 4 | 8 | 16 |",
+                                          "| H200 | tensorflow | 5.12 | 10.2 | 20.5 | 8 | 16 | 32 |"]
+    with open(out / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert {r["backend"] for r in table if r["source"] == str(old)} == {"tensorflow"}
+    assert {r["precision"] for r in table if r["source"] == str(old) and r["suite"] == "train"} == {"float32"}
+    # the same cell on two backends is two cells, never one replacing the other
+    assert len(table) == sum(len(json.loads(p.read_text())["rows"]) for p in (old, new))
+
+
+def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
+    from pipeline import report
+
+    drawn = []
+    real = report._label
+    monkeypatch.setattr(report, "_label", lambda device, backend: drawn.append((device, backend)) or real(device, backend))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0, backend="jax")))
+    b.write_text(json.dumps(result("H200", "gpu", "2026-01-02T00:00:00Z", 2.0, backend="tensorflow")))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "r"), "--suites", "train"]) == 0
+    per_plot = len(drawn) / len(list((tmp_path / "r").glob("train-*.png")))
+    assert per_plot == 2 * 2  # two panels (sizes), a line per (device, backend) in each
+    assert set(drawn) == {("H200", "jax"), ("H200", "tensorflow")}
+
+
+def test_performance_page_with_plots_beside_it(two_files, tmp_path, capsys):
+    docs = tmp_path / "docs"
+    page = docs / "performance.md"
+    assert main(["report", *map(str, two_files), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert capsys.readouterr().out.strip() == text.strip()
+    assert text.startswith("# Performance\n")
+    assert "python -m pipeline report" in text and f"--page {page}" in text
+    assert "| file | created | device | backend | preset | commit |" in text
+    for suite in ("generate", "load", "train", "accuracy"):
+        assert f"\n## {suite}\n" in text
+    images = sorted(p.name for p in docs.glob("*.png"))
+    assert images and all(name.startswith("performance-") for name in images)
+    for name in images:
+        assert f"]({name})" in text  # linked from the page, relative to it
+    assert not (tmp_path / "bench").exists()  # nothing written to --out
+
+
+def test_page_path_must_be_markdown(two_files, tmp_path, capsys):
+    assert main(["report", *map(str, two_files), "--page", str(tmp_path)]) == 2
+    assert "expected a Markdown file path" in capsys.readouterr().err

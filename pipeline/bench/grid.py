@@ -1,0 +1,160 @@
+"""What one bench run measures, and with what budget: `Grid` and the named `PRESETS`.
+
+Budgets are whole passes, not batch counts: the `load` suite times at least
+`load_min_epochs` epochs (or `load_min_windows` shuffle windows, whichever holds more
+samples) per timed window, and the `train` suite at least one epoch of the bench dataset
+per feed, so that no timing fits inside what a warm-up already buffered.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+SUITES = ("generate", "load", "train", "accuracy")
+BACKENDS = ("tensorflow", "jax")
+PRECISIONS = ("float32", "bfloat16")
+# ours-packed: bit-packed batches into the same model behind UnpackFrames; synthetic: one batch
+# already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
+TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
+FIT_FEEDS = ("ours", "in-memory")
+
+
+def _positive_ints(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A bench run's grid and budgets; validates itself.
+
+    gen_raw_mb / seed_raw_mb: uint8 frame megabytes per timed generation run (ours / seed);
+      samples = MB * 1e6 / size**3, at most gen_max_samples (ours) or the seed's 5,000 (seed).
+    gen_shard_size: sequences per shard of those runs (fewer if a worker would get under 4 shards).
+    workers: generator worker counts; () -> 1, 2, all cores.
+    load_repeats: timed windows per load cell, run round-robin across the cells.
+    train_steps: timed steps per train cell; None -> one epoch of the bench dataset.
+    fit_sizes: sizes at which `model.fit`'s wall time per epoch is measured (fit_models, fit_epochs
+      timed epochs after a first, untimed one).
+    accuracy_seeds: initial seeds per accuracy cell; accuracy_sizes: None -> sizes.
+    precisions: train suite compute dtypes ("bfloat16" = Keras's mixed_bfloat16 policy).
+    dataset_*: the train/test dataset each size's load/train/accuracy suites read.
+    """
+
+    sizes: tuple[int, ...] = (32, 50)
+    batch_sizes: tuple[int, ...] = (32, 256)
+    suites: tuple[str, ...] = SUITES
+    workers: tuple[int, ...] = ()
+    gen_raw_mb: float = 20000.0  # 160,000 sequences at size 50: seconds of work, so a run's fixed cost fades
+    gen_max_samples: int = 400_000
+    gen_shard_size: int = 10_000
+    gen_repeats: int = 3  # the VM drifts 10-20% between runs; the 2/1-worker ratio needs several pairs
+    seed_raw_mb: float = 625.0  # 5,000 sequences at size 50: the seed's own call (5 GB of float64)
+    seed_repeats: int = 2
+    load_repeats: int = 3
+    load_min_epochs: int = 3
+    load_min_windows: int = 3
+    load_unshuffled: bool = True  # shuffled against unshuffled, for each mechanism
+    load_graph: bool = True  # mechanism="graph" cells (TensorFlow ops only: what tf.data service runs)
+    load_from_generator: bool = True
+    train_models: tuple[str, ...] = ("fast", "seed")
+    train_feeds: tuple[str, ...] = TRAIN_FEEDS
+    train_steps: int | None = None
+    train_warmup: int = 3
+    precisions: tuple[str, ...] = ("float32",)
+    fit_sizes: tuple[int, ...] = (50,)
+    fit_models: tuple[str, ...] = ("fast",)
+    fit_epochs: int = 2
+    seed_workflow_max_size: int = 50
+    seed_workflow_steps: int = 6
+    accuracy_models: tuple[str, ...] = ("seed", "fast")
+    accuracy_sizes: tuple[int, ...] | None = (50,)
+    accuracy_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    accuracy_train_samples: int = 1024
+    accuracy_batch: int = 32
+    accuracy_wrap: bool = False
+    dataset_samples: int = 4096
+    dataset_test_samples: int = 1024
+    dataset_shard_size: int = 1024
+    variant: str = "trail"
+
+    def __post_init__(self):
+        for name in ("sizes", "batch_sizes", "suites"):
+            if not getattr(self, name):
+                raise ValueError(f"{name.replace('_', '-')} is empty: nothing to measure")
+        for s in (*self.sizes, *self.fit_sizes, *(self.accuracy_sizes or ())):
+            if isinstance(s, bool) or not isinstance(s, int) or not 4 <= s <= 512:
+                raise ValueError(f"sizes must be integers in 4..512, got {s!r}")
+        for b in self.batch_sizes:
+            if not _positive_ints(b):
+                raise ValueError(f"batch sizes must be positive integers, got {b!r}")
+        for w in self.workers:
+            if not _positive_ints(w) or w > 1024:
+                raise ValueError(f"workers must be integers in 1..1024, got {w!r}")
+        unknown = [s for s in self.suites if s not in SUITES]
+        if unknown:
+            raise ValueError(f"unknown suite {unknown[0]!r}; suites are {', '.join(SUITES)}")
+        bad = [f for f in self.train_feeds if f not in TRAIN_FEEDS]
+        if bad:
+            raise ValueError(f"unknown train feed {bad[0]!r}; feeds are {', '.join(TRAIN_FEEDS)}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ValueError(f"precisions must be some of {', '.join(PRECISIONS)}, got {self.precisions!r}")
+        if not self.accuracy_seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                          for s in self.accuracy_seeds):
+            raise ValueError(f"accuracy seeds must be non-negative integers, got {self.accuracy_seeds!r}")
+        for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "seed_repeats", "load_repeats",
+                     "load_min_epochs", "load_min_windows", "fit_epochs", "seed_workflow_steps",
+                     "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
+                     "dataset_shard_size"):
+            if not _positive_ints(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.train_steps is not None and not _positive_ints(self.train_steps):
+            raise ValueError(f"train_steps must be a positive integer, got {self.train_steps!r}")
+        if max(self.batch_sizes) > self.dataset_samples:
+            raise ValueError(f"batch size {max(self.batch_sizes)} exceeds the bench dataset ({self.dataset_samples} samples)")
+
+    def worker_counts(self) -> tuple[int, ...]:
+        return self.workers or tuple(sorted({1, 2, os.cpu_count() or 1}))
+
+    def reader_counts(self) -> tuple[int, ...]:
+        """Our loader's readers in the load suite: 1, 2 and all cores."""
+        return tuple(sorted({1, 2, os.cpu_count() or 1}))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Whole batches in one epoch of the bench dataset's train split."""
+        return max(1, self.dataset_samples // batch_size)
+
+    def timed_train_steps(self, batch_size: int) -> int:
+        return self.train_steps or self.steps_per_epoch(batch_size)
+
+    def accuracy_grid_sizes(self) -> tuple[int, ...]:
+        return self.accuracy_sizes or self.sizes
+
+
+PRESETS = {
+    # ~2 min on a 2-core CPU: one size, small budgets, every suite and feed once.
+    "quick": Grid(sizes=(32,), batch_sizes=(32,), gen_raw_mb=200.0, gen_repeats=2, seed_raw_mb=10.0,
+                  seed_repeats=1, load_repeats=2, load_min_epochs=3, load_min_windows=1, load_unshuffled=False,
+                  train_warmup=2, fit_sizes=(), seed_workflow_steps=3, accuracy_sizes=None,
+                  accuracy_seeds=(0, 1), accuracy_train_samples=512, dataset_samples=1024,
+                  dataset_test_samples=256, dataset_shard_size=256),
+    # ~10 min on a 2-core CPU (see docs of `pipeline.bench`).
+    "default": Grid(),
+    "full": Grid(sizes=(32, 50, 100), batch_sizes=(32, 64, 256), gen_raw_mb=20000.0, gen_repeats=3, load_repeats=5,
+                 train_models=("fast", "seed", "rowcol"), fit_sizes=(50, 100), seed_workflow_steps=20,
+                 accuracy_models=("seed", "fast", "rowcol"), accuracy_sizes=(50,), accuracy_train_samples=5000,
+                 accuracy_wrap=True, dataset_samples=16384, dataset_test_samples=4096, dataset_shard_size=2048),
+    # What a GPU answers (issue 13): loader, in-memory and synthetic feeds at sizes 50 and 100,
+    # batches up to 1024, float32 against bfloat16. 8,192 sequences: 8 GB in memory at size 100.
+    "gpu": Grid(sizes=(50, 100), batch_sizes=(32, 256, 1024), suites=("load", "train", "accuracy"),
+                load_repeats=3, load_unshuffled=True, load_graph=True, load_from_generator=False,
+                train_models=("fast", "seed"), precisions=("float32", "bfloat16"), fit_sizes=(50,),
+                seed_workflow_max_size=0, accuracy_models=("seed", "fast"), accuracy_sizes=(50,),
+                accuracy_train_samples=5000, dataset_samples=8192, dataset_test_samples=2048,
+                dataset_shard_size=1024),
+    # The seed's training budget (one epoch over 5,000 sequences, batch 32) judged on 10,000 held out.
+    "seed-budget": Grid(sizes=(10, 25, 50), batch_sizes=(32,), suites=("accuracy",),
+                        accuracy_models=("seed", "fast", "rowcol"), accuracy_sizes=None,
+                        accuracy_train_samples=5000, accuracy_batch=32, accuracy_wrap=True, dataset_samples=5000,
+                        dataset_test_samples=10000, dataset_shard_size=1000, fit_sizes=()),
+}

@@ -1,0 +1,205 @@
+"""The `load` suite: samples/s out of each input pipeline in its steady state, every one shuffled.
+
+Cells, per size and batch size (impl, and the row keys `shuffle`, `mechanism`, `packed`,
+`workers` = our readers):
+
+* TensorFlow backend: ours (`make_dataset`, shuffled, endless) bit-packed, unpacked, and
+  packed through `mechanism="graph"` (TensorFlow ops only: what tf.data service runs);
+  packed again with 1 and 2 readers (all cores is the default cell); each mechanism also
+  unshuffled, to show what shuffling costs; the in-memory baseline (a fresh permutation
+  each epoch, one gather per batch), unshuffled too; `from_generator` h5py block reads.
+* JAX backend: the NumPy front end (`pipeline.reader.batch_stream`, mechanism "numpy"),
+  against the NumPy in-memory baseline; no TensorFlow.
+
+How: every cell's pipeline is built, its first batch timed (`first_batch_ms`: start-up,
+first reads, tracing), then one whole epoch is read untimed (warm-up). Then the cells run
+round-robin, `load_repeats` times each; one timed window is at least `load_min_epochs`
+epochs and at least `load_min_windows` of our loader's shuffle windows, whichever is more
+samples, so a window never fits inside what the warm-up (or an idle pipeline's prefetch,
+a few batches) already buffered. Each batch's frames are materialized on the host.
+`samples_per_s` is the median window; `_p10`/`_p90` its spread. `peak_rss_mb`: the peak
+RSS of the process and its children while the cell ran; `rss_growth_mb`: that peak over
+the RSS just before the cell's pipeline was built (the cell's own buffers, approximately:
+other cells' pipelines stay alive meanwhile).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.bench import baselines, ours
+from pipeline.bench.backend import materialize
+from pipeline.bench.data import read_split, shard_paths, shuffle_window
+from pipeline.bench.grid import Grid
+from pipeline.bench.memory import RssSampler, rss_bytes
+from pipeline.bench.progress import log
+from pipeline.bench.results import Recorder
+from pipeline.timing import Summary, clock
+
+METRICS = ("samples_per_s", "samples_per_s_p10", "samples_per_s_p90", "mb_per_s", "first_batch_ms",
+           "peak_rss_mb", "rss_growth_mb")
+IMPLS = ("ours", "ours-packed", "ours-graph-packed", "in-memory", "from_generator")
+
+
+@dataclass(frozen=True)
+class LoadCell:
+    """One pipeline to time. readers: our loader's readers (None: all cores)."""
+
+    impl: str
+    size: int
+    batch_size: int
+    shuffle: bool = True
+    readers: int | None = None
+
+    @property
+    def ours(self) -> bool:
+        return self.impl.startswith("ours")
+
+    @property
+    def packed(self) -> bool:
+        return self.impl.endswith("-packed")
+
+    def mechanism(self, backend: str, codec: str | None = None) -> str | None:
+        """What reads the cell: "numpy" (JAX), "graph", or "auto" resolved for `codec` when given."""
+        if not self.ours:
+            return None
+        if backend == "jax":
+            return "numpy"
+        if "-graph" in self.impl:
+            return "graph"
+        if codec is not None:
+            from pipeline.loader import mechanism_for
+
+            return mechanism_for(codec)
+        return "auto"
+
+    def key(self, backend: str, codec: str | None = None) -> dict:
+        return dict(size=self.size, batch_size=self.batch_size, shuffle=self.shuffle, packed=self.packed,
+                    mechanism=self.mechanism(backend, codec),
+                    workers=(self.readers or os.cpu_count() or 1) if self.ours else None)
+
+
+def cells(grid: Grid, size: int, batch: int, backend: str) -> list[LoadCell]:
+    """The cells of one size and batch size, in the order they run."""
+    out = [LoadCell("ours-packed", size, batch), LoadCell("ours", size, batch)]
+    out += [LoadCell("ours-packed", size, batch, readers=r) for r in grid.reader_counts() if r != (os.cpu_count() or 1)]
+    if grid.load_graph and backend == "tensorflow":
+        out.append(LoadCell("ours-graph-packed", size, batch))
+    out.append(LoadCell("in-memory", size, batch))
+    if grid.load_unshuffled:
+        out += [LoadCell(c.impl, size, batch, shuffle=False) for c in out if c.readers is None]
+    if grid.load_from_generator and backend == "tensorflow":
+        out.append(LoadCell("from_generator", size, batch))
+    return out
+
+
+def window_batches(grid: Grid, batch: int, shuffle_samples: int) -> int:
+    """Batches in one timed window: at least load_min_epochs epochs and load_min_windows shuffle windows
+    (a shuffle window holds at most the whole epoch)."""
+    epoch = grid.steps_per_epoch(batch) * batch
+    samples = max(grid.load_min_epochs * epoch, grid.load_min_windows * min(shuffle_samples, grid.dataset_samples))
+    return math.ceil(samples / batch)
+
+
+def _pipeline(cell: LoadCell, backend: str, directory: Path, naive: Path | None, arrays):
+    """An endless iterator of (frames, labels) batches for `cell`."""
+    if cell.ours:
+        if backend == "jax":
+            return ours.numpy_batches(directory, cell.batch_size, packed=cell.packed, readers=cell.readers,
+                                      shuffle=cell.shuffle)
+        return iter(ours.tf_dataset(directory, cell.batch_size, packed=cell.packed, mechanism=cell.mechanism(backend),
+                                    readers=cell.readers, shuffle=cell.shuffle))
+    if cell.impl == "in-memory":
+        frames, labels = arrays()
+        if backend == "jax":
+            return baselines.in_memory_batches(frames, labels, cell.batch_size, shuffle=cell.shuffle)
+        return iter(baselines.in_memory_dataset(frames, labels, cell.batch_size, shuffle=cell.shuffle))
+    return iter(baselines.from_generator_dataset(shard_paths(naive or directory), cell.batch_size, cell.size,
+                                                 shuffle=cell.shuffle))
+
+
+def _take(it, batches: int) -> int:
+    """Consume `batches` batches, materializing each one's frames; returns the samples."""
+    samples = 0
+    for _ in range(batches):
+        frames = next(it)[0]
+        materialize(frames)
+        samples += int(frames.shape[0])
+    return samples
+
+
+class _Running:
+    """A built cell: its iterator and what was measured so far."""
+
+    def __init__(self, cell, it, first_s, rss_before, window, shuffle_samples):
+        self.cell, self.it, self.first_s, self.rss_before = cell, it, first_s, rss_before
+        self.window, self.shuffle_samples = window, shuffle_samples
+        self.rates: list[float] = []
+        self.peak = 0
+
+
+def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path] | None = None) -> None:
+    """naive: the same datasets in NAIVE_CODEC, read by the from_generator baseline."""
+    from pipeline.manifest import load_manifest
+
+    backend = rec.backend
+    for size in grid.sizes:
+        held = {}
+
+        def arrays():  # read once per size, only when an in-memory cell runs
+            if "arrays" not in held:
+                held["arrays"] = read_split(data[size], "train")
+            return held["arrays"]
+
+        codec = load_manifest(data[size]).params.codec
+        for batch in grid.batch_sizes:
+            running: list[_Running] = []
+            for cell in cells(grid, size, batch, backend):
+                key = cell.key(backend, codec)
+                with rec.cell("load", cell.impl, METRICS, **key):
+                    log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['workers']}")
+                    shuffle_samples = shuffle_window(data[size], cell.packed) if cell.ours else 0
+                    window = window_batches(grid, batch, shuffle_window(data[size], True))
+                    rss_before = rss_bytes()
+                    start = clock()
+                    it = _pipeline(cell, backend, data[size], (naive or {}).get(size), arrays)
+                    _take(it, 1)
+                    first = clock() - start
+                    state = _Running(cell, it, first, rss_before, window, shuffle_samples)
+                    with RssSampler() as rss:
+                        _take(it, grid.steps_per_epoch(batch) - 1)  # the rest of the first epoch: warm-up
+                    state.peak = rss.peak
+                    running.append(state)
+            for round_ in range(grid.load_repeats):
+                for state in list(running):
+                    cell = state.cell
+                    try:
+                        with RssSampler() as rss:
+                            start = clock()
+                            samples = _take(state.it, state.window)
+                            seconds = clock() - start
+                        state.rates.append(samples / seconds)
+                        state.peak = max(state.peak, rss.peak)
+                    except Exception as e:  # recorded as the cell's error; the other cells go on
+                        running.remove(state)
+                        rec.fail("load", cell.impl, METRICS, e, **cell.key(backend, codec))
+            for state in running:
+                cell = state.cell
+                key = cell.key(backend, codec)
+                spread = Summary.of(state.rates)
+                extra = dict(repeats=spread.count, window_batches=state.window,
+                             epochs_per_window=round(state.window * batch / (grid.steps_per_epoch(batch) * batch), 2),
+                             shuffle_window=state.shuffle_samples or None,
+                             codec=codec if cell.impl != "from_generator" else load_manifest((naive or data)[size]).params.codec)
+                rec.add("load", cell.impl, "samples_per_s", spread.median, **key, **extra)
+                rec.add("load", cell.impl, "samples_per_s_p10", spread.p10, **key, **extra)
+                rec.add("load", cell.impl, "samples_per_s_p90", spread.p90, **key, **extra)
+                rec.add("load", cell.impl, "mb_per_s", spread.median * size ** 3 / 1e6, **key, **extra)
+                rec.add("load", cell.impl, "first_batch_ms", state.first_s * 1e3, **key, **extra)
+                rec.add("load", cell.impl, "peak_rss_mb", state.peak / 2 ** 20, **key, **extra)
+                rec.add("load", cell.impl, "rss_growth_mb", max(0, state.peak - state.rss_before) / 2 ** 20, **key,
+                        **extra)
+            running.clear()
+        held.clear()

@@ -1,0 +1,117 @@
+"""The result file's schema, shared by `bench` (which writes it) and `report` (which reads it).
+
+A result is one JSON document: `format`, `format_version`, `created`, `environment`,
+`config` and `rows`, one row per measurement with at least `ROW_KEYS`. Version 2 rows
+also carry `backend` and `backend_version` (Keras's backend), and train rows `precision`;
+version 1 rows (written before backends) are read as TensorFlow, float32 (`normalize_row`).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from pipeline.bench.progress import log
+from pipeline.errors import UsageError
+
+FORMAT = "moving-square-bench"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ROW_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "metric", "value", "unit", "error", "device",
+            "backend", "backend_version")
+DEFAULT_BACKEND = "tensorflow"  # what every version-1 row ran on
+UNITS = {"samples_per_s": "samples/s", "samples_per_s_p10": "samples/s", "samples_per_s_p90": "samples/s",
+         "mb_per_s": "MB/s", "stored_mb_per_s": "MB/s", "per_worker_samples_per_s": "samples/s",
+         "cluster_startup_s": "s", "run_overhead_s": "s", "ms_per_step_median": "ms", "ms_per_step_p10": "ms",
+         "ms_per_step_p90": "ms", "first_step_ms": "ms", "first_batch_ms": "ms", "peak_rss_mb": "MB",
+         "rss_growth_mb": "MB", "fit_s_per_epoch": "s", "fit_ms_per_step": "ms", "input_bound_fraction": "",
+         "accuracy": "", "accuracy_min": "", "accuracy_max": "", "loss": ""}
+
+
+def normalize_row(row: dict) -> dict:
+    """A row with every ROW_KEY; rows from version-1 files gain backend tensorflow (and float32 for train)."""
+    out = {**{k: row.get(k) for k in ROW_KEYS}, **row}
+    if out.get("backend") is None:
+        out["backend"] = DEFAULT_BACKEND
+    if out.get("suite") in ("train", "accuracy") and out.get("precision") is None:
+        out["precision"] = "float32"
+    return out
+
+
+def value_of(rows, **match):
+    """The value of the one error-free row matching all of `match`, else None."""
+    for row in rows:
+        if row["error"] is None and all(row.get(k) == v for k, v in match.items()):
+            return row["value"]
+    return None
+
+
+class Recorder:
+    """Collects result rows, each stamped with the device and the backend; `cell()` turns a failing
+    measurement into error rows and goes on."""
+
+    def __init__(self, device: str, backend: str = DEFAULT_BACKEND, backend_version: str | None = None):
+        self.device = device
+        self.backend = backend
+        self.backend_version = backend_version
+        self.rows: list[dict] = []
+
+    def add(self, suite, impl, metric, value, *, size, batch_size=None, workers=None, feed=None, error=None, **extra):
+        row = {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch_size,
+               "workers": workers, "metric": metric, "value": None if value is None else float(value),
+               "unit": UNITS.get(metric, ""), "error": error, "device": self.device, "backend": self.backend,
+               "backend_version": self.backend_version, **extra}
+        self.rows.append(row)
+        return row
+
+    @contextlib.contextmanager
+    def cell(self, suite, impl, metrics, **key):
+        """Run the body; on an exception record one error row per expected metric."""
+        try:
+            yield
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as e:  # a failed cell is a result: recorded with its error, never dropped
+            self.fail(suite, impl, metrics, e, **key)
+
+    def fail(self, suite, impl, metrics, error: BaseException | str, **key) -> None:
+        """One error row per metric; `error` an exception (logged with its traceback) or a message."""
+        if isinstance(error, BaseException):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            text = f"{type(error).__name__}: {first}"[:500]
+            traceback.print_exception(error, file=sys.stderr)
+        else:
+            text = error[:500]
+        log(f"FAILED {suite}/{impl} {key}: {text}")
+        for metric in metrics:
+            self.add(suite, impl, metric, None, error=text, **key)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows as CSV: the common keys first, any extra keys after, in first-seen order."""
+    keys = list(ROW_KEYS)
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_result(doc: dict, out: Path, summary: str) -> Path:
+    """DIR/<timestamp>-<host>[-<backend>].json (atomically), with .csv and `summary` as .md beside it."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = doc["created"].replace(":", "").replace("-", "")
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in doc["environment"]["host"])
+    backend = doc.get("config", {}).get("backend", DEFAULT_BACKEND)
+    path = out / f"{stamp}-{host}{'' if backend == DEFAULT_BACKEND else '-' + backend}.json"
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    write_csv(path.with_suffix(".csv"), doc["rows"])
+    path.with_suffix(".md").write_text(summary + "\n")
+    return path

@@ -1,0 +1,154 @@
+"""The end-of-run Markdown summary of one result document: a table per suite, with ratios."""
+from __future__ import annotations
+
+from pipeline.bench.data import NAIVE_CODEC
+from pipeline.bench.markdown import number, percent, ratio, spread, table
+from pipeline.bench.results import value_of
+
+
+def _generate(rows) -> list[str]:
+    out = ["**generate** (cluster start-up excluded; MB/s = uint8 frame bytes; run s = fixed cost of one run)", ""]
+    body = []
+    for size in sorted({r["size"] for r in rows if r["suite"] == "generate"}):
+        seed = value_of(rows, suite="generate", impl="seed", size=size, metric="samples_per_s")
+        cells = sorted({(r["impl"] != "seed", r["impl"], r["workers"]) for r in rows
+                        if r["suite"] == "generate" and r["size"] == size})
+        for _, impl, workers in cells:
+            m = dict(suite="generate", impl=impl, size=size, workers=workers)
+            rate = value_of(rows, metric="samples_per_s", **m)
+            one = value_of(rows, metric="samples_per_s", **{**m, "workers": 1})
+            body.append([size, impl, workers, number(rate), number(value_of(rows, metric="mb_per_s", **m)),
+                         number(value_of(rows, metric="per_worker_samples_per_s", **m)),
+                         number(value_of(rows, metric="cluster_startup_s", **m)),
+                         number(value_of(rows, metric="run_overhead_s", **m)), ratio(rate, seed),
+                         ratio(rate, one) if impl == "ours" else "-"])
+    out += table(["size", "impl", "workers", "samples/s", "MB/s", "per worker", "start-up s", "run s", "vs seed",
+                  "vs 1 worker"], body, "rlrrrrrrrr")
+    return out + [""]
+
+
+def _load(rows) -> list[str]:
+    load = [r for r in rows if r["suite"] == "load" and r["metric"] == "samples_per_s"]
+    out = [f"**load** (samples/s over whole epochs after a warm-up epoch, median [p10-p90]; from_generator reads "
+           f"the same sequences stored as {NAIVE_CODEC}; vs in-memory: against the shuffled in-memory pipeline; "
+           "vs unshuffled: the same pipeline unshuffled; RSS: process and children)", ""]
+    body = []
+    order = {"ours-packed": 0, "ours": 1, "ours-graph-packed": 2, "in-memory": 3, "from_generator": 4}
+    for r in sorted(load, key=lambda r: (r["size"], r["batch_size"], not r.get("shuffle", True),
+                                         order.get(r["impl"], 9), -(r["workers"] or 0))):
+        m = dict(suite="load", impl=r["impl"], size=r["size"], batch_size=r["batch_size"], workers=r["workers"],
+                 shuffle=r.get("shuffle"))
+        if r["error"]:
+            body.append([r["size"], r["batch_size"], r["impl"], _yes(r.get("shuffle")), r.get("mechanism") or "-",
+                         r["workers"] or "-", f"failed: {r['error']}", "", "", "", "", ""])
+            continue
+        base = value_of(rows, suite="load", impl="in-memory", size=r["size"], batch_size=r["batch_size"], shuffle=True,
+                        metric="samples_per_s")
+        twin = value_of(rows, **{**m, "shuffle": False}, metric="samples_per_s") if r.get("shuffle") else None
+        body.append([r["size"], r["batch_size"], r["impl"], _yes(r.get("shuffle")), r.get("mechanism") or "-",
+                     r["workers"] or "-",
+                     spread(r["value"], value_of(rows, **m, metric="samples_per_s_p10"),
+                            value_of(rows, **m, metric="samples_per_s_p90")),
+                     ratio(r["value"], base), ratio(r["value"], twin),
+                     number(value_of(rows, **m, metric="first_batch_ms")),
+                     number(value_of(rows, **m, metric="peak_rss_mb")),
+                     number(value_of(rows, **m, metric="rss_growth_mb"))])
+    out += table(["size", "batch", "impl", "shuffled", "mechanism", "readers", "samples/s", "vs in-memory",
+                  "vs unshuffled", "first batch ms", "peak RSS MB", "RSS growth MB"], body, "rrlllrrrrrrr")
+    return out + [""]
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else "yes" if flag else "no"
+
+
+FEED_COLUMNS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
+
+
+def _train(rows) -> list[str]:
+    train = [r for r in rows if r["suite"] == "train"]
+    out = ["**train** (ms/step median [p10-p90] over at least one epoch, warm-up excluded; input-bound = "
+           "1 - synthetic / fed; vs seed on the in-memory feed)", ""]
+    body = []
+    cells = sorted({(r["size"], r["batch_size"], r["impl"], r.get("precision") or "float32") for r in train
+                    if r["metric"] == "ms_per_step_median"},
+                   key=lambda c: (c[0], c[1], c[2] == "seed-workflow", c[2], c[3]))
+    for size, batch, model, precision in cells:
+        m = dict(suite="train", impl=model, size=size, batch_size=batch, precision=precision)
+
+        def step(feed):
+            return spread(*(value_of(rows, feed=feed, metric=f"ms_per_step_{s}", **m) for s in ("median", "p10", "p90")))
+
+        bound = [percent(value_of(rows, feed=f, metric="input_bound_fraction", **m)) for f in ("ours", "ours-packed",
+                                                                                              "in-memory")]
+        mem = value_of(rows, feed="in-memory", metric="ms_per_step_median", **m)
+        seed = value_of(rows, suite="train", impl="seed", feed="in-memory", size=size, batch_size=batch,
+                        precision=precision, metric="ms_per_step_median")
+        workflow = value_of(rows, suite="train", impl="seed-workflow", feed="in-memory", size=size, batch_size=batch,
+                            metric="ms_per_step_median")
+        body.append([size, batch, model, precision, *(step(f) for f in FEED_COLUMNS), " / ".join(bound),
+                     ratio(seed, mem), ratio(workflow, mem)])
+    out += table(["size", "batch", "model", "precision", "fed by our loader", "fed packed", "in memory", "synthetic",
+                  "synthetic, packed", "input-bound (ours / packed / in-memory)", "vs seed", "vs seed-workflow"],
+                 body, "rrllrrrrrrrr")
+    fits = sorted({(r["size"], r["batch_size"], r["impl"]) for r in train if r["metric"] == "fit_s_per_epoch"})
+    if fits:
+        out += ["", "`fit` wall time per epoch (epochs after the first; s, and ms per step):", ""]
+        body = []
+        for size, batch, model in fits:
+            m = dict(suite="train", impl=model, size=size, batch_size=batch)
+            ours, mem = (value_of(rows, feed=f, metric="fit_s_per_epoch", **m) for f in ("ours", "in-memory"))
+            body.append([size, batch, model, number(ours),
+                         number(value_of(rows, feed="ours", metric="fit_ms_per_step", **m)), number(mem),
+                         number(value_of(rows, feed="in-memory", metric="fit_ms_per_step", **m)), ratio(ours, mem)])
+        out += table(["size", "batch", "model", "our loader s", "ms/step", "in-memory arrays s", "ms/step",
+                      "loader / arrays"], body, "rrlrrrrr")
+    return out + [""]
+
+
+def _accuracy(rows) -> list[str]:
+    out = ["**accuracy** (held-out, after one epoch over the train budget; median [min-max] over initial seeds)", ""]
+    body = []
+    for r in rows:
+        if r["suite"] == "accuracy" and r["metric"] == "accuracy":
+            m = dict(suite="accuracy", impl=r["impl"], size=r["size"], variant=r.get("variant"))
+            low, high = value_of(rows, **m, metric="accuracy_min"), value_of(rows, **m, metric="accuracy_max")
+            body.append([r["size"], r.get("variant"), r["impl"], len(r.get("seeds") or [0]), r.get("train_samples"),
+                         r.get("test_samples"),
+                         "failed" if r["error"] else f"{r['value']:.4f}" + (
+                             f" [{low:.4f}-{high:.4f}]" if low is not None and high is not None else ""),
+                         number(value_of(rows, **m, metric="loss"))])
+    out += table(["size", "variant", "model", "seeds", "train samples", "test samples", "accuracy", "loss"], body,
+                 "rllrrrrr")
+    return out + [""]
+
+
+def _failures(rows) -> list[str]:
+    failed = [r for r in rows if r["error"]]
+    if not failed:
+        return []
+    out, seen = [f"**{len(failed)} failed rows:**", ""], set()
+    for r in failed:
+        tag = (r["suite"], r["impl"], r["feed"], r["size"], r["batch_size"], r["workers"], r["error"])
+        if tag not in seen:
+            seen.add(tag)
+            out.append(f"- {r['suite']}/{r['impl']}{'/' + r['feed'] if r['feed'] else ''} size={r['size']} "
+                       f"batch={r['batch_size']} workers={r['workers']}: {r['error']}")
+    return out + [""]
+
+
+def markdown_summary(doc: dict) -> str:
+    """The end-of-run tables of a result document, with ratios of ours over the baselines."""
+    rows = doc["rows"]
+    env = doc["environment"]
+    backend = doc.get("config", {}).get("backend") or "tensorflow"
+    version = env.get("versions", {}).get(backend)
+    out = [f"### Bench {doc['created']} on {env['device']['name']}, {backend}{' ' + version if version else ''} "
+           f"(preset {doc['config']['preset']}, commit {(env['git']['commit'] or '?')[:10]}"
+           f"{' dirty' if env['git']['dirty'] else ''})", ""]
+    suites = {r["suite"] for r in rows}
+    for suite, section in (("generate", _generate), ("load", _load), ("train", _train), ("accuracy", _accuracy)):
+        if suite in suites:
+            out += section(rows)
+    out += _failures(rows)
+    return "\n".join(out)

@@ -1,0 +1,223 @@
+"""The `train` suite: steady-state step time of `model.train_on_batch` by feed, and `fit` per epoch.
+
+Steps, per size, model, precision and batch size; feeds (`feed` key):
+
+* ``ours``: our loader, shuffled (`pipeline.bench.ours`: tf.data, or NumPy batches prefetched
+  to the device with JAX); ``ours-packed``: its bit-packed batches into the same model behind
+  `UnpackFrames` (unpacking is then part of the step).
+* ``in-memory``: uint8 arrays in memory, a new permutation each epoch (`baselines`).
+* ``synthetic`` / ``synthetic-packed``: one batch already on the device, repeated: the upper
+  bound, no input cost.
+
+Each feed runs on its own (never interleaved: another feed's steps would give a loader time
+to fill its buffers): `train_warmup` steps (the first, with tracing and compilation, is
+`first_step_ms`), then at least one whole epoch of the bench dataset timed step by step
+(`train_on_batch` returns NumPy, so a step is materialized before the clock is read; fetching
+the batch is inside the step). ``input_bound_fraction`` = 1 - synthetic / fed median step time
+(``ours-packed`` against ``synthetic-packed``): the share of a step spent waiting for input.
+
+`fit` (`fit_s_per_epoch`, `fit_ms_per_step`): `model.fit` for `fit_epochs` + 1 epochs, fed by
+our loader (a repeated dataset, `steps_per_epoch` = one epoch) or by the in-memory arrays
+(`fit(x, y, shuffle=True)`); epochs after the first are timed, median reported.
+
+Impl ``seed-workflow`` is the seed's own float64 TimeDistributed model on `generate_examples` arrays.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bench import baselines, ours
+from pipeline.bench.backend import precision_policy
+from pipeline.bench.data import read_split
+from pipeline.bench.grid import FIT_FEEDS, Grid
+from pipeline.bench.progress import log
+from pipeline.bench.results import Recorder
+from pipeline.timing import Summary, time_steps
+
+STEP_METRICS = ("ms_per_step_median", "ms_per_step_p10", "ms_per_step_p90", "samples_per_s", "first_step_ms")
+FIT_METRICS = ("fit_s_per_epoch", "fit_ms_per_step")
+PACKED_FEEDS = ("ours-packed", "synthetic-packed")
+BOUND_AGAINST = {"ours": "synthetic", "in-memory": "synthetic", "ours-packed": "synthetic-packed"}
+SEED = 0  # initial weights and the loader's order: step times do not depend on them, but runs repeat
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Keras's global dtype policy for models built inside the block."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision_policy(precision))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def record_steps(rec: Recorder, impl: str, feed: str, times, *, size, batch_size, **extra) -> float:
+    """Rows of one timed cell (`StepTimes` in seconds); returns the median in ms."""
+    s = times.summary.scaled(1e3)
+    key = dict(size=size, batch_size=batch_size, feed=feed, steps=len(times.steps), warmup=len(times.warmup), **extra)
+    rec.add("train", impl, "ms_per_step_median", s.median, **key)
+    rec.add("train", impl, "ms_per_step_p10", s.p10, **key)
+    rec.add("train", impl, "ms_per_step_p90", s.p90, **key)
+    rec.add("train", impl, "samples_per_s", batch_size * 1e3 / s.median, **key)
+    rec.add("train", impl, "first_step_ms", times.first * 1e3, **key)
+    return s.median
+
+
+def input_bound(medians: dict[str, float]) -> dict[str, tuple[float, str]]:
+    """feed -> (1 - synthetic / fed median, the synthetic feed it was measured against), where both exist."""
+    out = {}
+    for feed, against in BOUND_AGAINST.items():
+        if medians.get(feed) and medians.get(against) is not None:
+            out[feed] = (1 - medians[against] / medians[feed], against)
+    return out
+
+
+def _packed_rows(frames: np.ndarray) -> np.ndarray:
+    """0/1 frames uint8 (B, T, S, S) -> bit-packed rows uint8 (B, S**3 / 8), bits MSB-first as stored."""
+    return np.packbits(frames.reshape(len(frames), -1), axis=1)
+
+
+def feed_batches(feed: str, backend: str, directory: Path, batch: int, frames, labels):
+    """An endless iterator of (x, y) batches for one feed."""
+    if feed in ("ours", "ours-packed"):
+        return ours.batches(backend, directory, batch, packed=feed == "ours-packed", seed=SEED)
+    if feed == "in-memory":
+        if backend == "jax":
+            return baselines.in_memory_batches(frames, labels, batch, seed=SEED)
+        return iter(baselines.in_memory_dataset(frames, labels, batch, seed=SEED))
+    x = frames[:batch] if feed == "synthetic" else _packed_rows(frames[:batch])
+    return baselines.synthetic(backend, x, labels[:batch])
+
+
+def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
+    import keras
+
+    from pipeline.models import build_model
+
+    backend = rec.backend
+    for size in grid.sizes:
+        frames, labels = read_split(data[size], "train")
+        # bit-packed rows hold whole bytes only at even sizes
+        feeds = [f for f in grid.train_feeds if not (f in PACKED_FEEDS and size % 2)]
+        for name in grid.train_models:
+            for precision in grid.precisions:
+                for batch in grid.batch_sizes:
+                    models = {}
+
+                    def model_for(feed):
+                        packed = feed in PACKED_FEEDS
+                        if packed not in models:
+                            keras.utils.set_random_seed(SEED)
+                            with dtype_policy(precision):
+                                models[packed] = build_model(name, size, packed_input=packed)
+                        return models[packed]
+
+                    medians = {}
+                    steps = grid.timed_train_steps(batch)
+                    for feed in feeds:
+                        key = dict(size=size, batch_size=batch, feed=feed, precision=precision)
+                        with rec.cell("train", name, STEP_METRICS, **key):
+                            log(f"train {name} feed={feed} size={size} batch={batch} precision={precision}")
+                            model = model_for(feed)
+                            it = feed_batches(feed, backend, data[size], batch, frames, labels)
+                            times = time_steps(lambda: model.train_on_batch(*next(it)), steps=steps,
+                                               warmup=grid.train_warmup)
+                            medians[feed] = record_steps(rec, name, feed, times, size=size, batch_size=batch,
+                                                         precision=precision)
+                            del it
+                    for feed, (fraction, against) in input_bound(medians).items():
+                        rec.add("train", name, "input_bound_fraction", fraction, size=size, batch_size=batch,
+                                feed=feed, precision=precision, against=against)
+                    models.clear()
+                    keras.backend.clear_session()
+        if size in grid.fit_sizes:
+            fit(rec, grid, size, data[size], frames, labels)
+        if size <= grid.seed_workflow_max_size:
+            seed_workflow(rec, grid, size)
+
+
+def epoch_clock():
+    """A Keras callback whose `seconds` lists each epoch's wall seconds."""
+    import keras
+
+    from pipeline.timing import clock
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = clock()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(clock() - self._start)
+
+    return EpochClock()
+
+
+def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -> None:
+    """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays (float32)."""
+    import keras
+
+    from pipeline.models import build_model
+
+    backend = rec.backend
+    for name in grid.fit_models:
+        for batch in grid.batch_sizes:
+            steps = grid.steps_per_epoch(batch)
+            for feed in FIT_FEEDS:
+                key = dict(size=size, batch_size=batch, feed=feed, precision="float32")
+                with rec.cell("train", name, FIT_METRICS, **key):
+                    log(f"train fit {name} feed={feed} size={size} batch={batch}")
+                    keras.utils.set_random_seed(SEED)
+                    model = build_model(name, size)
+                    clock_ = epoch_clock()
+                    epochs = grid.fit_epochs + 1
+                    if feed == "ours":
+                        source = (ours.tf_dataset(directory, batch, seed=SEED) if backend == "tensorflow"
+                                  else ours.jax_batches(directory, batch, seed=SEED))
+                        model.fit(source, steps_per_epoch=steps, epochs=epochs, callbacks=[clock_], verbose=0)
+                        per_epoch = steps
+                    else:
+                        model.fit(frames, labels, batch_size=batch, epochs=epochs, shuffle=True, callbacks=[clock_],
+                                  verbose=0)
+                        per_epoch = -(-len(labels) // batch)
+                    timed = Summary.of(clock_.seconds[1:])
+                    extra = dict(epochs=grid.fit_epochs, steps_per_epoch=per_epoch,
+                                 first_epoch_s=clock_.seconds[0], p10_s=timed.p10, p90_s=timed.p90)
+                    rec.add("train", name, "fit_s_per_epoch", timed.median, **key, **extra)
+                    rec.add("train", name, "fit_ms_per_step", timed.median * 1e3 / per_epoch, **key, **extra)
+                    del model
+                    keras.backend.clear_session()
+
+
+def seed_workflow(rec: Recorder, grid: Grid, size: int) -> None:
+    """The seed's own model (float64 TimeDistributed) on `generate_examples` arrays, via train_on_batch."""
+    import random
+
+    import keras
+
+    from pipeline.seed_workflow import build_seed_model, generate_examples
+
+    for batch in grid.batch_sizes:
+        key = dict(size=size, batch_size=batch, feed="in-memory", precision="float64")
+        with rec.cell("train", "seed-workflow", STEP_METRICS, **key):
+            log(f"train seed-workflow size={size} batch={batch}")
+            x, y = generate_examples(size, 2 * batch, random.Random(SEED))
+            batches = [(x[:batch], y[:batch]), (x[batch:], y[batch:])]
+            keras.utils.set_random_seed(SEED)
+            model = build_seed_model(size)
+            turn = iter(range(10 ** 9))
+            warmup = min(grid.train_warmup, 2)
+            times = time_steps(lambda: model.train_on_batch(*batches[next(turn) % 2]),
+                               steps=grid.seed_workflow_steps, warmup=warmup)
+            record_steps(rec, "seed-workflow", "in-memory", times, size=size, batch_size=batch, precision="float64")
+            del model, x, y, batches
+            keras.backend.clear_session()

@@ -1,0 +1,67 @@
+"""The load and train suites on the shared tiny dataset, without the command line: rows, spreads,
+whole-epoch windows, input-bound fractions; and the Recorder's error rows."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.bench import grid as grid_module, load, train
+from pipeline.bench.results import Recorder, value_of
+
+# conftest's tiny_dataset: size 8, 96 train samples (3 shards of 32, chunks of 8)
+GRID = grid_module.Grid(sizes=(8,), batch_sizes=(8,), suites=("load", "train"), load_repeats=2, load_min_epochs=1,
+                        load_min_windows=1, load_from_generator=False, train_models=("seed",), train_steps=3, train_warmup=1,
+                        fit_sizes=(), seed_workflow_max_size=0, dataset_samples=96, dataset_test_samples=40,
+                        dataset_shard_size=32)
+
+
+def test_load_suite_times_shuffled_whole_epochs(tiny_dataset):
+    rec = Recorder("dev", "tensorflow", "x")
+    load.run(rec, dataclasses.replace(GRID, load_graph=False), {8: tiny_dataset})
+    rows = rec.rows
+    assert [r for r in rows if r["error"]] == []
+    rates = [r for r in rows if r["metric"] == "samples_per_s"]
+    assert {(r["impl"], r["shuffle"]) for r in rates} == {
+        ("ours-packed", True), ("ours", True), ("in-memory", True),
+        ("ours-packed", False), ("ours", False), ("in-memory", False)}
+    assert {r["workers"] for r in rates if r["impl"] == "ours-packed" and r["shuffle"]} == set(GRID.reader_counts())
+    for r in rates:
+        m = {k: r[k] for k in ("impl", "shuffle", "workers")}
+        p10, p90 = (value_of(rows, metric=f"samples_per_s_{q}", **m) for q in ("p10", "p90"))
+        assert 0 < p10 <= r["value"] <= p90
+        assert r["window_batches"] == 96 // 8 and r["epochs_per_window"] == 1  # a whole epoch, not N batches
+        assert value_of(rows, metric="mb_per_s", **m) == pytest.approx(r["value"] * 8 ** 3 / 1e6)
+        assert value_of(rows, metric="peak_rss_mb", **m) >= value_of(rows, metric="rss_growth_mb", **m) >= 0
+        assert (r["backend"], r["backend_version"], r["device"]) == ("tensorflow", "x", "dev")
+
+
+def test_train_suite_feeds_and_input_bound_fraction(tiny_dataset):
+    rec = Recorder("dev", "tensorflow", "x")
+    train.run(rec, GRID, {8: tiny_dataset})
+    rows = rec.rows
+    assert [r for r in rows if r["error"]] == []
+    median = {r["feed"]: r["value"] for r in rows if r["metric"] == "ms_per_step_median"}
+    assert set(median) == set(grid_module.TRAIN_FEEDS)
+    for feed, against in train.BOUND_AGAINST.items():
+        (row,) = [r for r in rows if r["metric"] == "input_bound_fraction" and r["feed"] == feed]
+        assert row["against"] == against
+        assert row["value"] == pytest.approx(1 - median[against] / median[feed])
+    for r in rows:
+        if r["metric"] == "ms_per_step_median":
+            assert (r["steps"], r["warmup"], r["precision"]) == (3, 1, "float32")
+
+
+def test_train_steps_default_to_one_epoch():
+    grid = grid_module.Grid(dataset_samples=4096)
+    assert grid.timed_train_steps(32) == 128 and grid.timed_train_steps(256) == 16
+    assert grid_module.Grid(train_steps=5).timed_train_steps(32) == 5
+
+
+def test_a_failed_cell_records_one_error_row_per_metric():
+    rec = Recorder("dev", "jax", "0.1")
+    with rec.cell("train", "fast", ("a", "b"), size=8, feed="ours"):
+        raise RuntimeError("pipeline.jax_feed is missing (the JAX front end): No module named 'pipeline.jax_feed'\nmore")
+    assert [(r["metric"], r["value"], r["backend"]) for r in rec.rows] == [("a", None, "jax"), ("b", None, "jax")]
+    assert rec.rows[0]["error"] == ("RuntimeError: pipeline.jax_feed is missing (the JAX front end): "
+                                    "No module named 'pipeline.jax_feed'")
