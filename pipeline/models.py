@@ -211,10 +211,13 @@ class LookupConvPool(ConvPool):
         for r in range(3):
             for c in range(3):
                 patch = patch + x[:, r:r + 2 * pooled:2, c:c + 2 * pooled:2] * (1 << (3 * r + c))
-        kernel = ops.reshape(ops.cast(self.kernel, self.compute_dtype), (4, self.filters))
-        conv = ops.einsum("pwt,tf->pwf", ops.convert_to_tensor(self._taps, self.compute_dtype), kernel)
-        table = ops.relu(ops.max(conv, axis=1) + ops.cast(self.bias, self.compute_dtype))  # (512, filters)
-        return ops.reshape(ops.take(table, patch, axis=0), (-1, pooled * pooled * self.filters))
+        # The table stays float32 under mixed precision: its gradient sums every pooled cell of the
+        # batch into 512 rows (a scatter-add of millions of terms), too many to accumulate in float16.
+        kernel = ops.reshape(ops.cast(self.kernel, "float32"), (4, self.filters))
+        conv = ops.einsum("pwt,tf->pwf", ops.convert_to_tensor(self._taps, "float32"), kernel)
+        table = ops.relu(ops.max(conv, axis=1) + ops.cast(self.bias, "float32"))  # (512, filters)
+        cells = ops.take(table, patch, axis=0)
+        return ops.cast(ops.reshape(cells, (-1, pooled * pooled * self.filters)), self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -346,8 +349,10 @@ def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudn
       (the three Keras layers).
     lstm: "keras" (``keras.layers.LSTM``, cuDNN-eligible on GPU unless ``use_cudnn=False`` or
       ``unroll=True``) or "projected" (``ProjectedLSTM``: same maths, input projection hoisted);
-      None -> "keras" on GPU, "projected" on CPU.
-    use_cudnn / unroll: passed to ``LSTM`` (lstm="keras" only).
+      None -> "keras" on a GPU under TensorFlow, "projected" otherwise (CPU, or JAX, whose cuDNN
+      LSTM takes float32 only).
+    use_cudnn / unroll: passed to ``LSTM`` (lstm="keras" only); under JAX with mixed precision,
+      use_cudnn="auto" means False.
     """
     from pipeline import devices
 
@@ -371,9 +376,12 @@ def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudn
             for layer in _seed_cnn_layers(dtype):
                 x = layer(x)
     x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
+    on_jax = keras.backend.backend() == "jax"
     if lstm is None:
-        lstm = "keras" if devices.has_gpu() else "projected"
+        lstm = "keras" if devices.has_gpu() and not on_jax else "projected"
     if lstm == "keras":
+        if on_jax and dtype is not None and use_cudnn == "auto":
+            use_cudnn = False  # jax.experimental.rnn fails to lower a float16 LSTM instead of falling back
         x = layers.LSTM(LSTM_UNITS, use_cudnn=use_cudnn, unroll=unroll, dtype=dtype, name="lstm")(x)
     elif lstm == "projected":
         x = ProjectedLSTM(LSTM_UNITS, dtype=dtype, name="lstm")(x)
