@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import codecs  # noqa: F401  (registers plugin filters)
 from pipeline.codecs import BIT_PACKED
 from pipeline.errors import DataError
-from pipeline.manifest import MANIFEST, load_manifest
+from pipeline.manifest import MANIFEST, SPLITS, load_manifest
 from pipeline.shards import check_shard
 
 # The filters whose chunks a reader can decode without HDF5: zlib streams, or raw bytes.
@@ -101,8 +101,8 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
     directory = Path(data_dir)
     manifest = load_manifest(directory)
     params = manifest.params
-    if split not in manifest.shards:
-        raise ValueError(f"split must be one of {', '.join(manifest.shards)}, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not manifest.complete:
         raise DataError(f"{directory / MANIFEST}: dataset is incomplete (generation still running or interrupted)")
     if expected_size is not None and params.size != expected_size:
@@ -111,7 +111,7 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
     paths, labels, table = [], [], []
     first = 0
     plans = {plan.name: plan for plan in params.plans()}
-    for index, entry in enumerate(manifest.shards[split]):
+    for index, entry in enumerate(manifest.shards.get(split, [])):
         path = directory / entry["path"]
         n = entry["samples"]
         check_shard(path, plans[entry["path"]])
@@ -148,7 +148,8 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
         labels.append(shard_labels)
         first += n
     if not table:
-        raise DataError(f"{directory / MANIFEST}: split {split!r} has no shards")
+        raise DataError(f"{directory / MANIFEST}: split {split!r} has no samples"
+                        + (" (generated with --test-samples 0)" if split == "test" and params.test_samples == 0 else ""))
     cols = [np.array(c, np.int64) for c in zip(*table)]
     return Source(directory, split, size, params.codec, chunk, tuple(paths),
                   np.concatenate(labels).astype(np.uint8), shard=cols[0], start=cols[1], count=cols[2],

@@ -140,3 +140,11 @@ def test_imports_no_tensorflow():
     code = "import sys, pipeline.reader, pipeline.order, pipeline.source; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_train_only_dataset_reads_and_names_its_missing_test_split(tmp_path):
+    d = tmp_path / "train-only"
+    run_generation(d, DatasetParams(size=8, samples=40, test_samples=0, shard_size=20, chunk=8), workers=1, progress=False)
+    assert sum(len(l) for _, l in batch_stream(d, "train", 16)) == 40
+    with pytest.raises(DataError, match=r"split 'test' has no samples \(generated with --test-samples 0\)"):
+        open_dataset(d, "test")
