@@ -37,8 +37,8 @@ def has_gpu() -> bool:
 
 
 def compute_device() -> str:
-    """TensorFlow logical device the model runs on: '/GPU:0' when present, else '/CPU:0'."""
-    return "/GPU:0" if has_gpu() else "/CPU:0"
+    """TensorFlow logical device the model runs on: '/GPU:0' when TensorFlow sees a GPU, else '/CPU:0'."""
+    return "/GPU:0" if _tf().config.list_physical_devices("GPU") else "/CPU:0"
 
 
 def _capability(gpu) -> tuple[int, ...]:

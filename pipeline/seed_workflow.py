@@ -11,7 +11,7 @@ What the seed does (Brownlee, ch. 8, as quoted in ``seeds/000`` and ``seeds/001`
 3. ``model.fit`` on 5,000 fresh sequences, batch 32, 1 epoch; ``evaluate`` on 100 fresh
    ones; ``predict`` one and print ``Expected: Right, Predicted: Right``.
 
-Differences from the seed, all forced by today's stack or by reproducibility:
+Differences from the seed, all forced by Keras 3 or by reproducibility:
 the RNG is an explicit ``random.Random`` instance instead of the module's global
 one; ``predict_classes`` no longer exists, so the probability is thresholded at 0.5;
 ``input_shape=`` is given through a ``keras.Input``.
