@@ -6,6 +6,7 @@ Keras reads ``KERAS_BACKEND`` once, when it is first imported, so ``train``, ``e
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -20,7 +21,8 @@ def add_argument(p: argparse.ArgumentParser) -> None:
 
 
 def use(name: str) -> None:
-    """Make ``name`` this process's Keras backend; UsageError if Keras already runs on another one here.
+    """Make ``name`` this process's Keras backend; UsageError if it is not installed, or if Keras
+    already runs on another one here.
 
     Under JAX, TensorFlow is also made unimportable for the rest of the process: Keras imports it
     whenever it is installed (saving's type checks, ``keras.utils.set_random_seed``) and then
@@ -31,6 +33,8 @@ def use(name: str) -> None:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     keras = sys.modules.get("keras")
     if keras is None:
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(f"--backend {name}: {name} is not installed in this environment")
         os.environ["KERAS_BACKEND"] = name
     elif keras.backend.backend() != name:
         raise UsageError(f"--backend {name}: Keras already runs on {keras.backend.backend()} in this process "

@@ -95,3 +95,12 @@ def test_first_samples_cuts_the_stream_in_the_same_batches():
     cut = list(first_samples(stream, 10))
     assert [len(labels) for _, labels in cut] == [4, 4, 2]
     assert np.concatenate([labels for _, labels in cut]).tolist() == list(range(10))
+
+
+def test_a_backend_that_is_not_installed_exits_2(tmp_path):
+    code = ("import sys\nsys.modules['jax'] = None  # as if JAX were not installed\nfrom pipeline.cli import main\n"
+            f"sys.exit(main(['predict', '--backend', 'jax', '--run', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and "jax is not installed" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
