@@ -52,6 +52,16 @@ def test_train_suite_feeds_and_input_bound_fraction(tiny_dataset):
             assert (r["steps"], r["warmup"], r["precision"]) == (3, 1, "float32")
 
 
+def test_reference_models_are_timed_on_their_own_feeds_and_batches():
+    grid = grid_module.Grid(batch_sizes=(32, 256), train_models=("fast",), train_reference_models=("seed",),
+                            train_reference_feeds=("in-memory",), train_reference_max_batch=32,
+                            train_reference_steps=16, dataset_samples=2048)
+    assert grid.train_cells() == [("fast", 32, grid_module.TRAIN_FEEDS, 64), ("fast", 256, grid_module.TRAIN_FEEDS, 8),
+                                  ("seed", 32, ("in-memory",), 16)]
+    both = dataclasses.replace(grid, train_models=("fast", "seed"))  # a model timed in full is no reference
+    assert [c[0] for c in both.train_cells()] == ["fast", "fast", "seed", "seed"]
+
+
 def test_train_steps_default_to_one_epoch():
     grid = grid_module.Grid(dataset_samples=4096)
     assert grid.timed_train_steps(32) == 128 and grid.timed_train_steps(256) == 16

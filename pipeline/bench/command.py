@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="accuracy only: the seed's budget (1 epoch of 5,000, batch 32), 10,000 held out, sizes 10/25/50")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: tensorflow)")
     p.add_argument("--suites", type=_name_list, help=f"comma-separated subset of {','.join(SUITES)} (default: all)")
-    p.add_argument("--sizes", type=_int_list, help="comma-separated image sizes (default: the preset's)")
+    p.add_argument("--sizes", type=_int_list, help="comma-separated image sizes, for every suite (default: the preset's)")
     p.add_argument("--batch-sizes", type=_int_list, help="comma-separated batch sizes (default: the preset's)")
     p.add_argument("--workers", type=_int_list, help="generator worker counts (default: 1, 2, all cores)")
     p.add_argument("--train-steps", type=int, help="timed steps per train cell (default: one epoch of the bench dataset)")
@@ -67,6 +67,8 @@ def grid_from_args(args) -> tuple[str, Grid]:
     overrides = {key: value for key, value in (("suites", args.suites), ("sizes", args.sizes),
                                                ("batch_sizes", args.batch_sizes), ("workers", args.workers),
                                                ("train_steps", args.train_steps)) if value is not None}
+    if args.sizes is not None:  # --sizes names every size measured, the accuracy suite's too
+        overrides["accuracy_sizes"] = None
     try:
         return name, dataclasses.replace(PRESETS[name], **overrides)
     except ValueError as e:

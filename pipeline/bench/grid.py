@@ -56,12 +56,17 @@ class Grid:
     load_unshuffled: bool = True  # shuffled against unshuffled, for each mechanism
     load_graph: bool = True  # mechanism="graph" cells (TensorFlow ops only: what tf.data service runs)
     load_from_generator: bool = True
-    train_models: tuple[str, ...] = ("fast", "seed")
+    train_models: tuple[str, ...] = ("fast",)
     train_feeds: tuple[str, ...] = TRAIN_FEEDS
     train_steps: int | None = None
     train_warmup: int = 3
+    train_reference_models: tuple[str, ...] = ("seed",)
+    train_reference_feeds: tuple[str, ...] = ("in-memory",)
+    train_reference_max_batch: int = 32
+    train_reference_steps: int = 16
     precisions: tuple[str, ...] = ("float32",)
     fit_sizes: tuple[int, ...] = (50,)
+    fit_batch_sizes: tuple[int, ...] = (32,)
     fit_models: tuple[str, ...] = ("fast",)
     fit_epochs: int = 2
     seed_workflow_max_size: int = 50
@@ -93,7 +98,7 @@ class Grid:
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ValueError(f"unknown suite {unknown[0]!r}; suites are {', '.join(SUITES)}")
-        bad = [f for f in self.train_feeds if f not in TRAIN_FEEDS]
+        bad = [f for f in (*self.train_feeds, *self.train_reference_feeds) if f not in TRAIN_FEEDS]
         if bad:
             raise ValueError(f"unknown train feed {bad[0]!r}; feeds are {', '.join(TRAIN_FEEDS)}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -103,7 +108,8 @@ class Grid:
                                           for s in self.accuracy_seeds):
             raise ValueError(f"accuracy seeds must be non-negative integers, got {self.accuracy_seeds!r}")
         for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "seed_repeats", "load_repeats",
-                     "load_min_epochs", "load_min_windows", "fit_epochs", "seed_workflow_steps",
+                     "load_min_epochs", "load_min_windows", "train_reference_max_batch", "train_reference_steps",
+                     "fit_epochs", "seed_workflow_steps",
                      "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
                      "dataset_shard_size"):
             if not _positive_ints(getattr(self, name)):
@@ -127,32 +133,46 @@ class Grid:
     def timed_train_steps(self, batch_size: int) -> int:
         return self.train_steps or self.steps_per_epoch(batch_size)
 
+    def train_cells(self) -> list[tuple[str, int, tuple[str, ...], int]]:
+        """(model, batch size, feeds, timed steps) of the train suite at one size, in the order they run."""
+        cells = [(m, b, self.train_feeds, self.timed_train_steps(b)) for m in self.train_models for b in self.batch_sizes]
+        cells += [(m, b, self.train_reference_feeds, self.train_steps or self.train_reference_steps)
+                  for m in self.train_reference_models if m not in self.train_models
+                  for b in self.batch_sizes if b <= self.train_reference_max_batch]
+        return cells
+
     def accuracy_grid_sizes(self) -> tuple[int, ...]:
         return self.accuracy_sizes or self.sizes
 
 
 PRESETS = {
-    # ~2 min on a 2-core CPU: one size, small budgets, every suite and feed once.
+    # ~2 min on a 2-core CPU: one size and batch size, small budgets, every suite and feed once.
     "quick": Grid(sizes=(32,), batch_sizes=(32,), gen_raw_mb=200.0, gen_repeats=2, seed_raw_mb=10.0,
-                  seed_repeats=1, load_repeats=2, load_min_epochs=3, load_min_windows=1, load_unshuffled=False,
-                  train_warmup=2, fit_sizes=(), seed_workflow_steps=3, accuracy_sizes=None,
+                  seed_repeats=1, load_repeats=2, load_min_windows=1, load_unshuffled=False, train_warmup=2,
+                  train_reference_steps=8, fit_sizes=(), seed_workflow_steps=3, accuracy_sizes=None,
                   accuracy_seeds=(0, 1), accuracy_train_samples=512, dataset_samples=1024,
                   dataset_test_samples=256, dataset_shard_size=256),
-    # ~10 min on a 2-core CPU (see docs of `pipeline.bench`).
+    # ~8 min on a 2-core CPU, estimated from the per-step and per-sample costs of small runs
+    # (generate ~70 s, load ~75 s, train ~170 s, accuracy ~110 s, datasets and start-up ~20 s):
+    # the loader at sizes 32 and 50, batches 32 and 256; `fast` over every feed, the seed's
+    # network as a reference; `fit` at size 50, batch 32; five seeds of `seed` and `fast` at size 50.
     "default": Grid(),
-    "full": Grid(sizes=(32, 50, 100), batch_sizes=(32, 64, 256), gen_raw_mb=20000.0, gen_repeats=3, load_repeats=5,
-                 train_models=("fast", "seed", "rowcol"), fit_sizes=(50, 100), seed_workflow_steps=20,
-                 accuracy_models=("seed", "fast", "rowcol"), accuracy_sizes=(50,), accuracy_train_samples=5000,
-                 accuracy_wrap=True, dataset_samples=16384, dataset_test_samples=4096, dataset_shard_size=2048),
+    "full": Grid(sizes=(32, 50, 100), batch_sizes=(32, 64, 256), load_repeats=5,
+                 train_models=("fast", "seed", "rowcol"), train_reference_models=(), fit_sizes=(50, 100),
+                 fit_batch_sizes=(32, 256), seed_workflow_steps=20, accuracy_models=("seed", "fast", "rowcol"),
+                 accuracy_sizes=(50,), accuracy_train_samples=5000, accuracy_wrap=True, dataset_samples=16384,
+                 dataset_test_samples=4096, dataset_shard_size=2048),
     # What a GPU answers (issue 13): loader, in-memory and synthetic feeds at sizes 50 and 100,
-    # batches up to 1024, float32 against bfloat16. 8,192 sequences: 8 GB in memory at size 100.
+    # batches up to 1024, float32 against bfloat16. 5,120 sequences (5 GB in memory at size 100): the
+    # seed's accuracy budget, and load windows of seconds.
     "gpu": Grid(sizes=(50, 100), batch_sizes=(32, 256, 1024), suites=("load", "train", "accuracy"),
                 load_repeats=3, load_unshuffled=True, load_graph=True, load_from_generator=False,
-                train_models=("fast", "seed"), precisions=("float32", "bfloat16"), fit_sizes=(50,),
-                seed_workflow_max_size=0, accuracy_models=("seed", "fast"), accuracy_sizes=(50,),
-                accuracy_train_samples=5000, dataset_samples=8192, dataset_test_samples=2048,
-                dataset_shard_size=1024),
-    # The seed's training budget (one epoch over 5,000 sequences, batch 32) judged on 10,000 held out.
+                train_models=("fast", "seed"), train_reference_models=(), precisions=("float32", "bfloat16"),
+                fit_sizes=(50,), fit_batch_sizes=(32, 256), seed_workflow_max_size=0,
+                accuracy_models=("seed", "fast"), accuracy_sizes=(50,), accuracy_train_samples=5000,
+                dataset_samples=5120, dataset_test_samples=2048, dataset_shard_size=1024),
+    # The seed's training budget (one epoch over 5,000 sequences, batch 32) judged on 10,000 held
+    # out, from five initial seeds.
     "seed-budget": Grid(sizes=(10, 25, 50), batch_sizes=(32,), suites=("accuracy",),
                         accuracy_models=("seed", "fast", "rowcol"), accuracy_sizes=None,
                         accuracy_train_samples=5000, accuracy_batch=32, accuracy_wrap=True, dataset_samples=5000,

@@ -103,39 +103,37 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
     backend = rec.backend
     for size in grid.sizes:
         frames, labels = read_split(data[size], "train")
-        # bit-packed rows hold whole bytes only at even sizes
-        feeds = [f for f in grid.train_feeds if not (f in PACKED_FEEDS and size % 2)]
-        for name in grid.train_models:
-            for precision in grid.precisions:
-                for batch in grid.batch_sizes:
-                    models = {}
+        for precision in grid.precisions:
+            for name, batch, feeds, steps in grid.train_cells():
+                # bit-packed rows hold whole bytes only at even sizes
+                feeds = [f for f in feeds if not (f in PACKED_FEEDS and size % 2)]
+                models = {}
 
-                    def model_for(feed):
-                        packed = feed in PACKED_FEEDS
-                        if packed not in models:
-                            keras.utils.set_random_seed(SEED)
-                            with dtype_policy(precision):
-                                models[packed] = build_model(name, size, packed_input=packed)
-                        return models[packed]
+                def model_for(feed):
+                    packed = feed in PACKED_FEEDS
+                    if packed not in models:
+                        keras.utils.set_random_seed(SEED)
+                        with dtype_policy(precision):
+                            models[packed] = build_model(name, size, packed_input=packed)
+                    return models[packed]
 
-                    medians = {}
-                    steps = grid.timed_train_steps(batch)
-                    for feed in feeds:
-                        key = dict(size=size, batch_size=batch, feed=feed, precision=precision)
-                        with rec.cell("train", name, STEP_METRICS, **key):
-                            log(f"train {name} feed={feed} size={size} batch={batch} precision={precision}")
-                            model = model_for(feed)
-                            it = feed_batches(feed, backend, data[size], batch, frames, labels)
-                            times = time_steps(lambda: model.train_on_batch(*next(it)), steps=steps,
-                                               warmup=grid.train_warmup)
-                            medians[feed] = record_steps(rec, name, feed, times, size=size, batch_size=batch,
-                                                         precision=precision)
-                            del it
-                    for feed, (fraction, against) in input_bound(medians).items():
-                        rec.add("train", name, "input_bound_fraction", fraction, size=size, batch_size=batch,
-                                feed=feed, precision=precision, against=against)
-                    models.clear()
-                    keras.backend.clear_session()
+                medians = {}
+                for feed in feeds:
+                    key = dict(size=size, batch_size=batch, feed=feed, precision=precision)
+                    with rec.cell("train", name, STEP_METRICS, **key):
+                        log(f"train {name} feed={feed} size={size} batch={batch} precision={precision}")
+                        model = model_for(feed)
+                        it = feed_batches(feed, backend, data[size], batch, frames, labels)
+                        times = time_steps(lambda: model.train_on_batch(*next(it)), steps=steps,
+                                           warmup=grid.train_warmup)
+                        medians[feed] = record_steps(rec, name, feed, times, size=size, batch_size=batch,
+                                                     precision=precision)
+                        del it
+                for feed, (fraction, against) in input_bound(medians).items():
+                    rec.add("train", name, "input_bound_fraction", fraction, size=size, batch_size=batch,
+                            feed=feed, precision=precision, against=against)
+                models.clear()
+                keras.backend.clear_session()
         if size in grid.fit_sizes:
             fit(rec, grid, size, data[size], frames, labels)
         if size <= grid.seed_workflow_max_size:
@@ -170,7 +168,7 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
 
     backend = rec.backend
     for name in grid.fit_models:
-        for batch in grid.batch_sizes:
+        for batch in [b for b in grid.batch_sizes if b in grid.fit_batch_sizes]:
             steps = grid.steps_per_epoch(batch)
             for feed in FIT_FEEDS:
                 key = dict(size=size, batch_size=batch, feed=feed, precision="float32")
@@ -206,7 +204,7 @@ def seed_workflow(rec: Recorder, grid: Grid, size: int) -> None:
 
     from pipeline.seed_workflow import build_seed_model, generate_examples
 
-    for batch in grid.batch_sizes:
+    for batch in [b for b in grid.batch_sizes if b <= grid.train_reference_max_batch]:
         key = dict(size=size, batch_size=batch, feed="in-memory", precision="float64")
         with rec.cell("train", "seed-workflow", STEP_METRICS, **key):
             log(f"train seed-workflow size={size} batch={batch}")
