@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
 
 import numpy as np
+
+from pipeline.bench.markdown import table
+from pipeline.timing import Summary
 
 
 def variants(size: int) -> dict:
@@ -27,7 +29,7 @@ def variants(size: int) -> dict:
         "fast (default: lookup CNN, XLA)": build_model("fast", size),
         "fast, lookup CNN, XLA off": build_model("fast", size, cnn="lookup", jit_compile=False),
         "fast, ConvPool CNN, XLA on": build_model("fast", size, cnn="fused", jit_compile=True),
-        "fast, ConvPool CNN, XLA off (session 1 default)": build_model("fast", size, cnn="fused", jit_compile=False),
+        "fast, ConvPool CNN, XLA off": build_model("fast", size, cnn="fused", jit_compile=False),
         "fast, Keras layers + Keras LSTM, XLA off": build_model("fast", size, cnn="keras", lstm="keras",
                                                                jit_compile=False),
     }
@@ -60,13 +62,11 @@ def main() -> None:
             out = model.train_on_batch(x, y)
             float(np.asarray(out[0] if isinstance(out, list) else out))  # materialized
             times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["seed workflow"])
-    print(f"| model (size {size}, batch {b}) | ms/step median [p10-p90] | vs seed workflow |\n| --- | ---: | ---: |")
-    for name, ts in times.items():
-        ts = sorted(ts)
-        med = statistics.median(ts)
-        lo, hi = np.percentile(ts, [10, 90])
-        print(f"| {name} | {med * 1e3:.1f} [{lo * 1e3:.1f}-{hi * 1e3:.1f}] | {base / med:.2f}x |")
+    spreads = {name: Summary.of(ts).scaled(1e3) for name, ts in times.items()}
+    base = spreads["seed workflow"].median
+    print("\n".join(table([f"model (size {size}, batch {b})", "ms/step median [p10-p90]", "vs seed workflow"],
+                          [[name, f"{s.median:.1f} [{s.p10:.1f}-{s.p90:.1f}]", f"{base / s.median:.2f}x"]
+                           for name, s in spreads.items()])))
 
 
 if __name__ == "__main__":

@@ -75,3 +75,22 @@ def test_a_failed_cell_records_one_error_row_per_metric():
     assert [(r["metric"], r["value"], r["backend"]) for r in rec.rows] == [("a", None, "jax"), ("b", None, "jax")]
     assert rec.rows[0]["error"] == ("RuntimeError: pipeline.jax_feed is missing (the JAX front end): "
                                     "No module named 'pipeline.jax_feed'")
+
+
+def test_gpu_preset_runs_each_backend_in_its_own_process_with_the_same_arguments(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from pipeline.bench import backend, command
+    from pipeline.cli import main
+
+    calls = []
+    monkeypatch.setattr(backend, "importable", lambda: ("tensorflow", "jax"))
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 0))
+    assert main(["bench", "--gpu", "--sizes", "8", "--train-steps", "2", "--out", str(tmp_path / "r"),
+                 "--data-root", str(tmp_path / "d")]) == 0
+    assert [c[:3] for c in calls] == [[sys.executable, "-m", "pipeline"]] * 2
+    assert [c[3:] for c in calls] == [
+        ["bench", "--gpu", "--backend", b, "--out", str(tmp_path / "r"), "--data-root", str(tmp_path / "d"),
+         "--sizes", "8", "--train-steps", "2"] for b in ("tensorflow", "jax")]
+    assert command.preset_name(type("A", (), {"gpu": True})()) == "gpu"

@@ -1,35 +1,23 @@
 """Which Keras backend the bench runs on, and the few things that differ between backends.
 
-Keras reads `KERAS_BACKEND` once, when it is first imported: `select` sets it and refuses
-a process where Keras already runs on another backend. With JAX, nothing here imports
-TensorFlow.
+Selecting one is `pipeline.backends.use` (the same as `train`'s `--backend`): set before Keras
+is imported, refused where Keras already runs on another; with JAX, TensorFlow is never imported.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
-import sys
 
 from pipeline.bench.grid import BACKENDS
-from pipeline.errors import UsageError
 
 DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",)}
 
 
 def select(name: str) -> str:
     """Make `name` Keras's backend in this process (before Keras is imported); UsageError if it cannot be."""
-    if name not in BACKENDS:
-        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if importlib.util.find_spec(name) is None:
-        raise UsageError(f"backend {name!r} is not installed in this environment")
-    if "keras" in sys.modules:
-        current = sys.modules["keras"].backend.backend()
-        if current != name:
-            raise UsageError(f"Keras already runs on {current} in this process; run `bench --backend {name}` "
-                             f"in a fresh process")
-        return name
-    os.environ["KERAS_BACKEND"] = name
+    from pipeline.backends import use
+
+    use(name)
     return name
 
 

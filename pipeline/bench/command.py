@@ -36,7 +36,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="small grid, ~2 min on a 2-core CPU")
+    preset.add_argument("--quick", action="store_true", help="small grid, under a minute on a 2-core CPU")
     preset.add_argument("--full", action="store_true", help="large grid, sizes up to 100")
     preset.add_argument("--gpu", action="store_true",
                         help="GPU preset: sizes 50 and 100, batches 32/256/1024, fast and seed, loader/in-memory/"
@@ -150,14 +150,24 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     return doc, write_result(doc, out, markdown_summary(doc))
 
 
+def _argv(args, backend: str) -> list[str]:
+    """The `bench` command line of `args`, for one backend."""
+    argv = ["bench", *(f"--{flag.replace('_', '-')}" for flag in PRESET_FLAGS if getattr(args, flag, False)),
+            "--backend", backend, "--out", str(args.out), "--data-root", str(args.data_root)]
+    for option in ("suites", "sizes", "batch_sizes", "workers"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option.replace('_', '-')}", ",".join(map(str, value))]
+    if args.train_steps is not None:
+        argv += ["--train-steps", str(args.train_steps)]
+    return argv + [flag for flag, on in (("--verify-data", args.verify_data), ("--json", args.json)) if on]
+
+
 def _children(args, backends: tuple[str, ...]) -> int:
-    """One fresh `bench --backend B` process per backend, with the same arguments; the worst status."""
+    """One fresh `bench --backend B` process per backend (Keras fixes its backend per process); the worst status."""
     status = 0
     for name in backends:
-        argv = [sys.executable, "-m", "pipeline", *sys.argv[1:], "--backend", name]
-        if not sys.argv[1:] or "bench" not in sys.argv[1:]:
-            raise UsageError("--gpu over several backends needs the command line (`python -m pipeline bench --gpu`)")
-        status = max(status, subprocess.run(argv, check=False).returncode)
+        status = max(status, subprocess.run([sys.executable, "-m", "pipeline", *_argv(args, name)]).returncode)
     return status
 
 
