@@ -110,17 +110,17 @@ def test_train_feeds_and_input_bound_against_synthetic(quick_run):
     rows = quick_run[0]["rows"]
     steps = [r for r in rows if r["suite"] == "train" and r["metric"] == "ms_per_step_median"]
     assert {(r["impl"], r["feed"], r["batch_size"]) for r in steps} >= {
-        ("fast", feed, batch) for feed in grid_module.TRAIN_FEEDS for batch in (4, 8)} | {
+        ("seed", feed, batch) for feed in grid_module.TRAIN_FEEDS for batch in (4, 8)} | {
         ("seed-workflow", "in-memory", 8)}
     for r in steps:
         m = dict(suite="train", impl=r["impl"], feed=r["feed"], batch_size=r["batch_size"])
         p10, p90 = (bench.value_of(rows, metric=f"ms_per_step_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
         assert r["precision"] == ("float64" if r["impl"] == "seed-workflow" else "float32")
-        if r["impl"] == "fast":
+        if r["impl"] == "seed":
             assert r["steps"] == TINY.train_steps and r["warmup"] == TINY.train_warmup
     for batch in (4, 8):
-        median = {feed: bench.value_of(rows, suite="train", impl="fast", feed=feed, batch_size=batch,
+        median = {feed: bench.value_of(rows, suite="train", impl="seed", feed=feed, batch_size=batch,
                                        metric="ms_per_step_median") for feed in grid_module.TRAIN_FEEDS}
         for feed, against in (("ours", "synthetic"), ("in-memory", "synthetic"), ("ours-packed", "synthetic-packed")):
             bound = [r for r in rows if r["metric"] == "input_bound_fraction" and r["feed"] == feed

@@ -94,3 +94,36 @@ def test_gpu_preset_runs_each_backend_in_its_own_process_with_the_same_arguments
         ["bench", "--gpu", "--backend", b, "--out", str(tmp_path / "r"), "--data-root", str(tmp_path / "d"),
          "--sizes", "8", "--train-steps", "2"] for b in ("tensorflow", "jax")]
     assert command.preset_name(type("A", (), {"gpu": True})()) == "gpu"
+
+
+@pytest.mark.slow
+def test_jax_backend_runs_load_train_and_accuracy_without_tensorflow(tmp_path):
+    """A fresh process (Keras fixes its backend when imported) on a tiny grid: every row says jax."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import dataclasses, sys
+from pipeline.bench import grid
+from pipeline.cli import main
+grid.PRESETS["quick"] = dataclasses.replace(grid.PRESETS["quick"], load_repeats=1, load_min_epochs=1,
+    train_models=("seed",), train_steps=2, train_warmup=1, fit_sizes=(8,), fit_batch_sizes=(8,), fit_epochs=1,
+    seed_workflow_max_size=0, accuracy_models=("seed",), accuracy_seeds=(0,), accuracy_train_samples=32,
+    dataset_samples=64, dataset_test_samples=32, dataset_shard_size=32)
+status = main(["bench", "--quick", "--backend", "jax", "--suites", "load,train,accuracy", "--sizes", "8",
+               "--batch-sizes", "8", "--out", {str(tmp_path / 'r')!r}, "--data-root", {str(tmp_path / 'd')!r}])
+assert sys.modules.get("tensorflow") is None, "TensorFlow was imported"
+sys.exit(status)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (path,) = (tmp_path / "r").glob("*-jax.json")
+    doc = json.loads(path.read_text())
+    assert doc["config"]["backend"] == "jax" and doc["environment"]["backend"]["name"] == "jax"
+    assert {r["backend"] for r in doc["rows"]} == {"jax"}
+    assert [r for r in doc["rows"] if r["error"]] == []
+    assert {r["mechanism"] for r in doc["rows"] if r["suite"] == "load" and r["impl"].startswith("ours")} == {"numpy"}
+    assert {r["feed"] for r in doc["rows"] if r["metric"] == "ms_per_step_median"} == set(grid_module.TRAIN_FEEDS)
