@@ -154,6 +154,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
             return held["arrays"]
 
         codec = load_manifest(data[size]).params.codec
+        naive_codec = load_manifest(naive[size]).params.codec if naive and size in naive else None
         for batch in grid.batch_sizes:
             running: list[_Running] = []
             for cell in cells(grid, size, batch, backend):
@@ -172,7 +173,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                         _take(it, grid.steps_per_epoch(batch) - 1)  # the rest of the first epoch: warm-up
                     state.peak = rss.peak
                     running.append(state)
-            for round_ in range(grid.load_repeats):
+            for _ in range(grid.load_repeats):
                 for state in list(running):
                     cell = state.cell
                     try:
@@ -192,7 +193,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                 extra = dict(repeats=spread.count, window_batches=state.window,
                              epochs_per_window=round(state.window * batch / (grid.steps_per_epoch(batch) * batch), 2),
                              shuffle_window=state.shuffle_samples or None,
-                             codec=codec if cell.impl != "from_generator" else load_manifest((naive or data)[size]).params.codec)
+                             codec=naive_codec if cell.impl == "from_generator" and naive_codec else codec)
                 rec.add("load", cell.impl, "samples_per_s", spread.median, **key, **extra)
                 rec.add("load", cell.impl, "samples_per_s_p10", spread.p10, **key, **extra)
                 rec.add("load", cell.impl, "samples_per_s_p90", spread.p90, **key, **extra)
