@@ -20,17 +20,16 @@ bench's own, `pipeline.bench.baselines`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.bench.memory import RssSampler, cpu_seconds
+from pipeline.timing import Summary
 
 IMPLS = ("ours", "ours-packed", "in-memory", "from_generator")
 
@@ -102,14 +101,13 @@ def time_pass(it, batches: int) -> tuple[int, float, float, float]:
 def _row(cell: Cell, size: int, rates: list[float], firsts: list[float], cpus: list[float], rss_added: int,
          samples: int) -> dict:
     """rss_added: largest rise of RSS (process + children) within one pass over its start."""
-    rates_a = np.array(rates)
+    spread = Summary.of(rates)
     return {"suite": "load", "impl": cell.impl, "size": size, "batch_size": cell.batch_size,
             "workers": cell.readers or os.cpu_count(), "metric": "samples_per_s",
-            "value": round(float(np.median(rates_a)), 1),
-            "p10": round(float(np.percentile(rates_a, 10)), 1), "p90": round(float(np.percentile(rates_a, 90)), 1),
-            "repeats": len(rates), "samples_per_pass": samples,
-            "first_batch_s_median": round(float(np.median(firsts)), 4),
-            "cpu_ms_per_1k_samples": round(float(np.median(cpus)), 1),
+            "value": round(spread.median, 1), "p10": round(spread.p10, 1), "p90": round(spread.p90, 1),
+            "repeats": spread.count, "samples_per_pass": samples,
+            "first_batch_s_median": round(Summary.of(firsts).median, 4),
+            "cpu_ms_per_1k_samples": round(Summary.of(cpus).median, 1),
             "rss_added_mb": round(rss_added / 2**20, 1), "config": asdict(cell)}
 
 

@@ -27,12 +27,13 @@ def _steps(n: int, batch_size: int) -> int:
 
 
 def in_memory_dataset(frames, labels, batch_size: int, *, shuffle: bool = True, seed: int = 0):
-    """tf.data batches `(frames (B, ...), labels (B,))` from arrays in memory, a new permutation each epoch."""
+    """tf.data batches `(frames (B, ...), labels (B,))` from arrays (NumPy, or tensors shared between
+    pipelines) in memory, a new permutation each epoch."""
     import tensorflow as tf
 
-    n = len(labels)
+    n = int(labels.shape[0])
     steps = _steps(n, batch_size)
-    x, y = tf.constant(frames), tf.constant(labels)
+    x, y = tf.convert_to_tensor(frames), tf.convert_to_tensor(labels)  # tensors pass through, uncopied
 
     def one_epoch(epoch_seed):
         order = (tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([epoch_seed, 0]))
