@@ -26,7 +26,7 @@ Either way a chunk whose bytes differ from those indexed at open raises an error
 shard, never zeros. Same seed, same batches in the same order (`deterministic=True`), for any
 `readers`; epochs differ. The core's batches equal `pipeline.reader.batch_stream`'s.
 Memory (core): at most `2 * readers + 1` windows of rows (`shuffle_window` samples each,
-~64 MiB by default) plus the prefetched batches, whatever the dataset's size; the process may
+48 MiB by default) plus the prefetched batches, whatever the dataset's size; the process may
 also keep up to `pipeline.malloc.TRIM_THRESHOLD` (256 MiB) of freed buffers for reuse.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     """Batches `(frames uint8 (B,T,S,S), labels uint8 (B,))` of split `split`, as a tf.data.Dataset.
 
     shuffle: a new order each epoch (see the module docstring); `shuffle_window` samples are
-      permuted together (default ~64 MiB of stored rows, whole chunks).
+      permuted together (default: the whole chunks in 48 MiB of stored rows).
     repeat: endless epochs; steps: stop after that many batches. Batches run across epochs.
       Without repeat, each new iteration (e.g. each `model.fit` epoch) is the next epoch.
     packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
@@ -174,11 +174,8 @@ def _core_epochs(reader: WindowReader, repeat: bool, readers: int, deterministic
     windows = tf.constant(reader.windows_per_epoch(), tf.int64)
 
     def decode(epoch, w):
-        rows, labels, perm = tf.numpy_function(reader.read, [epoch, w], (tf.uint8, tf.uint8, tf.int64),
-                                               stateful=False)
-        rows, labels = tf.ensure_shape(rows, (None, reader.row_bytes)), tf.ensure_shape(labels, (None,))
-        perm = tf.ensure_shape(perm, (None,))
-        return tf.gather(rows, perm), tf.gather(labels, perm)  # by TensorFlow: its threads, no GIL
+        rows, labels = tf.numpy_function(reader.read, [epoch, w], (tf.uint8, tf.uint8), stateful=False)
+        return tf.ensure_shape(rows, (None, reader.row_bytes)), tf.ensure_shape(labels, (None,))
 
     ids = _epoch_ids(repeat).flat_map(
         lambda e: tf.data.Dataset.range(windows).map(lambda w: (e, w)))

@@ -7,7 +7,7 @@ window uniformly (Grain-style index shuffle, over `window_chunks * chunk` sample
 sample comes exactly once per epoch, any chunk can follow any other, and a batch of B samples
 lies as far apart in stored order as under a perfect shuffle, drawn from as many distinct
 chunks as B uniform draws from `window_chunks` chunks give (W * (1 - (1 - 1/W)**B): 28 of
-B = 32 for the 135-chunk default window at size 50). Unshuffled,
+B = 32 for the 100-chunk default window at size 50). Unshuffled,
 windows take the chunks in stored order and keep their samples in order.
 
 Nothing here depends on how many readers decode the windows, or in which order they finish:

@@ -6,8 +6,7 @@
 `WindowReader` turns window `w` of epoch `e` (`pipeline.order.EpochOrder`) into rows: it
 reads each chunk's stored bytes with one `os.pread`, checks their CRC-32 against the one
 taken at open (a changed chunk raises DataError naming the shard, never zeros), decodes them,
-and places the chunk's samples in the window's buffer; the window's permutation is applied
-as its samples are taken out.
+and writes the chunk's samples straight to their shuffled places in the window.
 Decoding is ISA-L inflate (nbit-gzip, gzip), a plain copy (none), or h5py in the worker
 processes of `pipeline.chunk_reader` (Zstd, LZ4, Blosc). pread, inflate and the copies release
 the GIL, so `readers` threads decode `readers` windows at once.
@@ -40,7 +39,10 @@ from pipeline.source import Source, open_dataset, packed_width
 
 ISAL_CODECS = ("nbit-gzip", "gzip")  # zlib streams, inflated by ISA-L
 RAW_CODECS = ("none",)
-WINDOW_BYTES = 64 << 20  # default shuffle window: ~64 MiB of rows
+# Default shuffle window: at most 48 MiB of rows. Below malloc.MMAP_THRESHOLD, so that a window's
+# buffer is reused from the heap rather than mapped afresh (and page-faulted in) every time.
+WINDOW_BYTES = 48 << 20
+ALIGN = 64  # bytes; TensorFlow takes a NumPy array without copying it only when it is this aligned
 
 
 def row_bytes(src: Source) -> int:
@@ -49,8 +51,16 @@ def row_bytes(src: Source) -> int:
 
 
 def default_window(src: Source) -> int:
-    """Samples per shuffle window: ~WINDOW_BYTES of rows, at least two chunks."""
-    return max(2 * src.chunk, WINDOW_BYTES // row_bytes(src))
+    """Samples per shuffle window: the whole chunks that fit in WINDOW_BYTES of rows, at least two."""
+    return max(2, WINDOW_BYTES // (row_bytes(src) * src.chunk)) * src.chunk
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialized uint8 array of `shape` whose data starts on an ALIGN-byte boundary."""
+    n = int(np.prod(shape))
+    raw = np.empty(n + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + n].reshape(shape)
 
 
 def unpack_rows(rows: np.ndarray, size: int) -> np.ndarray:
@@ -101,31 +111,26 @@ class WindowReader:
     def order(self, epoch: int) -> EpochOrder:
         return EpochOrder(self.src.count, self.window_chunks, self.seed, int(epoch), self.shuffle)
 
-    def read(self, epoch: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Window `w` of epoch `epoch` as stored: rows uint8 (n, row_bytes), labels uint8 (n,), and
-        the order to take them in, int64 (n,) (`EpochOrder.permutation`; arange when unshuffled).
+    def read(self, epoch: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window `w` of epoch `epoch` in its output order: rows uint8 (n, row_bytes), labels uint8 (n,).
 
-        The permutation is applied by the front end while it cuts batches (NumPy `take`, or a
-        `tf.gather` in TensorFlow's threads), so a sample is copied once after inflating.
+        Each chunk's samples go straight to their places in the window's permutation
+        (`EpochOrder.permutation`), so a sample is copied once after inflating.
         """
         order = self.order(int(epoch))
         chunks = order.window(int(w))
         n = int(self.src.count[chunks].sum())
         perm = order.permutation(int(w))
-        rows = np.empty((n, self.row_bytes), np.uint8)
-        labels = np.empty(n, np.uint8)
+        to = None if perm is None else np.argsort(perm)  # where stored sample i of the window goes
+        rows, labels = aligned_empty((n, self.row_bytes)), aligned_empty((n,))
         at = 0
         for c in chunks:
             shard, start, count, offset, nbytes, crc, first = (int(v) for v in self._table[c])
-            rows[at:at + count] = self._chunk_rows(shard, start, count, offset, nbytes, crc)
-            labels[at:at + count] = self.src.labels[first:first + count]
+            dest = slice(at, at + count) if to is None else to[at:at + count]
+            rows[dest] = self._chunk_rows(shard, start, count, offset, nbytes, crc)
+            labels[dest] = self.src.labels[first:first + count]
             at += count
-        return rows, labels, np.arange(n, dtype=np.int64) if perm is None else perm
-
-    def read_shuffled(self, epoch: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """Window `w` of epoch `epoch` in its output order: rows uint8 (n, row_bytes), labels uint8 (n,)."""
-        rows, labels, perm = self.read(epoch, w)
-        return np.take(rows, perm, axis=0), labels[perm]
+        return rows, labels
 
     def _chunk_rows(self, shard, start, count, offset, nbytes, crc) -> np.ndarray:
         path = self.src.paths[shard]
@@ -166,7 +171,7 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     epochs: passes over the split (None: endless); batches run across epoch boundaries, and
       epoch k (from 0) is `EpochOrder(seed=seed, epoch=k)`: the same batches, in the same
       order, as `pipeline.loader.make_dataset` with the same arguments.
-    shuffle_window: samples permuted together (default ~64 MiB of rows; see `pipeline.order`).
+    shuffle_window: samples permuted together (default: whole chunks in 48 MiB of rows; see `pipeline.order`).
     readers: windows decoded at once, in threads (default: all cores).
     mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
       "process" (any codec; h5py in worker processes).
@@ -188,7 +193,7 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     epoch_ids = range(epochs) if epochs else itertools.count()
     ids = ((e, w) for e in epoch_ids for w in range(reader.windows_per_epoch()))
     with ThreadPoolExecutor(readers, thread_name_prefix="window") as pool:
-        batches = rebatch(ahead(pool, reader.read_shuffled, ids, readers), batch_size, drop_remainder)
+        batches = rebatch(ahead(pool, reader.read, ids, readers), batch_size, drop_remainder)
         if unpack:  # in the pool too: unpacking costs more than inflating
             batches = ahead(pool, lambda rows, labels: (unpack_rows(rows, src.size), labels), batches, readers)
         try:

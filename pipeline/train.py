@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="steps per epoch, repeating the split as needed; None means one pass over the split")
     p.add_argument("--seed", type=int, default=0, help="seeds weight initialisation and shuffling")
     p.add_argument("--shuffle-window", type=int, default=None,
-                   help="samples the loader permutes together (default: ~64 MiB of stored rows, whole chunks)")
+                   help="samples the loader permutes together (default: the whole chunks in 48 MiB of stored rows)")
     p.add_argument("--packed", action=argparse.BooleanOptionalAction, default=None,
                    help="stream bit-packed frames and unpack them inside the model (default: on with a GPU, "
                         "for nbit-gzip datasets of even size)")
