@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 TRIM_THRESHOLD = 256 << 20  # bytes of free heap glibc keeps instead of returning them to the OS
 MMAP_THRESHOLD = 64 << 20  # requests below this come from the heap, not a fresh mmap
@@ -22,10 +23,19 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc'
 
 
 def keep_buffers_on_heap() -> bool:
-    """Set this process's trim and mmap thresholds as ENVIRON does; False if glibc is not the allocator."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt): nothing to tune
+    """Set this process's trim and mmap thresholds as ENVIRON does; False if glibc is not the allocator.
+
+    Cheap after the first call, so a loop can reapply it where another library may have changed them.
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
     return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+@functools.cache
+def _mallopt():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt): nothing to tune
+        return None

@@ -33,6 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline import malloc
 from pipeline.errors import DataError
 from pipeline.order import EpochOrder, check_seed, window_chunks_for
 from pipeline.source import Source, open_dataset, packed_width
@@ -95,10 +96,6 @@ class WindowReader:
             from pipeline.chunk_reader import shared_reader
 
             self._process = shared_reader(readers)
-        if decode == "isal":
-            from pipeline import malloc
-
-            malloc.keep_buffers_on_heap()  # chunk-sized buffers otherwise cost page faults on every chunk
 
     @property
     def window_bytes(self) -> int:
@@ -117,6 +114,11 @@ class WindowReader:
         Each chunk's samples go straight to their places in the window's permutation
         (`EpochOrder.permutation`), so a sample is copied once after inflating.
         """
+        if self.decode != "process":
+            # again for every window: TensorFlow's from_generator, for one, lowers glibc's trim
+            # threshold process-wide when its iterator starts, which would hand each window's
+            # buffer back to the OS only to page-fault it in again for the next
+            malloc.keep_buffers_on_heap()
         order = self.order(int(epoch))
         chunks = order.window(int(w))
         n = int(self.src.count[chunks].sum())
