@@ -14,6 +14,7 @@ from pipeline import bench
 from pipeline.bench import grid as grid_module
 from pipeline.bench.train import STEP_METRICS
 from pipeline.cli import main
+from pipeline.errors import UsageError
 
 ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
 # The quick preset shrunk to seconds: every suite, feed and load cell once, one step budget.
@@ -293,3 +294,17 @@ def test_markdown_summary_handles_missing_baselines():
                      "shuffle": True, "mechanism": "isal"}]}
     md = bench.markdown_summary(doc)
     assert "| 8 | 4 | ours | yes | isal | 2 | 10 [---] | - | - | - | - | - |" in md
+
+
+def test_models_and_wrap_options_override_the_preset():
+    import argparse
+
+    from pipeline.bench.command import add_arguments, grid_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    _, grid = grid_from_args(p.parse_args(["--seed-budget", "--models", "fast,seed", "--no-wrap"]))
+    assert grid.accuracy_models == ("fast", "seed") and grid.train_models == ("fast", "seed")
+    assert grid.accuracy_wrap is False
+    with pytest.raises(UsageError, match="unknown model 'vgg'"):
+        grid_from_args(p.parse_args(["--models", "fast,vgg"]))

@@ -48,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=_int_list, help="comma-separated image sizes, for every suite (default: the preset's)")
     p.add_argument("--batch-sizes", type=_int_list, help="comma-separated batch sizes (default: the preset's)")
     p.add_argument("--workers", type=_int_list, help="generator worker counts (default: 1, 2, all cores)")
+    p.add_argument("--models", type=_name_list,
+                   help="comma-separated models for the train and accuracy suites (default: the preset's)")
+    p.add_argument("--wrap", action=argparse.BooleanOptionalAction, default=None,
+                   help="accuracy also on a --wrap dataset, where no single frame reveals the direction "
+                        "(default: the preset's)")
     p.add_argument("--train-steps", type=int, help="timed steps per train cell (default: one epoch of the bench dataset)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for result files")
     p.add_argument("--data-root", type=Path, default=Path("datasets"), help="where bench datasets are generated and reused")
@@ -69,6 +74,10 @@ def grid_from_args(args) -> tuple[str, Grid]:
                                                ("train_steps", args.train_steps)) if value is not None}
     if args.sizes is not None:  # --sizes names every size measured, the accuracy suite's too
         overrides["accuracy_sizes"] = None
+    if args.models is not None:
+        overrides.update(train_models=args.models, accuracy_models=args.models)
+    if args.wrap is not None:
+        overrides["accuracy_wrap"] = args.wrap
     try:
         return name, dataclasses.replace(PRESETS[name], **overrides)
     except ValueError as e:
@@ -111,7 +120,7 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     from pipeline.bench.summary import markdown_summary
     from pipeline.timing import Stopwatch
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     device = environment.describe_device(backend)
     rec = Recorder(device["name"], backend, backends.version(backend))
     datasets: dict[str, Path] = {}

@@ -17,6 +17,7 @@ PRECISIONS = ("float32", "bfloat16")
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
 FIT_FEEDS = ("ours", "in-memory")
+MODELS = ("seed", "fast", "rowcol")  # pipeline.models.MODEL_NAMES, named here so a grid checks without Keras
 
 
 def _positive_ints(value) -> bool:
