@@ -96,6 +96,9 @@ class Grid:
         for w in self.workers:
             if not _positive_ints(w) or w > 1024:
                 raise ValueError(f"workers must be integers in 1..1024, got {w!r}")
+        bad = [m for m in (*self.train_models, *self.accuracy_models) if m not in MODELS]
+        if bad:
+            raise ValueError(f"unknown model {bad[0]!r}; models are {', '.join(MODELS)}")
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ValueError(f"unknown suite {unknown[0]!r}; suites are {', '.join(SUITES)}")
