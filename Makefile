@@ -11,7 +11,7 @@ SCHEDULER    ?=
 QUICK        ?=
 RESULTS      ?= $(wildcard bench/results/*.json)
 
-.PHONY: setup dataset verify test test-slow test-faults bench bench-micro report clean
+.PHONY: setup dataset verify lint test test-slow test-faults bench bench-micro report clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ dataset: $(STAMP)
 
 verify: $(STAMP)
 	$(PY) -m pipeline verify $(OUT)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -17,8 +17,8 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipeline import codecs, malloc
 from pipeline.errors import DataError, UsageError

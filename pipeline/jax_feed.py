@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 
 def prefetch_to_device(iterator: Iterable, size: int = 2, device=None) -> Iterator[tuple]:

@@ -98,7 +98,7 @@ class Manifest:
     complete: bool = False
 
     @classmethod
-    def planned(cls, params: DatasetParams) -> "Manifest":
+    def planned(cls, params: DatasetParams) -> Manifest:
         shards = {split: [] for split in SPLITS}
         for plan in params.plans():
             shards[plan.split].append({"path": plan.name, "first_sample": plan.first_sample,

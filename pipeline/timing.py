@@ -8,8 +8,8 @@ when the iterator hands it over). The clock is `time.perf_counter`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -36,11 +36,11 @@ class Summary:
     count: int
 
     @classmethod
-    def of(cls, values) -> "Summary":
+    def of(cls, values) -> Summary:
         values = list(values)
         return cls(percentile(values, 50), percentile(values, 10), percentile(values, 90), len(values))
 
-    def scaled(self, factor: float) -> "Summary":
+    def scaled(self, factor: float) -> Summary:
         return Summary(self.median * factor, self.p10 * factor, self.p90 * factor, self.count)
 
 
@@ -86,7 +86,7 @@ def time_steps(step: Callable[[], object], *, steps: int, warmup: int = 1) -> St
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.seconds = float("nan")
         self._start = clock()
         return self

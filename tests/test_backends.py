@@ -5,7 +5,6 @@ file as a script (``jax_side``) and exchanges weights, inputs and results throug
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.bench import baselines, grid as grid_module, load, train
+from pipeline.bench import baselines, load, train
+from pipeline.bench import grid as grid_module
 
 
 def _ids(n: int):

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from pipeline.bench import grid as grid_module, load, train
+from pipeline.bench import grid as grid_module
+from pipeline.bench import load, train
 from pipeline.bench.results import Recorder, value_of
 
 # conftest's tiny_dataset: size 8, 96 train samples (3 shards of 32, chunks of 8)

@@ -2,8 +2,17 @@
 import numpy as np
 import pytest
 
-from pipeline.synth import (BitRenderer, PathMaskRenderer, SequenceSpec, bit_renderer, generate, render, render_bits,
-                            trajectories, walk_rows)
+from pipeline.synth import (
+    BitRenderer,
+    PathMaskRenderer,
+    SequenceSpec,
+    bit_renderer,
+    generate,
+    render,
+    render_bits,
+    trajectories,
+    walk_rows,
+)
 
 
 def sequences(n=4000, size=12, seed=0, **kw):

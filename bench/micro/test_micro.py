@@ -13,6 +13,7 @@ from pipeline import codecs
 from pipeline.shards import ShardPlan, write_shard
 from pipeline.synth import SequenceSpec, render, trajectories
 
+
 def test_render_kernel(benchmark, micro_size, micro_batch):
     SIZE, BATCH, SPEC = micro_size, micro_batch, SequenceSpec(micro_size)
     labels, rows, cols = trajectories(np.random.default_rng(0), BATCH, SPEC)

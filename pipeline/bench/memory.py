@@ -49,7 +49,7 @@ class RssSampler:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, rss_bytes())
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self.start = self.peak = rss_bytes()
         self._thread.start()
         return self

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from faultlib import DaskCluster
 from helpers import kill_group
-
 
 _COUNTS: dict[str, dict] = collections.defaultdict(
     lambda: {"trials": 0, "survived": 0, "bytes_lost": 0, "notes": collections.Counter()})
