@@ -83,8 +83,8 @@ def shard_size_rows(size: int, shard_sizes: tuple[int, ...], repeats: int, scrat
     rows = []
     total = max(shard_sizes)
     for shard in shard_sizes:
-        plans = [ShardPlan("train", i, i * shard, shard, 0, SequenceSpec(size), codecs.DEFAULT_CHUNK, codecs.DEFAULT_CODEC)
-                 for i in range(total // shard)]
+        plans = [ShardPlan("train", i, i * shard, shard, 0, SequenceSpec(size), codecs.DEFAULT_CHUNK,
+                           codecs.DEFAULT_CODEC) for i in range(total // shard)]
         write = rate(total, timed(lambda: [write_shard(scratch, plan) for plan in plans], repeats))
         rows.append({"shard_size": shard, "write": write})
     return rows
@@ -125,7 +125,8 @@ def main() -> None:
     for name, r in (("cold, one call in a fresh process, as the seed runs it", cold),
                     ("warm, repeated 200-sequence calls", warm)):
         print(f"seed generate_examples ({name}): {r['median']:,.0f} ({r['min']:,.0f}..{r['max']:,.0f})")
-    print("\n| codec | write samples/s | x seed cold | x seed warm | bytes/sample | ratio | read samples/s (h5py, 1 thread) |")
+    print("\n| codec | write samples/s | x seed cold | x seed warm | bytes/sample | ratio "
+          "| read samples/s (h5py, 1 thread) |")
     print("|---|---|---|---|---|---|---|")
     for r in table:
         w = r["write"]
@@ -141,8 +142,8 @@ def main() -> None:
     for r in memory:
         print(f"| {r['sequences']:,} | {r['shard_size']} | {r['peak_worker_rss_mib']:.0f} MiB |")
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "seed_cold": cold, "seed_warm": warm, "codecs": table, "shard_sizes": shards,
-                                           "memory": memory}, indent=1))
+        args.json.write_text(json.dumps({"size": args.size, "seed_cold": cold, "seed_warm": warm, "codecs": table,
+                                           "shard_sizes": shards, "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":

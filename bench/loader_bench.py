@@ -190,8 +190,8 @@ def _markdown(rows: list[dict]) -> str:
     from pipeline.loader import mechanism_for
     from pipeline.manifest import load_manifest
 
-    lines = ["| size | batch | impl | codec | mechanism | readers | shuffle | samples/s median (p10-p90) | vs in-memory "
-             "| CPU ms / 1k samples | RSS added in a pass MB |", "|" + " --- |" * 11]
+    lines = ["| size | batch | impl | codec | mechanism | readers | shuffle | samples/s median (p10-p90) "
+             "| vs in-memory | CPU ms / 1k samples | RSS added in a pass MB |", "|" + " --- |" * 11]
     base = {(r["size"], r["batch_size"]): r["value"] for r in rows  # against the shuffled in-memory pipeline
             if r["impl"] == "in-memory" and r.get("value") and r["config"]["shuffle"]}
     for r in rows:
@@ -201,9 +201,11 @@ def _markdown(rows: list[dict]) -> str:
         if mech == "auto":
             mech = mechanism_for(codec)
         if r.get("value") is None:
-            lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | | | failed: {r['error']} | | | |")
+            lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | | "
+                         f"| failed: {r['error']} | | | |")
             continue
-        ratio = r["value"] / base[(r["size"], r["batch_size"])] if (r["size"], r["batch_size"]) in base else float("nan")
+        cell = (r["size"], r["batch_size"])
+        ratio = r["value"] / base[cell] if cell in base else float("nan")
         lines.append(f"| {r['size']} | {r['batch_size']} | {r['impl']} | {codec} | {mech} | {r['workers']} | "
                      f"{'yes' if c['shuffle'] else 'no'} | {r['value']:,.0f} ({r['p10']:,.0f}-{r['p90']:,.0f}) | "
                      f"{ratio:.2f}x | {r['cpu_ms_per_1k_samples']:,.0f} | {r['rss_added_mb']:,.0f} |")

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels (= frames per sequence)")
     p.add_argument("--variant", default=d.variant, help=f"what a frame shows: {', '.join(VARIANTS)}")
     p.add_argument("--square", type=int, default=d.square, help="block side for --variant square")
-    p.add_argument("--wrap", action="store_true", help="start at a random column and wrap: no frame reveals the direction")
+    p.add_argument("--wrap", action="store_true",
+                   help="start at a random column and wrap: no frame reveals the direction")
     p.add_argument("--samples", type=int, default=d.samples, help="sequences in the train split")
     p.add_argument("--test-samples", type=int, default=d.test_samples,
                    help="sequences in the test split; 0 makes a train-only dataset")
@@ -47,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=d.chunk, help="sequences per HDF5 chunk")
     p.add_argument("--codec", default=d.codec, help=f"frames compression: {', '.join(codecs.CODECS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="root seed; train and test get separate streams")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="local worker processes (ignored with --scheduler)")
+    p.add_argument("--workers", type=int, default=os.cpu_count(),
+                   help="local worker processes (ignored with --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--dashboard-address", metavar="HOST:PORT", default=DEFAULT_DASHBOARD,
                    help="where the local cluster's dashboard listens: HOST:PORT, port 0 for a free one; "
@@ -77,7 +79,10 @@ def check_output_dir(out: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(out: Path):
-    """Hold DIR/.lock for the run; a second generator on DIR gets a UsageError. Released on any exit, kill -9 included."""
+    """Hold DIR/.lock for the run; a second generator on DIR gets a UsageError.
+
+    Released on any exit, kill -9 included.
+    """
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -103,7 +108,8 @@ def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest
             old = None
         if old is None or old.params != params:
             if not overwrite:
-                what = "an unreadable manifest" if old is None else f"a dataset with other parameters ({_diff(old.params, params)})"
+                what = ("an unreadable manifest" if old is None
+                        else f"a dataset with other parameters ({_diff(old.params, params)})")
                 raise UsageError(f"{out} holds {what}; pass --overwrite to replace it")
             for stale in owned_files(out, params):
                 stale.unlink(missing_ok=True)

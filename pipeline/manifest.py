@@ -56,14 +56,15 @@ class DatasetParams:
     codec: str = codecs.DEFAULT_CODEC
 
     def __post_init__(self):
-        self.spec  # validates size, variant, square
+        _ = self.spec  # validates size, variant, square
         if self.shard_size is None and isinstance(self.samples, int):
             object.__setattr__(self, "shard_size", min(DEFAULT_SHARD_SIZE, max(1, self.samples)))
         for name in ("samples", "test_samples", "shard_size", "chunk"):
             value, least = getattr(self, name), 0 if name == "test_samples" else 1
             if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= MAX_SAMPLES:
                 what = "a non-negative" if least == 0 else "a positive"
-                raise ValueError(f"{name.replace('_', '-')} must be {what} integer (at most {MAX_SAMPLES:,}), got {value!r}")
+                raise ValueError(f"{name.replace('_', '-')} must be {what} integer (at most {MAX_SAMPLES:,}), "
+                                 f"got {value!r}")
         if self.shard_size > self.samples:
             raise ValueError(f"shard-size ({self.shard_size}) is larger than the train split ({self.samples} samples)")
         if not isinstance(self.seed, int) or self.seed < 0:

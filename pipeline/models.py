@@ -136,7 +136,8 @@ class ConvPool(layers.Layer):
                 for dx in range(2):
                     scatter[dy][dx][(a + dy) * 3 + (b + dx)][w] = 1.0
         self._scatter = scatter
-        # block tap (by, bx) and block channel (ry, rx) hold patch pixel (2 by + ry, 2 bx + rx) when it is in the 3x3 patch
+        # block tap (by, bx) and block channel (ry, rx) hold patch pixel (2 by + ry, 2 bx + rx)
+        # when it is in the 3x3 patch
         index, mask = [], []
         for by in range(2):
             for bx in range(2):
@@ -166,7 +167,8 @@ class ConvPool(layers.Layer):
         kernel = ops.einsum("yxf,yxkw->kwf", ops.cast(self.kernel[:, :, 0, :], self.compute_dtype), scatter)
         # patch pixel k = 3 * r + c of a 3x3 window lies in block (r // 2, c // 2), channel 2 * (r % 2) + (c % 2)
         kernel = ops.take(ops.reshape(kernel, (9, 4 * self.filters)), self._patch_index, axis=0)
-        kernel = ops.reshape(kernel, (2, 2, 4, 4 * self.filters)) * ops.convert_to_tensor(self._patch_mask, self.compute_dtype)
+        mask = ops.convert_to_tensor(self._patch_mask, self.compute_dtype)
+        kernel = ops.reshape(kernel, (2, 2, 4, 4 * self.filters)) * mask
         conv = ops.conv(x, kernel, strides=1, padding="valid")  # (N, P, P, 4 * filters)
         conv = ops.max(ops.reshape(conv, (-1, pooled, pooled, 4, self.filters)), axis=3)
         out = ops.relu(conv + ops.cast(self.bias, self.compute_dtype))

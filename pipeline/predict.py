@@ -38,7 +38,8 @@ def run(args) -> int:
 
     params = config["dataset"]["params"]
     if params["size"] != model_size(model):
-        raise UsageError(f"--run {args.run}: config.json size {params['size']} disagrees with the model's {model_size(model)}")
+        raise UsageError(f"--run {args.run}: config.json size {params['size']} disagrees with the model's "
+                         f"{model_size(model)}")
     spec = SequenceSpec(params["size"], params["variant"], params["square"] if params["variant"] == "square" else 1,
                         params["wrap"])
     sequences = generate(np.random.default_rng(args.seed), args.count, spec)

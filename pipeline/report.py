@@ -273,7 +273,7 @@ def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]
 
 def _lookup(rows, points, metric):
     found = []
-    for batch, ref in points:
+    for _, ref in points:
         match = [r for r in rows if r["metric"] == metric and not r["error"] and r["device"] == ref["device"]
                  and all(r.get(k) == ref.get(k) for k in ("suite", "impl", "feed", "size", "batch_size", "backend",
                                                           "shuffle", "workers", "precision"))]

@@ -130,7 +130,8 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
             for start in range(0, plan.samples, plan.chunk):
                 stop = min(start + plan.chunk, plan.samples)
                 if bit_packed:
-                    codecs.write_packed_frames(frames, start, render_bits(rows[start:stop], cols[start:stop], zero_byte=True))
+                    bits = render_bits(rows[start:stop], cols[start:stop], zero_byte=True)
+                    codecs.write_packed_frames(frames, start, bits)
                 else:
                     block = render(rows[start:stop], cols[start:stop], spec, out=buffer[:stop - start])
                     codecs.write_frames(frames, start, block, plan.codec)

@@ -69,6 +69,7 @@ def run(args) -> int:
     if not args.out.absolute().parent.is_dir():
         raise UsageError(f"--out {args.out}: directory {args.out.parent} does not exist")
     seq = load_sequence(args.directory, args.split, args.index)
-    plot_sequence(seq["frames"], seq["label"], f"{args.directory.name} {args.split}[{args.index}]", args.out, args.columns)
+    title = f"{args.directory.name} {args.split}[{args.index}]"
+    plot_sequence(seq["frames"], seq["label"], title, args.out, args.columns)
     print(f"{args.out}: {args.split}[{args.index}], {'Right' if seq['label'] else 'Left'}, rows {seq['rows'].tolist()}")
     return 0

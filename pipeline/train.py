@@ -163,8 +163,9 @@ def training_data(args, size: int, packed: bool, steps: int):
 
     # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
     # with --steps, endless reshuffled passes.
-    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=args.steps is not None,
-                        shuffle_window=args.shuffle_window, expected_size=size, packed=packed)
+    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed,
+                        repeat=args.steps is not None, shuffle_window=args.shuffle_window, expected_size=size,
+                        packed=packed)
     if args.steps is None:
         data = data.apply(tf.data.experimental.assert_cardinality(steps))
     return data, lambda: None

@@ -163,8 +163,8 @@ def test_model_saved_under_one_backend_predicts_the_same_under_the_other(exchang
     import keras
 
     work, _ = exchanged(group(case))
-    np.testing.assert_allclose(np.load(work / f"{case}.tf-loaded-by-jax.npy"), np.load(work / f"{case}.tf-predicted.npy"),
-                               atol=OUTPUT_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(np.load(work / f"{case}.tf-loaded-by-jax.npy"),
+                               np.load(work / f"{case}.tf-predicted.npy"), atol=OUTPUT_TOLERANCE, rtol=0)
     loaded = keras.saving.load_model(work / f"{case}.jax.keras")
     np.testing.assert_allclose(loaded.predict(batch(case)[0], verbose=0), np.load(work / f"{case}.jax-predicted.npy"),
                                atol=OUTPUT_TOLERANCE, rtol=0)

@@ -21,7 +21,8 @@ ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
 TINY = dataclasses.replace(
     grid_module.PRESETS["quick"], gen_raw_mb=0.05, gen_repeats=1, seed_raw_mb=0.01, load_repeats=2,
     load_min_epochs=1, load_unshuffled=True, train_models=("seed",), train_steps=3, train_warmup=1,
-    fit_sizes=(8,), fit_batch_sizes=(4, 8), fit_models=("seed",), fit_epochs=1, seed_workflow_steps=1, accuracy_models=("seed",),
+    fit_sizes=(8,), fit_batch_sizes=(4, 8), fit_models=("seed",), fit_epochs=1, seed_workflow_steps=1,
+    accuracy_models=("seed",),
     accuracy_seeds=(0, 1),
     accuracy_train_samples=32, dataset_samples=64, dataset_test_samples=32, dataset_shard_size=32)
 

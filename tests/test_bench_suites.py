@@ -12,7 +12,8 @@ from pipeline.bench.results import Recorder, value_of
 
 # conftest's tiny_dataset: size 8, 96 train samples (3 shards of 32, chunks of 8)
 GRID = grid_module.Grid(sizes=(8,), batch_sizes=(8,), suites=("load", "train"), load_repeats=2, load_min_epochs=1,
-                        load_min_windows=1, load_from_generator=False, train_models=("seed",), train_steps=3, train_warmup=1,
+                        load_min_windows=1, load_from_generator=False, train_models=("seed",), train_steps=3,
+                        train_warmup=1,
                         fit_sizes=(), seed_workflow_max_size=0, dataset_samples=96, dataset_test_samples=40,
                         dataset_shard_size=32)
 
@@ -72,7 +73,8 @@ def test_train_steps_default_to_one_epoch():
 def test_a_failed_cell_records_one_error_row_per_metric():
     rec = Recorder("dev", "jax", "0.1")
     with rec.cell("train", "fast", ("a", "b"), size=8, feed="ours"):
-        raise RuntimeError("pipeline.jax_feed is missing (the JAX front end): No module named 'pipeline.jax_feed'\nmore")
+        raise RuntimeError("pipeline.jax_feed is missing (the JAX front end): "
+                           "No module named 'pipeline.jax_feed'\nmore")
     assert [(r["metric"], r["value"], r["backend"]) for r in rec.rows] == [("a", None, "jax"), ("b", None, "jax")]
     assert rec.rows[0]["error"] == ("RuntimeError: pipeline.jax_feed is missing (the JAX front end): "
                                     "No module named 'pipeline.jax_feed'")
@@ -87,7 +89,8 @@ def test_gpu_preset_runs_each_backend_in_its_own_process_with_the_same_arguments
 
     calls = []
     monkeypatch.setattr(backend, "importable", lambda: ("tensorflow", "jax"))
-    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(subprocess, "run",
+                        lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 0))
     assert main(["bench", "--gpu", "--sizes", "8", "--train-steps", "2", "--out", str(tmp_path / "r"),
                  "--data-root", str(tmp_path / "d")]) == 0
     assert [c[:3] for c in calls] == [[sys.executable, "-m", "pipeline"]] * 2

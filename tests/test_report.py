@@ -184,7 +184,8 @@ def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
 
     drawn = []
     real = report._label
-    monkeypatch.setattr(report, "_label", lambda device, backend: drawn.append((device, backend)) or real(device, backend))
+    monkeypatch.setattr(report, "_label",
+                        lambda device, backend: drawn.append((device, backend)) or real(device, backend))
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0, backend="jax")))
     b.write_text(json.dumps(result("H200", "gpu", "2026-01-02T00:00:00Z", 2.0, backend="tensorflow")))

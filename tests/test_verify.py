@@ -35,10 +35,10 @@ def test_each_bad_file_is_named(copy):
     r = cli("verify", copy, "--quiet")
     assert r.returncode == 1
     lines = r.stdout.strip().splitlines()
-    assert any("train-00000.h5: missing" in l for l in lines)
-    assert any("train-00001.h5" in l and "cannot be opened" in l for l in lines)
-    assert any("test-00000.h5" in l for l in lines)  # by its attributes or its SHA-256, wherever the flip lands
-    assert any("train-00002.h5.tmp-99" in l for l in lines)
+    assert any("train-00000.h5: missing" in line for line in lines)
+    assert any("train-00001.h5" in line and "cannot be opened" in line for line in lines)
+    assert any("test-00000.h5" in line for line in lines)  # by its attributes or its SHA-256, wherever the flip lands
+    assert any("train-00002.h5.tmp-99" in line for line in lines)
     assert "test-00001.h5" not in r.stdout
 
 
@@ -150,7 +150,8 @@ def test_verify_names_a_shard_with_bad_cols(copy):
     doc["splits"]["test"]["shards"][1].update(sha256=sha256_of(path), bytes=path.stat().st_size)
     (copy / "manifest.json").write_text(json.dumps(doc))
     r = cli("verify", copy, "--quiet")
-    assert r.returncode == 1 and r.stdout.splitlines()[0].startswith(f"{path}: cols of sample 0 do not follow"), r.stdout
+    assert r.returncode == 1, r.stdout
+    assert r.stdout.splitlines()[0].startswith(f"{path}: cols of sample 0 do not follow"), r.stdout
 
 
 def test_verify_bad_input(tmp_path):

@@ -42,10 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="GPU preset: sizes 50 and 100, batches 32/256/1024, fast and seed, loader/in-memory/"
                              "synthetic feeds, float32 and bfloat16; every importable backend unless --backend")
     preset.add_argument("--seed-budget", action="store_true",
-                        help="accuracy only: the seed's budget (1 epoch of 5,000, batch 32), 10,000 held out, sizes 10/25/50")
+                        help="accuracy only: the seed's budget (1 epoch of 5,000, batch 32), 10,000 held out, "
+                             "sizes 10/25/50")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: tensorflow)")
     p.add_argument("--suites", type=_name_list, help=f"comma-separated subset of {','.join(SUITES)} (default: all)")
-    p.add_argument("--sizes", type=_int_list, help="comma-separated image sizes, for every suite (default: the preset's)")
+    p.add_argument("--sizes", type=_int_list,
+                   help="comma-separated image sizes, for every suite (default: the preset's)")
     p.add_argument("--batch-sizes", type=_int_list, help="comma-separated batch sizes (default: the preset's)")
     p.add_argument("--workers", type=_int_list, help="generator worker counts (default: 1, 2, all cores)")
     p.add_argument("--models", type=_name_list,
@@ -53,9 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrap", action=argparse.BooleanOptionalAction, default=None,
                    help="accuracy also on a --wrap dataset, where no single frame reveals the direction "
                         "(default: the preset's)")
-    p.add_argument("--train-steps", type=int, help="timed steps per train cell (default: one epoch of the bench dataset)")
+    p.add_argument("--train-steps", type=int,
+                   help="timed steps per train cell (default: one epoch of the bench dataset)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for result files")
-    p.add_argument("--data-root", type=Path, default=Path("datasets"), help="where bench datasets are generated and reused")
+    p.add_argument("--data-root", type=Path, default=Path("datasets"),
+                   help="where bench datasets are generated and reused")
     p.add_argument("--verify-data", action="store_true", help="check reused datasets' SHA-256 against their manifests")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 
@@ -153,7 +157,8 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION,
            "created": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "wall_s": round(wall.seconds, 1),
            "environment": environment.collect(datasets, device=device, backend=backend),
-           "config": {"preset": preset, "backend": backend, "grid": dataclasses.asdict(grid), "data_root": str(data_root),
+           "config": {"preset": preset, "backend": backend, "grid": dataclasses.asdict(grid),
+                      "data_root": str(data_root),
                       "timing": "time.perf_counter around each materialized step or window; warm-up excluded"},
            "rows": rec.rows}
     return doc, write_result(doc, out, markdown_summary(doc))

@@ -57,7 +57,8 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                 log(f"generate ours size={size} workers={workers}: start the cluster")
                 try:
                     with Stopwatch() as sw:
-                        clusters[workers] = stack.enter_context(local_cluster(workers)).scheduler_address  # as `generate`'s
+                        # as `generate`'s
+                        clusters[workers] = stack.enter_context(local_cluster(workers)).scheduler_address
                     startup[workers] = sw.seconds
                     generate_once(clusters[workers], workers, dataclasses.replace(tiny, samples=2 * workers))  # warm-up
                     overhead[workers] = Summary.of([generate_once(clusters[workers], workers, tiny)

@@ -121,7 +121,8 @@ class Grid:
         if self.train_steps is not None and not _positive_ints(self.train_steps):
             raise ValueError(f"train_steps must be a positive integer, got {self.train_steps!r}")
         if max(self.batch_sizes) > self.dataset_samples:
-            raise ValueError(f"batch size {max(self.batch_sizes)} exceeds the bench dataset ({self.dataset_samples} samples)")
+            raise ValueError(f"batch size {max(self.batch_sizes)} exceeds the bench dataset "
+                             f"({self.dataset_samples} samples)")
 
     def worker_counts(self) -> tuple[int, ...]:
         return self.workers or tuple(sorted({1, 2, os.cpu_count() or 1}))
@@ -139,7 +140,8 @@ class Grid:
 
     def train_cells(self) -> list[tuple[str, int, tuple[str, ...], int]]:
         """(model, batch size, feeds, timed steps) of the train suite at one size, in the order they run."""
-        cells = [(m, b, self.train_feeds, self.timed_train_steps(b)) for m in self.train_models for b in self.batch_sizes]
+        cells = [(m, b, self.train_feeds, self.timed_train_steps(b))
+                 for m in self.train_models for b in self.batch_sizes]
         cells += [(m, b, self.train_reference_feeds, self.train_steps or self.train_reference_steps)
                   for m in self.train_reference_models if m not in self.train_models
                   for b in self.batch_sizes if b <= self.train_reference_max_batch]

@@ -77,7 +77,8 @@ def _train(rows) -> list[str]:
         m = dict(suite="train", impl=model, size=size, batch_size=batch, precision=precision)
 
         def step(feed):
-            return spread(*(value_of(rows, feed=feed, metric=f"ms_per_step_{s}", **m) for s in ("median", "p10", "p90")))
+            return spread(*(value_of(rows, feed=feed, metric=f"ms_per_step_{s}", **m)
+                            for s in ("median", "p10", "p90")))
 
         bound = [percent(value_of(rows, feed=f, metric="input_bound_fraction", **m)) for f in ("ours", "ours-packed",
                                                                                               "in-memory")]

@@ -124,7 +124,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                         log(f"train {name} feed={feed} size={size} batch={batch} precision={precision}")
                         model = model_for(feed)
                         it = feed_batches(feed, backend, data[size], batch, frames, labels)
-                        times = time_steps(lambda: model.train_on_batch(*next(it)), steps=steps,
+                        times = time_steps(lambda it=it: model.train_on_batch(*next(it)), steps=steps,
                                            warmup=grid.train_warmup)
                         medians[feed] = record_steps(rec, name, feed, times, size=size, batch_size=batch,
                                                      precision=precision)
@@ -214,7 +214,7 @@ def seed_workflow(rec: Recorder, grid: Grid, size: int) -> None:
             model = build_seed_model(size)
             turn = iter(range(10 ** 9))
             warmup = min(grid.train_warmup, 2)
-            times = time_steps(lambda: model.train_on_batch(*batches[next(turn) % 2]),
+            times = time_steps(lambda model=model, batches=batches: model.train_on_batch(*batches[next(turn) % 2]),
                                steps=grid.seed_workflow_steps, warmup=warmup)
             record_steps(rec, "seed-workflow", "in-memory", times, size=size, batch_size=batch, precision="float64")
             del model, x, y, batches

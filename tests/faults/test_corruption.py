@@ -95,7 +95,7 @@ def edit_manifest_hash(copy, rng, other):
     entries = [e for s in doc["splits"].values() for e in s["shards"]]
     victims = rng.sample(entries, rng.randint(1, 2))
     for e in victims:
-        e["sha256"] = "%064x" % rng.getrandbits(256)
+        e["sha256"] = f"{rng.getrandbits(256):064x}"
     (copy / "manifest.json").write_text(json.dumps(doc, indent=1))
     return {e["path"] for e in victims}
 

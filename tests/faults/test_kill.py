@@ -35,7 +35,8 @@ PARAMS = DatasetParams(size=16, samples=480, test_samples=40, shard_size=8, chun
 ARGS = ["--size", 16, "--samples", 480, "--test-samples", 40, "--shard-size", 8, "--chunk", 8, "--seed", 3,
         "--workers", 2, "--quiet"]
 SEED = int(os.environ.get("FAULTS_SEED", "20261122"))
-TRIALS = [("random", i) for i in range(12)] + [("after-rename", i) for i in range(6)] + [("manifest", i) for i in range(6)]
+TRIALS = ([("random", i) for i in range(12)] + [("after-rename", i) for i in range(6)]
+          + [("manifest", i) for i in range(6)])
 
 
 @pytest.fixture(scope="module")

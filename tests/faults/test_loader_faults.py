@@ -42,14 +42,16 @@ def datasets(tmp_path_factory):
     out = {}
     for codec in CODECS:
         for seed in (3, 4):
-            params = DatasetParams(size=SIZE, samples=120, test_samples=24, shard_size=40, chunk=8, seed=seed, codec=codec)
+            params = DatasetParams(size=SIZE, samples=120, test_samples=24, shard_size=40, chunk=8, seed=seed,
+                                   codec=codec)
             out[codec, seed] = root / f"{codec}-{seed}"
             run_generation(out[codec, seed], params, workers=1, progress=False)
     return out
 
 
 def sample_keys(frames, labels) -> collections.Counter:
-    return collections.Counter(hashlib.sha1(f.tobytes()).hexdigest() + str(int(l)) for f, l in zip(frames, labels))
+    return collections.Counter(hashlib.sha1(f.tobytes()).hexdigest() + str(int(label))
+                               for f, label in zip(frames, labels))
 
 
 def reference_keys(directory, split="train") -> collections.Counter:
@@ -87,7 +89,7 @@ def damage(d, other, kind, rng) -> str:
     elif kind == "edit-hash":
         doc = json.loads((d / "manifest.json").read_text())
         entry = next(e for e in doc["splits"]["train"]["shards"] if e["path"] == name)
-        entry["sha256"] = "%064x" % rng.getrandbits(256)
+        entry["sha256"] = f"{rng.getrandbits(256):064x}"
         (d / "manifest.json").write_text(json.dumps(doc))
     elif kind == "incomplete":
         doc = json.loads((d / "manifest.json").read_text())
@@ -168,8 +170,8 @@ def data_service():
     service = tf.data.experimental.service
     dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
     address = dispatcher.target.split("://")[1]
-    workers = [service.WorkerServer(service.WorkerConfig(dispatcher_address=address, port=0, worker_address="localhost:%port%"))
-               for _ in range(2)]
+    config = service.WorkerConfig(dispatcher_address=address, port=0, worker_address="localhost:%port%")
+    workers = [service.WorkerServer(config) for _ in range(2)]
     yield dispatcher.target, workers
     for worker in workers:
         worker.stop()
@@ -201,7 +203,7 @@ def test_distributed_epoch_on_two_workers_reads_every_sample_exactly_once(epoch,
     ds = loader.make_dataset(d, "train", 8, seed=epoch, prefetch=False, splittable=True)
     ds = ds.apply(tf.data.experimental.service.distribute(processing_mode="distributed_epoch", service=target,
                                                           job_name=f"faults-exactly-once-{epoch}"))
-    frames, labels = zip(*((f.numpy(), l.numpy()) for f, l in ds))
+    frames, labels = zip(*((f.numpy(), y.numpy()) for f, y in ds))
     got, expected = sample_keys(np.concatenate(frames), np.concatenate(labels)), reference_keys(d)
     survived = got == expected
     tally("tf.data service: distributed_epoch, 2 workers, exactly once", survived, 0,
@@ -218,7 +220,7 @@ def test_static_data_sharding_on_two_workers_reads_every_sample_exactly_once(epo
     ds = ds.apply(tf.data.experimental.service.distribute(
         processing_mode=tf.data.experimental.service.ShardingPolicy.DATA, service=static_service,
         job_name=f"faults-static-{epoch}"))
-    frames, labels = zip(*((f.numpy(), l.numpy()) for f, l in ds))
+    frames, labels = zip(*((f.numpy(), y.numpy()) for f, y in ds))
     got, expected = sample_keys(np.concatenate(frames), np.concatenate(labels)), reference_keys(d)
     survived = got == expected
     tally("tf.data service: static DATA sharding, 2 workers, exactly once", survived, 0,

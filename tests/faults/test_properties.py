@@ -51,7 +51,8 @@ def run_main(argv, cwd: Path):
 
 
 def tree(directory: Path) -> dict:
-    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None for p in sorted(directory.rglob("*"))}
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
+            for p in sorted(directory.rglob("*"))}
 
 
 # ---------------------------------------------------------------- generate / verify / show arguments
@@ -72,7 +73,8 @@ BAD_GENERATE = st.one_of(
     st.tuples(st.just("--chunk"), bad_int),
     st.tuples(st.just("--seed"), st.one_of(st.integers(max_value=-1), text.filter(lambda s: not s.strip().isdigit()))),
     st.tuples(st.just("--variant"), text.filter(lambda s: s not in ("trail", "dot", "square"))),
-    st.tuples(st.just("--codec"), text.filter(lambda s: s not in ("zstd-fast", "zstd", "lz4", "blosc-lz4", "gzip", "none"))),
+    st.tuples(st.just("--codec"),
+              text.filter(lambda s: s not in ("zstd-fast", "zstd", "lz4", "blosc-lz4", "gzip", "none"))),
     st.tuples(st.just("--workers"), st.one_of(st.integers(max_value=0), st.integers(min_value=1025))),
     st.tuples(st.sampled_from(["--bogus", "--sizes", "-x", "--samples=1=2"]), text),
 )
@@ -97,7 +99,8 @@ def test_generate_bad_arguments(bad, other, flags):
 
 
 VERIFY_ARGS = st.one_of(
-    st.tuples(st.just("--regenerate"), st.one_of(st.integers(max_value=-1), text.filter(lambda s: not s.strip().lstrip("+").isdigit()))),
+    st.tuples(st.just("--regenerate"),
+              st.one_of(st.integers(max_value=-1), text.filter(lambda s: not s.strip().lstrip("+").isdigit()))),
     st.tuples(st.just("--seed"), text.filter(lambda s: not s.strip().lstrip("+-").isdigit())),
     st.tuples(st.just("DIR"), text.filter(lambda s: s.strip() and not s.startswith("-"))),
 )
@@ -174,8 +177,9 @@ def mutated_manifest(draw, doc):
         elif kind == "negative":
             node[key] = -abs(node[key]) - 1 if isinstance(node[key], int) and not isinstance(node[key], bool) else -1
         elif kind == "shuffle":
-            lists = [s["shards"] for s in doc.get("splits", {}).values() if isinstance(s, dict) and isinstance(s.get("shards"), list)] \
-                if isinstance(doc, dict) and isinstance(doc.get("splits"), dict) else []
+            splits = doc.get("splits") if isinstance(doc, dict) else None
+            splits = splits.values() if isinstance(splits, dict) else []
+            lists = [s["shards"] for s in splits if isinstance(s, dict) and isinstance(s.get("shards"), list)]
             if lists and len(lists[0]) > 1:
                 lists[0][:] = draw(st.permutations(lists[0]))
         elif kind == "garbage":
@@ -215,7 +219,7 @@ def test_mutated_manifest_gives_a_clear_error(data, tiny_dataset, manifest_doc):
                 err_lines = err.strip().splitlines()
                 out_lines = out.strip().splitlines()
                 ok = (len(err_lines) == 1 and "manifest.json" in err_lines[0]) or (
-                    not err_lines and out_lines and all(l.startswith(str(d)) for l in out_lines))
+                    not err_lines and out_lines and all(line.startswith(str(d)) for line in out_lines))
             else:
                 ok = False
             ok = ok and tree(d) == before
