@@ -1,5 +1,5 @@
-"""Generation figures for the README: per-core throughput against the seed's generator,
-the codec table, and worker memory for N and 10N sequences. All measured in one run.
+"""Generation figures: per-core throughput against the seed's generator, the codec table,
+and worker memory for N and 10N sequences, all from one run.
 
     .venv/bin/python bench/generation.py [--size 50] [--samples 2048] [--repeats 5]
 
@@ -8,7 +8,7 @@ fsync + SHA-256): what one Dask worker does per shard, without the cluster, and 
 workers' allocator settings (`pipeline.malloc`). The shard-size table shows a shard's fixed
 cost (file, attributes, fsync, rename) against its sequences.
 
-The seed's `generate_examples` is measured two ways. "cold": as the seed's workflow runs
+The seed's `generate_examples` is timed two ways. "cold": as the seed's workflow runs
 it, one call in a fresh process (the seed asks for 5,000 sequences, 5 GB of float64);
 its cost is dominated by first touching that memory. "warm": repeated small calls in one
 process, where the allocator recycles freed memory; an upper bound the seed never sees.
@@ -108,8 +108,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=50)
     p.add_argument("--samples", type=int, default=2048, help="sequences per timed shard")
     p.add_argument("--seed-samples", type=int, default=5000,
-                   help="sequences per cold seed call: the seed's workflow asks for 5,000 (10 GB peak at size 50); "
-                        "smaller calls are faster per sequence")
+                   help="sequences per cold seed call: the seed's workflow asks for 5,000 "
+                        "(5 GB of float64 at size 50); smaller calls are faster per sequence")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args()

@@ -9,7 +9,8 @@ same samples in zstd-fast, the naive pipeline's fastest format, also the in-memo
 Every cell is an endless pipeline (`repeat`), shuffled unless the cell says otherwise, consumed
 as fast as possible (frames materialized on the host, no model); a pass is one epoch's whole
 batches, after one warm-up pass; cells of a grid run round-robin, so that load from other
-processes on the machine hits all of them alike. Rows follow DESIGN.md section 3 (suite "load").
+processes on the machine hits all of them alike. Rows have the bench's result format (suite
+"load", `pipeline.bench.results`).
 
 `measure_loader(data_dir, batch_size, impl, ...)` measures one cell; `run_grid` many.
 impl: "ours" (pipeline.loader.make_dataset), "in-memory" (the uint8 arrays loaded first, a new
@@ -128,7 +129,7 @@ def run_grid(cells: list[Cell], repeats: int = 5) -> list[dict]:
         except Exception as e:  # reported as a failed cell, never swallowed
             errors[cell] = f"{type(e).__name__}: {e}"
     # TensorFlow's from_generator sets glibc's trim threshold to 128 KB in the whole process; restore the
-    # loader's allocator settings, so every cell is measured under the same ones (pipeline/malloc.py).
+    # loader's allocator settings, so every cell is timed under the same ones (pipeline/malloc.py).
     malloc.keep_buffers_on_heap()
     for _ in range(repeats):
         for cell in built:
@@ -170,7 +171,7 @@ def measure_loader(data_dir, batch_size: int, impl: str, *, readers: int | None 
 
 
 def _grid(data: str, naive: str, batches: list[int], cap: int | None) -> list[Cell]:
-    """The README's grid for one size: our mechanisms (packed and not), in-memory, from_generator, all
+    """The grid for one size: our mechanisms (packed and not), in-memory, from_generator, all
     shuffled; our mechanisms and in-memory also unshuffled, to show what shuffling costs."""
     cells = []
     for b in batches:

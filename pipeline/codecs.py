@@ -8,7 +8,7 @@ the loader moves 8x fewer bytes and leaves unpacking to the device. We write tho
 directly (`write_direct_chunk`): `np.packbits` plus ISA-L deflate is much faster than
 HDF5's own filter path, and gives the same bytes HDF5 would decode.
 
-The other codecs are kept for comparison (`bench/generation.py`, README "Codec choice") and
+The other codecs are kept for comparison (`bench/generation.py` times them all) and
 for readers that prefer them. Zstd/LZ4/Blosc need `import hdf5plugin`
 before opening a file (this module does that on import).
 """

@@ -2,9 +2,9 @@
 
 By default glibc serves a large request with a fresh mmap, or trims the heap once a few MB are
 free, so every chunk-sized buffer (a shard chunk being written, a chunk being inflated) is paid
-for again in page faults, 4 KB at a time: a large share of the generator's and the loader's CPU
-(README, "Loader"). Keeping up to TRIM_THRESHOLD of freed memory on the heap, and buffers below
-MMAP_THRESHOLD off mmap, makes them reusable.
+for again in page faults, 4 KB at a time: CPU taken from the generator's and the loader's own
+work. Keeping up to TRIM_THRESHOLD of freed memory on the heap, and buffers below MMAP_THRESHOLD
+off mmap, makes them reusable.
 
 ENVIRON is for processes started later (the generator's Dask workers); `keep_buffers_on_heap()`
 applies the same settings to the running process (the loader).

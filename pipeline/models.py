@@ -25,7 +25,7 @@ Names:
   the 512 possible 3x3 0/1 patches) and, on CPU only, the LSTM by ``ProjectedLSTM``
   (``lstm="projected"``): same weights, same outputs to float rounding (see their
   docstrings); all switchable.
-* ``rowcol`` the row/column architecture of seed 004 (arXiv 1611.07890, fig. 2): per frame a
+* ``rowcol`` the row/column architecture of arXiv 1611.07890 (fig. 2): per frame a
   CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
   columns fed to one LSTM, each column a sequence over rows fed to another, and the two
   outputs are concatenated into the frame's feature vector. Frames are then combined across
@@ -191,8 +191,8 @@ class LookupConvPool(ConvPool):
     patch is one of 512, so each call computes the 512 possible outputs from the kernel (a
     ``(512, filters)`` table, ~4k multiply-adds) and the frames only index it: the patch of each
     cell is read as a 9-bit number with integer ops. No float copy of the frames, no
-    convolution; gradients reach the kernel and bias through the table. With XLA, a training
-    step's CNN is 4.5x faster than ``ConvPool`` on this project's CPU (README, "Models");
+    convolution; gradients reach the kernel and bias through the table. It pays off under XLA
+    (``default_jit_compile``), where a training step's CNN runs faster than with ``ConvPool``;
     without XLA the two are about even.
     """
 
@@ -290,9 +290,8 @@ def recurrence(step, init, xs):
 def default_jit_compile() -> bool | str:
     """XLA or not for ``fast`` on this device.
 
-    CPU: True. On the project's 2-core CPU (size 50, batch 32) XLA made a ``fast`` training step
-    3x faster (21 vs 63 ms, README "Models") and compiles in ~2 s per new batch shape. GPU:
-    "auto" (Keras decides; a cuDNN LSTM turns XLA off). ``jit_compile=False`` turns it off.
+    CPU: True: under XLA a ``fast`` training step runs faster, for one compilation per new batch
+    shape. GPU: "auto" (Keras decides; a cuDNN LSTM turns XLA off). ``jit_compile=False`` turns it off.
     """
     from pipeline import devices
 

@@ -1,6 +1,6 @@
 """The seed's CNN-LSTM workflow, reproduced as a baseline (same algorithm, our code).
 
-What the seed does (Brownlee, ch. 8, as quoted in ``seeds/000`` and ``seeds/001``):
+What the seed does (Brownlee, ch. 8):
 
 1. ``generate_examples``: a per-pixel Python generator drawing from the ``random``
    module; frames are float64 ``(size, size)`` arrays, a sequence is ``size`` of them,
@@ -13,7 +13,7 @@ What the seed does (Brownlee, ch. 8, as quoted in ``seeds/000`` and ``seeds/001`
 
 Differences from the seed, all forced by Keras 3 or by reproducibility:
 the RNG is an explicit ``random.Random`` instance instead of the module's global
-one; ``predict_classes`` no longer exists, so the probability is thresholded at 0.5;
+one; Keras 3 has no ``predict_classes``, so the probability is thresholded at 0.5;
 ``input_shape=`` is given through a ``keras.Input``.
 """
 from __future__ import annotations

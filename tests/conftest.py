@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny datasets generated once per session by the real generator."""
+"""Shared fixtures: tiny datasets generated once per test run by the real generator."""
 from __future__ import annotations
 
 import pytest

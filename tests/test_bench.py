@@ -1,4 +1,4 @@
-"""`bench`: a tiny grid end to end (every suite, through the command line; slow: ~1 min of tracing and
+"""`bench`: a tiny grid end to end (every suite, through the command line; slow: tracing and
 start-ups); result format, CSV, summary; failed cells; presets; bad input."""
 from __future__ import annotations
 

@@ -232,7 +232,7 @@ def _worker_settings():
 
 
 def test_local_workers_start_with_the_malloc_and_dask_settings():
-    """Both are speedups (README, "Through Dask"): a worker that silently lost them would only be slower."""
+    """Both are speedups: a worker that silently lost them would only be slower, so nothing else would notice."""
     from dask.distributed import Client
 
     with local_cluster(2) as cluster, Client(cluster) as client:

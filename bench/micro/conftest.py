@@ -38,7 +38,7 @@ def micro_batch() -> int:
 
 @pytest.fixture(scope="session")
 def micro_dataset(tmp_path_factory):
-    """A small dataset of SIZE-pixel sequences, two shards of 4 * BATCH samples, written once per session."""
+    """A small dataset of SIZE-pixel sequences, two shards of 4 * BATCH samples, written once per test run."""
     from pipeline.generate import run_generation
     from pipeline.manifest import DatasetParams
 

@@ -43,7 +43,7 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
         stored = {}
 
         def generate_once(address: str, workers: int, p: DatasetParams) -> float:
-            """Seconds of one run; deleting its files (~1 s for 320,000 sequences) is not timed."""
+            """Seconds of one run; deleting its files afterwards is not timed."""
             out = tmp / f"gen-{size}-{workers}-{next(runs)}"
             with contextlib.redirect_stdout(io.StringIO()), Stopwatch() as run:
                 manifest = run_generation(out, p, workers=workers, scheduler=address, progress=False)

@@ -48,7 +48,7 @@ class Grid:
     gen_raw_mb: float = 20000.0  # 160,000 sequences at size 50: seconds of work, so a run's fixed cost fades
     gen_max_samples: int = 400_000
     gen_shard_size: int = 10_000
-    gen_repeats: int = 5  # the VM drifts 10-20% between runs; the 2/1-worker ratio needs several pairs
+    gen_repeats: int = 5  # a VM's speed drifts between runs; the 2/1-worker ratio needs several pairs
     seed_raw_mb: float = 625.0  # 5,000 sequences at size 50: the seed's own call (5 GB of float64)
     seed_repeats: int = 3
     load_repeats: int = 5
@@ -152,23 +152,22 @@ class Grid:
 
 
 PRESETS = {
-    # Under a minute on a 2-core CPU: one size and batch size, small budgets, every suite and feed once.
+    # A smoke run: one size and batch size, small budgets, every suite and feed once.
     "quick": Grid(sizes=(32,), batch_sizes=(32,), gen_raw_mb=200.0, gen_repeats=2, seed_raw_mb=10.0,
                   seed_repeats=1, load_repeats=2, load_min_windows=1, train_warmup=2,
                   train_reference_steps=8, fit_sizes=(), seed_workflow_steps=3, accuracy_sizes=None,
                   accuracy_seeds=(0, 1), accuracy_train_samples=512, dataset_samples=1024,
                   dataset_test_samples=256, dataset_shard_size=256),
-    # ~8 min on a 2-core CPU, estimated from the per-step and per-sample costs of small runs
-    # (generate ~90 s, load ~105 s, train ~150 s, accuracy ~80 s, datasets and start-up ~20 s):
-    # the loader at sizes 32 and 50, batches 32 and 256; `fast` over every feed, the seed's
-    # network as a reference; `fit` at size 50, batch 32; five seeds of `seed` and `fast` at size 50.
+    # Sized for a few minutes on a 2-core CPU: the loader at sizes 32 and 50, batches 32 and 256;
+    # `fast` over every feed, the seed's network as a reference; `fit` at size 50, batch 32; five
+    # seeds of `seed` and `fast` at size 50.
     "default": Grid(),
     "full": Grid(sizes=(32, 50, 100), batch_sizes=(32, 64, 256),
                  train_models=("fast", "seed", "rowcol"), train_reference_models=(), fit_sizes=(50, 100),
                  fit_batch_sizes=(32, 256), seed_workflow_steps=20, accuracy_models=("seed", "fast", "rowcol"),
                  accuracy_sizes=(50,), accuracy_train_samples=5000, accuracy_wrap=True, dataset_samples=16384,
                  dataset_test_samples=4096, dataset_shard_size=2048),
-    # What a GPU answers (issue 13): loader, in-memory and synthetic feeds at sizes 50 and 100,
+    # What a GPU answers: loader, in-memory and synthetic feeds at sizes 50 and 100,
     # batches up to 1024, float32 against bfloat16. 5,120 sequences (5 GB in memory at size 100): the
     # seed's accuracy budget, and load windows of seconds.
     "gpu": Grid(sizes=(50, 100), batch_sizes=(32, 256, 1024), suites=("load", "train", "accuracy"),

@@ -1,7 +1,7 @@
 """Fault trials: helpers, real Dask clusters as separate processes, and the per-family counts table.
 
 Every test here records its trials with the `tally` fixture: `tally(family, survived, bytes_lost, **notes)`.
-At the end of the session the counts are written to `<basetemp>/faults-summary.json` and
+At the end of the test run the counts are written to `<basetemp>/faults-summary.json` and
 `faults-summary.md` and printed in the terminal summary (with or without `-s`).
 """
 from __future__ import annotations

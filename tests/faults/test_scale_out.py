@@ -12,7 +12,7 @@ from pipeline.verify import find_problems
 pytestmark = pytest.mark.faults
 
 SMALL = ["--size", 16, "--samples", 480, "--test-samples", 40, "--shard-size", 8, "--chunk", 8, "--seed", 3, "--quiet"]
-# Shards big enough (~0.5 s each to write) that a worker can be caught mid-shard.
+# Shards big enough to take a worker a noticeable while to write, so that one can be caught mid-shard.
 BIG_PARAMS = DatasetParams(size=48, samples=2400, test_samples=200, shard_size=200, chunk=25, seed=11)
 BIG = ["--size", 48, "--samples", 2400, "--test-samples", 200, "--shard-size", 200, "--chunk", 25, "--seed", 11,
        "--quiet"]
