@@ -269,12 +269,14 @@ def _graph_reader(src: Source, packed: bool):
                                        ["corrupt chunk in shard", paths[shard], "at sample", start[c]])
             with tf.control_dependencies([same]):
                 raw = tf.io.decode_compressed(data, "ZLIB") if zlib_coded else tf.identity(data)
-            data = tf.io.decode_raw(raw, tf.uint8)
             n = tf.cast(count[c], tf.int64)
             if src.bit_packed and width == src.size ** 3:  # odd size: sequences are not whole bytes
+                data = tf.io.decode_raw(raw, tf.uint8)
                 bits = tf.gather(bits_of_byte, tf.cast(data[:(n * width + 7) // 8], tf.int32))
-                data = tf.reshape(bits, [-1])
-            rows = tf.reshape(data[:n * width], (-1, width))
+                rows = tf.reshape(tf.reshape(bits, [-1])[:n * width], (-1, width))
+            else:  # the chunk's sequences, cut before decode_raw: the rows own their buffer, not a slice of one
+                whole = tf.strings.substr(raw, tf.constant(0, tf.int64), n * width)
+                rows = tf.reshape(tf.io.decode_raw(whole, tf.uint8), (-1, width))
             return rows, tf.slice(labels, [first[c]], [n])
 
         return ids.map(decode)
