@@ -21,12 +21,12 @@ from pathlib import Path
 
 
 def measure(directory: Path, batch_size: int, epochs: int, packed: bool) -> dict:
-    from pipeline.bench.memory import RssSampler, rss_bytes
-    from pipeline.malloc import TRIM_THRESHOLD
-    from pipeline.loader import make_dataset, open_dataset
-    from pipeline.reader import WindowReader, default_window
-
     import tensorflow as tf
+
+    from pipeline.bench.memory import RssSampler, rss_bytes
+    from pipeline.loader import make_dataset, open_dataset
+    from pipeline.malloc import TRIM_THRESHOLD
+    from pipeline.reader import WindowReader, default_window
 
     for _ in tf.data.Dataset.range(64).map(lambda x: x + 1, num_parallel_calls=2).batch(8).prefetch(2):
         pass  # TensorFlow's runtime (thread pools, function tracing) counted before the baseline
@@ -75,12 +75,14 @@ def main(argv=None) -> int:
             out = subprocess.run(cell, capture_output=True, text=True, check=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)
-            print(f"samples {row['samples']:>7,}  {'packed  ' if packed else 'unpacked'}  window {row['window_mb']:6.1f} MB  "
+            kind = "packed  " if packed else "unpacked"
+            print(f"samples {row['samples']:>7,}  {kind}  window {row['window_mb']:6.1f} MB  "
                   f"bound {row['bound_mb']:7.1f} MB  peak growth {row['peak_growth_mb']:7.1f} MB  "
                   f"({row['samples_per_s']:,.0f} samples/s)", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"size": args.size, "batch_size": args.batch_size, "rows": rows}, indent=1) + "\n")
+        doc = {"size": args.size, "batch_size": args.batch_size, "rows": rows}
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 

@@ -98,7 +98,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     if splittable and repeat:
         raise ValueError("splittable=True builds one epoch for tf.data service to split; pass repeat=False")
     if packed and src.codec not in BIT_PACKED:
-        raise ValueError(f"packed=True needs a bit-packed codec ({', '.join(BIT_PACKED)}), this dataset is {src.codec!r}")
+        raise ValueError(f"packed=True needs a bit-packed codec ({', '.join(BIT_PACKED)}), "
+                         f"this dataset is {src.codec!r}")
     if packed:
         packed_width(src.size)  # raises for an odd size
         if mechanism == "process":

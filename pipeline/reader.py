@@ -27,9 +27,9 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 
@@ -104,7 +104,7 @@ class WindowReader:
     def windows_per_epoch(self) -> int:
         return self.order(0).windows
 
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019 (a reader lives as long as its pipeline; the cache holds 4 small orders)
     def order(self, epoch: int) -> EpochOrder:
         return EpochOrder(self.src.count, self.window_chunks, self.seed, int(epoch), self.shuffle)
 

@@ -117,7 +117,8 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
         check_shard(path, plans[entry["path"]])
         raw = path.read_bytes()
         if entry.get("bytes") is not None and len(raw) != entry["bytes"]:
-            raise DataError(f"{path}: {len(raw):,} bytes, the manifest says {entry['bytes']:,} (truncated or replaced?)")
+            raise DataError(f"{path}: {len(raw):,} bytes, the manifest says {entry['bytes']:,} "
+                            "(truncated or replaced?)")
         if check_hashes and entry.get("sha256") and hashlib.sha256(raw).hexdigest() != entry["sha256"]:
             raise DataError(f"{path}: SHA-256 differs from the manifest (corrupt or replaced)")
         with h5py.File(path, "r") as f:
@@ -148,8 +149,8 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
         labels.append(shard_labels)
         first += n
     if not table:
-        raise DataError(f"{directory / MANIFEST}: split {split!r} has no samples"
-                        + (" (generated with --test-samples 0)" if split == "test" and params.test_samples == 0 else ""))
+        why = " (generated with --test-samples 0)" if split == "test" and params.test_samples == 0 else ""
+        raise DataError(f"{directory / MANIFEST}: split {split!r} has no samples{why}")
     cols = [np.array(c, np.int64) for c in zip(*table)]
     return Source(directory, split, size, params.codec, chunk, tuple(paths),
                   np.concatenate(labels).astype(np.uint8), shard=cols[0], start=cols[1], count=cols[2],

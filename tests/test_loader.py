@@ -30,7 +30,8 @@ def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("loader")
     out = {}
     for codec in CODECS:
-        params = DatasetParams(size=SIZE, samples=SAMPLES, test_samples=40, shard_size=64, chunk=16, seed=3, codec=codec)
+        params = DatasetParams(size=SIZE, samples=SAMPLES, test_samples=40, shard_size=64, chunk=16, seed=3,
+                               codec=codec)
         out[codec] = root / codec
         run_generation(out[codec], params, workers=1, progress=False)
     return out
@@ -44,12 +45,12 @@ def reference(directory, split="train"):
 
 
 def collect(ds):
-    frames, labels = zip(*((f.numpy(), l.numpy()) for f, l in ds))
+    frames, labels = zip(*((f.numpy(), y.numpy()) for f, y in ds))
     return np.concatenate(frames), np.concatenate(labels)
 
 
 def keys(frames, labels):
-    return collections.Counter(hashlib.sha1(f.tobytes()).hexdigest() + str(l) for f, l in zip(frames, labels))
+    return collections.Counter(hashlib.sha1(f.tobytes()).hexdigest() + str(y) for f, y in zip(frames, labels))
 
 
 def copy_dataset(src, tmp_path):
@@ -123,7 +124,7 @@ def test_same_order_whatever_the_number_of_readers(datasets, codec, mechanism):
     def labels(readers):
         ds = make_dataset(datasets[codec], "train", 16, mechanism=mechanism, seed=9, shuffle_window=40,
                           readers=readers, repeat=True, steps=2 * SAMPLES // 16)
-        return np.concatenate([l.numpy() for _, l in ds]), np.concatenate([f.numpy() for f, _ in ds])
+        return np.concatenate([y.numpy() for _, y in ds]), np.concatenate([f.numpy() for f, _ in ds])
 
     one, three = labels(1), labels(3)
     np.testing.assert_array_equal(one[0], three[0])
@@ -142,7 +143,7 @@ def test_unordered_reading_still_reads_every_sample_once(datasets, codec, mechan
 
 def test_drop_remainder_steps_repeat(datasets):
     d = datasets["gzip"]
-    sizes = lambda ds: [int(l.shape[0]) for _, l in ds]  # noqa: E731
+    sizes = lambda ds: [int(y.shape[0]) for _, y in ds]  # noqa: E731
     assert sizes(make_dataset(d, "train", 32)) == [32] * 6 + [8]
     assert sizes(make_dataset(d, "train", 32, drop_remainder=True)) == [32] * 6
     assert sizes(make_dataset(d, "train", 32, steps=3)) == [32] * 3
@@ -357,7 +358,8 @@ def test_graph_mechanism_runs_on_a_service_worker_in_another_process(datasets, c
 def test_auto_mechanism_by_codec_and_service_use(datasets):
     from pipeline.loader import mechanism_for
 
-    assert [mechanism_for(c) for c in ("nbit-gzip", "gzip", "none", "zstd-fast")] == ["isal", "isal", "graph", "process"]
+    codecs = ("nbit-gzip", "gzip", "none", "zstd-fast")
+    assert [mechanism_for(c) for c in codecs] == ["isal", "isal", "graph", "process"]
     assert mechanism_for("nbit-gzip", splittable=True) == "graph"
     with pytest.raises(ValueError, match="splittable=True is for tf.data service"):
         make_dataset(datasets["gzip"], "train", 8, mechanism="isal", splittable=True)
@@ -379,15 +381,15 @@ def test_packed_frames_unpack_to_the_stored_frames(tmp_path_factory):
     stored = {}
     for path in sorted(out.glob("train-*.h5")):
         data = read_sequences(path)
-        stored.update({f.tobytes(): int(l) for f, l in zip(data["frames"], data["labels"])})
+        stored.update({f.tobytes(): int(y) for f, y in zip(data["frames"], data["labels"])})
     batches = list(make_dataset(out, "train", 8, seed=3, packed=True))
-    assert sum(len(l) for _, l in batches) == 70 and batches[0][0].shape[1:] == (125,)
+    assert sum(len(y) for _, y in batches) == 70 and batches[0][0].shape[1:] == (125,)
     seen = set()
     for packed, labels in batches:
         unpacked = UnpackFrames(10)(packed).numpy()
         assert np.array_equal(unpacked, np.unpackbits(packed.numpy(), axis=1).reshape(-1, 10, 10, 10))
-        for f, l in zip(unpacked, labels.numpy()):
-            assert stored[f.tobytes()] == l
+        for f, y in zip(unpacked, labels.numpy()):
+            assert stored[f.tobytes()] == y
             seen.add(f.tobytes())
     assert len(seen) == 70
 

@@ -35,7 +35,7 @@ def stored(directory):
 
 
 def keys(frames, labels):
-    return collections.Counter(hashlib.sha1(f.tobytes()).hexdigest() + str(int(l)) for f, l in zip(frames, labels))
+    return collections.Counter(hashlib.sha1(f.tobytes()).hexdigest() + str(int(y)) for f, y in zip(frames, labels))
 
 
 def gather(batches):
@@ -71,9 +71,9 @@ def test_same_batches_whatever_the_number_of_readers(data):
 
 
 def test_batches_cross_windows_and_epochs_drop_remainder(data):
-    sizes = [len(l) for _, l in batch_stream(data["gzip"], "train", 40, epochs=2, shuffle_window=16)]
+    sizes = [len(y) for _, y in batch_stream(data["gzip"], "train", 40, epochs=2, shuffle_window=16)]
     assert sizes == [40] * 7 + [20]  # 300 samples, windows of one 16-sample chunk
-    dropped = [len(l) for _, l in batch_stream(data["gzip"], "train", 40, epochs=2, drop_remainder=True)]
+    dropped = [len(y) for _, y in batch_stream(data["gzip"], "train", 40, epochs=2, drop_remainder=True)]
     assert dropped == [40] * 7
 
 
@@ -148,7 +148,8 @@ def test_imports_no_tensorflow():
 
 def test_a_train_only_dataset_reads_and_names_its_missing_test_split(tmp_path):
     d = tmp_path / "train-only"
-    run_generation(d, DatasetParams(size=8, samples=40, test_samples=0, shard_size=20, chunk=8), workers=1, progress=False)
-    assert sum(len(l) for _, l in batch_stream(d, "train", 16)) == 40
+    params = DatasetParams(size=8, samples=40, test_samples=0, shard_size=20, chunk=8)
+    run_generation(d, params, workers=1, progress=False)
+    assert sum(len(y) for _, y in batch_stream(d, "train", 16)) == 40
     with pytest.raises(DataError, match=r"split 'test' has no samples \(generated with --test-samples 0\)"):
         open_dataset(d, "test")
