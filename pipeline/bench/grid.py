@@ -52,7 +52,7 @@ class Grid:
     seed_raw_mb: float = 625.0  # 5,000 sequences at size 50: the seed's own call (5 GB of float64)
     seed_repeats: int = 3
     load_repeats: int = 5
-    load_min_epochs: int = 3
+    load_min_epochs: int = 8
     load_min_windows: int = 3
     load_unshuffled: bool = True  # shuffled against unshuffled, for each mechanism
     load_graph: bool = True  # mechanism="graph" cells (TensorFlow ops only: what tf.data service runs)
