@@ -11,7 +11,7 @@ SCHEDULER    ?=
 QUICK        ?=
 RESULTS      ?= $(wildcard bench/results/*.json)
 
-.PHONY: setup dataset verify lint test test-slow test-faults bench bench-micro report clean
+.PHONY: setup dataset verify lint test test-slow test-faults bench bench-micro report docs clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-micro: $(STAMP)
 report: $(STAMP)
 	$(if $(RESULTS),,$(error no result files: run `make bench` first or pass RESULTS="a.json b.json"))
 	$(PY) -m pipeline report $(RESULTS) --out bench/report
+
+docs: $(STAMP)
+	$(PY) -m pipeline report bench/results/reference/*.json --page docs/performance.md
 
 clean:
 	rm -rf .pytest_cache .benchmarks

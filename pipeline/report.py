@@ -30,7 +30,7 @@ from pipeline.errors import UsageError
 DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
                    "accuracy_min", "accuracy_max")
 PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "samples_per_s"))
-GROUP_KEYS = ("suite", "impl", "feed", "workers", "variant", "shuffle", "precision", "metric")
+GROUP_KEYS = ("suite", "impl", "feed", "workers", "variant", "shuffle", "precision", "train_samples", "metric")
 REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
 SUITE_NOTES = {
     "generate": "Our Dask generator against the seed's `generate_examples`: samples/s, cluster start-up excluded.",

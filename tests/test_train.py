@@ -62,10 +62,23 @@ def test_evaluate_json(trained, tiny_dataset, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"] == 10
 
 
-def test_predict_prints_one_line_per_sequence(trained, capsys):
-    assert main(["predict", "--run", str(trained), "--count", "3", "--seed", "1"]) == 0
+def test_predict_prints_the_true_label_and_the_models_answer(trained, capsys):
+    """Expected: the label of the sequence drawn from --seed; Predicted: the model's probability thresholded at 0.5."""
+    import keras
+    import numpy as np
+
+    from pipeline.synth import SequenceSpec, generate
+
+    assert main(["predict", "--run", str(trained), "--count", "6", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and all(LINE.fullmatch(line) for line in lines)
+    assert len(lines) == 6 and all(LINE.fullmatch(line) for line in lines)
+    config = json.loads((trained / "config.json").read_text())
+    sequences = generate(np.random.default_rng(1), 6, SequenceSpec(config["dataset"]["params"]["size"]))
+    model = keras.saving.load_model(trained / "model.keras")
+    predicted = model.predict(sequences.frames, verbose=0)[:, 0] > 0.5
+    name = {True: "Right", False: "Left"}
+    assert lines == [f"Expected: {name[bool(y)]}, Predicted: {name[bool(p)]}"
+                     for y, p in zip(sequences.labels, predicted)]
 
 
 @pytest.mark.slow
