@@ -189,7 +189,7 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     if packed and row_bytes(src) == src.size ** 3:
         raise ValueError(f"packed=True needs a bit-packed codec at an even size; this dataset is {src.codec!r}, "
                          f"size {src.size}")
-    reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=shuffle_window or default_window(src),
+    reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=shuffle_window,
                           decode=decode_for(mechanism, src.codec), readers=readers)
     unpack = reader.packed_rows and not packed
     epoch_ids = range(epochs) if epochs else itertools.count()

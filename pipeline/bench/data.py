@@ -92,15 +92,9 @@ def shard_paths(directory: Path, split: str = "train") -> list[Path]:
     return [Path(directory) / e["path"] for e in load_manifest(Path(directory)).shards[split]]
 
 
-def shuffle_window(directory: Path, packed: bool = False) -> int:
+def shuffle_window(directory: Path) -> int:
     """Samples our loader permutes together by default (its shuffle window), for sizing load windows."""
-    try:  # the TensorFlow-free reading core, where present
-        from pipeline.reader import default_window
-        from pipeline.source import open_dataset
+    from pipeline.reader import default_window
+    from pipeline.source import open_dataset
 
-        return int(default_window(open_dataset(directory, "train", check_hashes=False)))
-    except ImportError:
-        from pipeline.loader import default_shuffle_buffer, open_dataset, packed_width
-
-        src = open_dataset(directory, "train", check_hashes=False)
-        return int(default_shuffle_buffer(packed_width(src.size) if packed else src.size ** 3, src.chunk))
+    return int(default_window(open_dataset(directory, "train", check_hashes=False)))

@@ -158,6 +158,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
             return held["arrays"]
 
         codec = load_manifest(data[size]).params.codec
+        window_samples = shuffle_window(data[size])  # opens the split once per size, not per cell
         naive_codec = load_manifest(naive[size]).params.codec if naive and size in naive else None
         for batch in grid.batch_sizes:
             running: list[_Running] = []
@@ -165,8 +166,8 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                 key = cell.key(backend, codec)
                 with rec.cell("load", cell.impl, METRICS, **key):
                     log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['workers']}")
-                    shuffle_samples = shuffle_window(data[size], cell.packed) if cell.ours else 0
-                    window = window_batches(grid, batch, shuffle_window(data[size], True))
+                    shuffle_samples = window_samples if cell.ours else 0
+                    window = window_batches(grid, batch, window_samples)
                     rss_before = rss_bytes()
                     start = clock()
                     it = _pipeline(cell, backend, data[size], (naive or {}).get(size), arrays)
