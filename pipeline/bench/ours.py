@@ -7,34 +7,28 @@ device while the current step runs). Batches are `(frames, labels)`: frames uint
 """
 from __future__ import annotations
 
-import importlib
-
-
-def _require(module: str, what: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise RuntimeError(f"{module} is missing ({what}): {e}") from None
-
 
 def tf_dataset(directory, batch_size: int, *, packed: bool = False, mechanism: str = "auto",
                readers: int | None = None, shuffle: bool = True, seed: int = 0):
-    loader = _require("pipeline.loader", "the tf.data loader")
-    return loader.make_dataset(directory, "train", batch_size, shuffle=shuffle, seed=seed, repeat=True,
+    from pipeline.loader import make_dataset
+
+    return make_dataset(directory, "train", batch_size, shuffle=shuffle, seed=seed, repeat=True,
                                drop_remainder=True, packed=packed, mechanism=mechanism, readers=readers)
 
 
 def numpy_batches(directory, batch_size: int, *, packed: bool = False, readers: int | None = None,
                   shuffle: bool = True, seed: int = 0):
-    reader = _require("pipeline.reader", "the TensorFlow-free reading core")
-    return reader.batch_stream(directory, "train", batch_size, shuffle=shuffle, seed=seed, epochs=None,
+    from pipeline.reader import batch_stream
+
+    return batch_stream(directory, "train", batch_size, shuffle=shuffle, seed=seed, epochs=None,
                                drop_remainder=True, readers=readers, packed=packed)
 
 
 def jax_batches(directory, batch_size: int, *, packed: bool = False, readers: int | None = None,
                 shuffle: bool = True, seed: int = 0):
-    feed = _require("pipeline.jax_feed", "the JAX front end")
-    return feed.prefetch_to_device(numpy_batches(directory, batch_size, packed=packed, readers=readers,
+    from pipeline.jax_feed import prefetch_to_device
+
+    return prefetch_to_device(numpy_batches(directory, batch_size, packed=packed, readers=readers,
                                                  shuffle=shuffle, seed=seed))
 
 
