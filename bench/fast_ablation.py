@@ -1,11 +1,11 @@
-"""`fast`'s switches side by side with the seed workflow: ms per training step, one process.
+"""`fast`'s switches side by side with the book workflow: ms per training step, one process.
 
     .venv/bin/python bench/fast_ablation.py [--size 50] [--batch 32] [--steps 15]
 
 Every model trains on the same batches with `train_on_batch` (each step materialized); steps of
 all models are interleaved so machine noise hits them alike; 3 warm-up steps each (compilation
-included there). The seed workflow trains its own float64 5-D arrays from `generate_examples`.
-Prints a Markdown table: median [p10-p90] ms per step and the ratio to the seed workflow.
+included there). The book workflow trains its own float64 5-D arrays from `generate_examples`.
+Prints a Markdown table: median [p10-p90] ms per step and the ratio to the book workflow.
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from pipeline.timing import Summary
 
 
 def variants(size: int) -> dict:
+    from pipeline.book_workflow import build_book_model
     from pipeline.models import build_model
-    from pipeline.seed_workflow import build_seed_model
 
     return {
-        "seed workflow": build_seed_model(size),
-        "seed": build_model("seed", size),
+        "book workflow": build_book_model(size),
+        "book": build_model("book", size),
         "fast (default: lookup CNN, XLA)": build_model("fast", size),
         "fast, lookup CNN, XLA off": build_model("fast", size, cnn="lookup", jit_compile=False),
         "fast, ConvPool CNN, XLA on": build_model("fast", size, cnn="fused", jit_compile=True),
@@ -41,16 +41,16 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=15)
     args = p.parse_args()
-    from pipeline.seed_workflow import generate_examples
+    from pipeline.book_workflow import generate_examples
     from pipeline.synth import SequenceSpec, generate
 
     size, b = args.size, args.batch
     ours = generate(np.random.default_rng(0), 4 * b, SequenceSpec(size))
-    seed_x, seed_y = generate_examples(size, 2 * b, random.Random(0))
+    book_x, book_y = generate_examples(size, 2 * b, random.Random(0))
     batches = [(ours.frames[i * b:(i + 1) * b], ours.labels[i * b:(i + 1) * b].astype("float32")) for i in range(4)]
-    seed_batches = [(seed_x[i * b:(i + 1) * b], seed_y[i * b:(i + 1) * b]) for i in range(2)]
+    book_batches = [(book_x[i * b:(i + 1) * b], book_y[i * b:(i + 1) * b]) for i in range(2)]
     models = variants(size)
-    feed = {name: (seed_batches if name == "seed workflow" else batches) for name in models}
+    feed = {name: (book_batches if name == "book workflow" else batches) for name in models}
     times = {name: [] for name in models}
     for name, model in models.items():
         for i in range(3):
@@ -63,8 +63,8 @@ def main() -> None:
             float(np.asarray(out[0] if isinstance(out, list) else out))  # materialized
             times[name].append(time.perf_counter() - start)
     spreads = {name: Summary.of(ts).scaled(1e3) for name, ts in times.items()}
-    base = spreads["seed workflow"].median
-    print("\n".join(table([f"model (size {size}, batch {b})", "ms/step median [p10-p90]", "vs seed workflow"],
+    base = spreads["book workflow"].median
+    print("\n".join(table([f"model (size {size}, batch {b})", "ms/step median [p10-p90]", "vs book workflow"],
                           [[name, f"{s.median:.1f} [{s.p10:.1f}-{s.p90:.1f}]", f"{base / s.median:.2f}x"]
                            for name, s in spreads.items()])))
 

@@ -1,4 +1,4 @@
-"""Generation figures: per-core throughput against the seed's generator, the codec table,
+"""Generation figures: per-core throughput against the book's generator, the codec table,
 and worker memory for N and 10N sequences, all from one run.
 
     .venv/bin/python bench/generation.py [--size 50] [--samples 2048] [--repeats 5]
@@ -8,10 +8,10 @@ fsync + SHA-256): what one Dask worker does per shard, without the cluster, and 
 workers' allocator settings (`pipeline.malloc`). The shard-size table shows a shard's fixed
 cost (file, attributes, fsync, rename) against its sequences.
 
-The seed's `generate_examples` is timed two ways. "cold": as the seed's workflow runs
-it, one call in a fresh process (the seed asks for 5,000 sequences, 5 GB of float64);
+The book's `generate_examples` is timed two ways. "cold": as the book's workflow runs
+it, one call in a fresh process (the book asks for 5,000 sequences, 5 GB of float64);
 its cost is dominated by first touching that memory. "warm": repeated small calls in one
-process, where the allocator recycles freed memory; an upper bound the seed never sees.
+process, where the allocator recycles freed memory; an upper bound the book never sees.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import h5py
 
 from pipeline import codecs, malloc
-from pipeline.seed_workflow import cold_generate_seconds, generate_examples
+from pipeline.book_workflow import cold_generate_seconds, generate_examples
 from pipeline.shards import ShardPlan, write_shard
 from pipeline.synth import SequenceSpec
 
@@ -51,13 +51,13 @@ def rate(n: int, seconds: list[float]) -> dict:
     return {"median": statistics.median(rates), "min": rates[0], "max": rates[-1]}
 
 
-def seed_warm_rate(size: int, n: int, repeats: int) -> dict:
+def book_warm_rate(size: int, n: int, repeats: int) -> dict:
     rng = random.Random(0)
     return rate(n, timed(lambda: generate_examples(size, n, rng), repeats))
 
 
-def seed_cold_rate(size: int, n: int, repeats: int) -> dict:
-    """One `generate_examples(size, n)` call per fresh process, as the seed's workflow makes it."""
+def book_cold_rate(size: int, n: int, repeats: int) -> dict:
+    """One `generate_examples(size, n)` call per fresh process, as the book's workflow makes it."""
     return rate(n, [cold_generate_seconds(size, n) for _ in range(repeats)])
 
 
@@ -107,8 +107,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=50)
     p.add_argument("--samples", type=int, default=2048, help="sequences per timed shard")
-    p.add_argument("--seed-samples", type=int, default=5000,
-                   help="sequences per cold seed call: the seed's workflow asks for 5,000 "
+    p.add_argument("--book-samples", type=int, default=5000,
+                   help="sequences per cold book call: the book's workflow asks for 5,000 "
                         "(5 GB of float64 at size 50); smaller calls are faster per sequence")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -117,15 +117,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="genbench-") as tmp:
         scratch = Path(tmp)
         memory = memory_rows(args.size, scratch)
-        cold = seed_cold_rate(args.size, args.seed_samples, args.repeats)
-        warm = seed_warm_rate(args.size, 200, args.repeats)
+        cold = book_cold_rate(args.size, args.book_samples, args.repeats)
+        warm = book_warm_rate(args.size, 200, args.repeats)
         table = codec_rows(args.size, args.samples, args.repeats, scratch)
         shards = shard_size_rows(args.size, (500, 2000, 10000), args.repeats, scratch)
     print(f"size {args.size}; samples/s per core, median (min..max) of {args.repeats}\n")
-    for name, r in (("cold, one call in a fresh process, as the seed runs it", cold),
+    for name, r in (("cold, one call in a fresh process, as the book runs it", cold),
                     ("warm, repeated 200-sequence calls", warm)):
-        print(f"seed generate_examples ({name}): {r['median']:,.0f} ({r['min']:,.0f}..{r['max']:,.0f})")
-    print("\n| codec | write samples/s | x seed cold | x seed warm | bytes/sample | ratio "
+        print(f"book generate_examples ({name}): {r['median']:,.0f} ({r['min']:,.0f}..{r['max']:,.0f})")
+    print("\n| codec | write samples/s | x book cold | x book warm | bytes/sample | ratio "
           "| read samples/s (h5py, 1 thread) |")
     print("|---|---|---|---|---|---|---|")
     for r in table:
@@ -142,7 +142,7 @@ def main() -> None:
     for r in memory:
         print(f"| {r['sequences']:,} | {r['shard_size']} | {r['peak_worker_rss_mib']:.0f} MiB |")
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "seed_cold": cold, "seed_warm": warm, "codecs": table,
+        args.json.write_text(json.dumps({"size": args.size, "book_cold": cold, "book_warm": warm, "codecs": table,
                                            "shard_sizes": shards, "memory": memory}, indent=1))
 
 

@@ -1,6 +1,6 @@
 """How much training the `wrap` variant needs: accuracy after each further 5,000 fresh sequences.
 
-In the seed's task the first frame gives the direction away (the first pixel sits in the first or
+In the book's task the first frame gives the direction away (the first pixel sits in the first or
 last column); with `wrap=True` the path starts in a random column and wraps, so no single frame
 does. This trains `fast` (batch 32) on rounds of 5,000 fresh wrap sequences and, after each round,
 measures accuracy on held-out wrap sequences, until it reaches --target or --max-rounds.

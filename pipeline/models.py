@@ -9,9 +9,9 @@ TensorFlow and JAX backends alike, with the same weights giving the same outputs
 
 Names:
 
-* ``seed``   the seed's network exactly (240,661 parameters at size 50):
+* ``book``   the book's network exactly (240,661 parameters at size 50):
   ``Conv2D(2, (2, 2), relu)`` -> ``MaxPooling2D(2)`` -> ``Flatten`` per frame ->
-  ``LSTM(50)`` -> ``Dense(1, sigmoid)``, time axis left dynamic as in the seed.
+  ``LSTM(50)`` -> ``Dense(1, sigmoid)``, time axis left dynamic as in the book.
   ``style="nested"`` wraps one CNN sub-model in a single ``TimeDistributed``;
   ``style="per_layer"`` wraps each CNN layer. Same weights give the same outputs.
 * ``fast``   the same mathematics and parameter count, faster: time folded into the batch
@@ -19,8 +19,8 @@ Names:
   unfolded to ``(B, T, F)`` for the LSTM. Switches: ``mixed_precision`` (default: on GPUs
   with tensor cores only), ``jit_compile`` (XLA; default per device, see
   ``default_jit_compile``), ``use_cudnn`` (the LSTM keeps cuDNN's conditions: default
-  activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``seed`` model's
-  weights unchanged (``fast.set_weights(seed.get_weights())``). By default it also replaces
+  activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``book`` model's
+  weights unchanged (``fast.set_weights(book.get_weights())``). By default it also replaces
   Conv2D/MaxPooling2D/Flatten by one ``LookupConvPool`` layer (``cnn="lookup"``: a table of
   the 512 possible 3x3 0/1 patches) and, on CPU only, the LSTM by ``ProjectedLSTM``
   (``lstm="projected"``): same weights, same outputs to float rounding (see their
@@ -30,7 +30,7 @@ Names:
   columns fed to one LSTM, each column a sequence over rows fed to another, and the two
   outputs are concatenated into the frame's feature vector. Frames are then combined across
   time by a third LSTM (our choice; the figure classifies single images) -> Dense sigmoid.
-  The CNN is the seed's small one or a ``keras.applications`` backbone without its top.
+  The CNN is the book's small one or a ``keras.applications`` backbone without its top.
 """
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-MODEL_NAMES = ("seed", "fast", "rowcol")
-SEED_STYLES = ("nested", "per_layer")
+MODEL_NAMES = ("book", "fast", "rowcol")
+BOOK_STYLES = ("nested", "per_layer")
 FAST_CNNS = ("lookup", "fused", "keras")
-BACKBONES = ("seed", "vgg16", "mobilenetv2")
+BACKBONES = ("book", "vgg16", "mobilenetv2")
 LSTM_UNITS = 50
 
 
@@ -118,7 +118,7 @@ class ConvPool(layers.Layer):
     """``Conv2D(filters, (2, 2), relu)`` then ``MaxPooling2D(2)`` then ``Flatten``, computed in one pass.
 
     Same weights (kernel ``(2, 2, 1, filters)``, bias ``(filters,)``) and same outputs as the
-    three seed layers on ``(N, S, S, 1)`` input, but without the ``(N, S-1, S-1, filters)``
+    three layers of the book on ``(N, S, S, 1)`` input, but without the ``(N, S-1, S-1, filters)``
     intermediate: pooled cell ``(i, j)`` only depends on the 3x3 input patch at ``(2i, 2j)``,
     so the 9 stride-2 shifted views of the input, times a ``(9, 4 * filters)`` matrix built
     from the kernel, give the 4 conv outputs of every pooling window at once; max over the
@@ -186,7 +186,7 @@ class ConvPool(layers.Layer):
 class LookupConvPool(ConvPool):
     """``ConvPool`` for 0/1 frames: uint8 ``(N, S, S)`` -> ``(N, P*P*filters)``, ``P = (S - 1) // 2``.
 
-    Same weights and outputs as ``ConvPool`` (and the seed's three layers) when every pixel is
+    Same weights and outputs as ``ConvPool`` (and the book's three layers) when every pixel is
     0 or 1, as in the datasets. A pooled cell depends only on its 3x3 input patch, and a 0/1
     patch is one of 512, so each call computes the 512 possible outputs from the kernel (a
     ``(512, filters)`` table, ~4k multiply-adds) and the frames only index it: the patch of each
@@ -299,7 +299,7 @@ def default_jit_compile() -> bool | str:
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
-    """Binary cross-entropy, Adam, accuracy (the seed's compile), returning the model."""
+    """Binary cross-entropy, Adam, accuracy (the book's compile), returning the model."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy",
                   metrics=["accuracy"], jit_compile=jit_compile)
     return model
@@ -311,8 +311,8 @@ def _check_size(size) -> int:
     return size
 
 
-def _seed_cnn_layers(dtype=None) -> list[layers.Layer]:
-    """The seed's per-frame CNN: Conv2D(2, (2, 2), relu) -> MaxPooling2D(2) -> Flatten."""
+def _book_cnn_layers(dtype=None) -> list[layers.Layer]:
+    """The book's per-frame CNN: Conv2D(2, (2, 2), relu) -> MaxPooling2D(2) -> Flatten."""
     return [layers.Conv2D(2, (2, 2), activation="relu", dtype=dtype, name="conv"),
             layers.MaxPooling2D(pool_size=(2, 2), dtype=dtype, name="pool"),
             layers.Flatten(dtype=dtype, name="flatten")]
@@ -320,31 +320,31 @@ def _seed_cnn_layers(dtype=None) -> list[layers.Layer]:
 
 # ---------------------------------------------------------------- the three models
 
-def build_seed(size: int, *, style: str = "per_layer") -> keras.Model:
-    """The seed's model on uint8 ``(B, T, S, S)`` input, time axis dynamic; not compiled."""
-    if style not in SEED_STYLES:
-        raise ValueError(f"style must be one of {', '.join(SEED_STYLES)}, got {style!r}")
+def build_book(size: int, *, style: str = "per_layer") -> keras.Model:
+    """The book's model on uint8 ``(B, T, S, S)`` input, time axis dynamic; not compiled."""
+    if style not in BOOK_STYLES:
+        raise ValueError(f"style must be one of {', '.join(BOOK_STYLES)}, got {style!r}")
     frames = keras.Input(shape=(None, size, size), dtype="uint8", name="frames")
     x = FramesToFloat(name="to_float")(frames)
     if style == "nested":
-        cnn = keras.Sequential([keras.Input(shape=(size, size, 1)), *_seed_cnn_layers()], name="cnn")
+        cnn = keras.Sequential([keras.Input(shape=(size, size, 1)), *_book_cnn_layers()], name="cnn")
         x = layers.TimeDistributed(cnn, name="td_cnn")(x)
     else:
-        for layer in _seed_cnn_layers():
+        for layer in _book_cnn_layers():
             x = layers.TimeDistributed(layer, name=f"td_{layer.name}")(x)
     x = layers.LSTM(LSTM_UNITS, name="lstm")(x)
     out = layers.Dense(1, activation="sigmoid", name="dense")(x)
-    return keras.Model(frames, out, name=f"seed_{style}")
+    return keras.Model(frames, out, name=f"book_{style}")
 
 
 def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudnn: bool | str = "auto",
                cnn: str = "lookup", unroll: bool = False, lstm: str | None = None) -> keras.Model:
-    """The seed's mathematics with time folded into the batch for the CNN; not compiled.
+    """The book's mathematics with time folded into the batch for the CNN; not compiled.
 
     mixed_precision: None -> ``devices.default_mixed_precision()`` (GPU with tensor cores only);
       True -> "mixed_float16"; or a Keras policy name such as "mixed_bfloat16". The sigmoid
       output stays float32 either way.
-    cnn: how the per-frame Conv2D -> MaxPooling2D -> Flatten is computed, always with the seed's
+    cnn: how the per-frame Conv2D -> MaxPooling2D -> Flatten is computed, always with the book's
       weights and outputs: "lookup" (``LookupConvPool``, for 0/1 frames: a 512-entry table
       indexed by each cell's 3x3 patch), "fused" (``ConvPool``, any input values), or "keras"
       (the three Keras layers).
@@ -374,7 +374,7 @@ def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudn
         if cnn == "fused":
             x = ConvPool(2, dtype=dtype, name="conv_pool")(x)
         else:
-            for layer in _seed_cnn_layers(dtype):
+            for layer in _book_cnn_layers(dtype):
                 x = layer(x)
     x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
     on_jax = keras.backend.backend() == "jax"
@@ -406,12 +406,12 @@ def _backbone(kind: str, size: int, weights: str | None, frozen: bool | None) ->
     return net
 
 
-def build_rowcol(size: int, *, backbone: str = "seed", backbone_weights: str | None = None,
+def build_rowcol(size: int, *, backbone: str = "book", backbone_weights: str | None = None,
                  frozen: bool | None = None, row_units: int = 16, col_units: int = 16,
                  time_units: int = LSTM_UNITS) -> keras.Model:
     """Row/column LSTMs over each frame's CNN feature map, then an LSTM over frames; not compiled.
 
-    backbone: "seed" (Conv2D(2, 2x2) + MaxPool, any size) or "vgg16" / "mobilenetv2"
+    backbone: "book" (Conv2D(2, 2x2) + MaxPool, any size) or "vgg16" / "mobilenetv2"
       (``include_top=False``, random weights unless ``backbone_weights`` names a local file;
       grayscale is repeated to 3 channels; size >= 32).
     frozen: backbone not trainable; default True when weights are loaded, else False.
@@ -423,7 +423,7 @@ def build_rowcol(size: int, *, backbone: str = "seed", backbone_weights: str | N
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     frames = keras.Input(shape=(size, size, size), dtype="uint8", name="frames")
     x = FoldTime(name="fold")(FramesToFloat(name="to_float")(frames))  # (B*T, S, S, 1)
-    if backbone == "seed":
+    if backbone == "book":
         x = layers.Conv2D(2, (2, 2), activation="relu", name="conv")(x)
         x = layers.MaxPooling2D(pool_size=(2, 2), name="pool")(x)
     else:
@@ -452,12 +452,12 @@ def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compil
     packed_input: take bit-packed uint8 ``(B, S**3 / 8)`` instead (``make_dataset(..., packed=True)``)
       and unpack on the device.
     jit_compile: None -> ``default_jit_compile()`` for ``fast``; for the others False on
-      TensorFlow (the seed ran without XLA) and True on JAX (whose alternative to XLA is running
-      op by op from Python). Remaining options go to ``build_seed`` / ``build_fast`` /
+      TensorFlow (the book ran without XLA) and True on JAX (whose alternative to XLA is running
+      op by op from Python). Remaining options go to ``build_book`` / ``build_fast`` /
       ``build_rowcol``; an unknown option raises TypeError.
     """
     size = _check_size(size)
-    builders = {"seed": build_seed, "fast": build_fast, "rowcol": build_rowcol}
+    builders = {"book": build_book, "fast": build_fast, "rowcol": build_rowcol}
     if name not in builders:
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
     if not learning_rate > 0:

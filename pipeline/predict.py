@@ -1,4 +1,4 @@
-"""`predict`: classify fresh sequences with a trained run, as the seed's last step does.
+"""`predict`: classify fresh sequences with a trained run, as the book's last step does.
 
 Sequences come from `pipeline.synth` with the run's dataset parameters (size, variant,
 square, wrap); each is printed as `Expected: Right, Predicted: Right`.

@@ -5,7 +5,7 @@ one Markdown table: a row per device and Keras backend, a column per size x batc
 Also written to `--out`: `report.md`, `report.csv` (every merged row, with its source file)
 and PNG plots of step time and throughput against batch size, one line per device and
 backend, one panel per size, and of generation throughput against worker count beside the
-seed's. `--page PATH` instead writes a performance page (Markdown, its PNGs beside it, named
+book's. `--page PATH` instead writes a performance page (Markdown, its PNGs beside it, named
 after it) meant to be committed, regenerated from committed result files
 (`bench/results/reference/`).
 
@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from pipeline.bench.grid import SUITES
 from pipeline.bench.markdown import table
-from pipeline.bench.results import FORMAT, READABLE_VERSIONS, normalize_row, write_csv
+from pipeline.bench.results import FORMAT, READABLE_VERSIONS, current_name, normalize_row, write_csv
 from pipeline.errors import UsageError
 
 DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
@@ -33,7 +34,7 @@ PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "
 GROUP_KEYS = ("suite", "impl", "feed", "workers", "variant", "shuffle", "precision", "train_samples", "metric")
 REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
 SUITE_NOTES = {
-    "generate": "Our Dask generator against the seed's `generate_examples`: samples/s, cluster start-up excluded.",
+    "generate": "Our Dask generator against the book's `generate_examples`: samples/s, cluster start-up excluded.",
     "load": "Input pipelines in their steady state over whole epochs after a warm-up epoch, every one shuffled "
             "unless marked unshuffled; samples/s, median of round-robin repeats.",
     "train": "Steady-state step time over at least one epoch by feed (our loader, in-memory arrays, synthetic: one "
@@ -234,7 +235,7 @@ def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
 
 def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
     """generate-samples_per_s.png: our generator's samples/s against workers, a line per device and
-    backend, a panel per size; the seed's `generate_examples` (one core) as a dashed line of the same
+    backend, a panel per size; the book's `generate_examples` (one core) as a dashed line of the same
     colour. [] if no such rows."""
     matplotlib, plt = _pyplot()
     ours = [r for r in rows if r["suite"] == "generate" and r["impl"] == "ours" and r["metric"] == "samples_per_s"
@@ -248,11 +249,11 @@ def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]
             points = sorted((r["workers"], r["value"]) for r in ours
                             if r["size"] == size and r["device"] == device and r["backend"] == backend)
             line, = ax.plot(*zip(*points), marker="o", label=_label(device, backend))
-            seed = [r["value"] for r in rows if r["suite"] == "generate" and r["impl"] == "seed" and r["size"] == size
+            book = [r["value"] for r in rows if r["suite"] == "generate" and r["impl"] == "book" and r["size"] == size
                     and r["device"] == device and r["backend"] == backend and r["metric"] == "samples_per_s"
                     and r["value"] is not None]
-            if seed:
-                ax.axhline(seed[0], linestyle="--", color=line.get_color(), label=f"{_label(device, backend)}: seed")
+            if book:
+                ax.axhline(book[0], linestyle="--", color=line.get_color(), label=f"{_label(device, backend)}: book")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(sorted({r["workers"] for r in ours if r["size"] == size}))
@@ -262,7 +263,7 @@ def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]
         ax.set_ylabel("samples/s")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize="small")
-    fig.suptitle("generate: samples/s against workers (dashed: the seed's generate_examples, one core)",
+    fig.suptitle("generate: samples/s against workers (dashed: the book's generate_examples, one core)",
                  fontsize="medium")
     fig.tight_layout()
     path = out / f"{prefix}generate-samples_per_s.png"
@@ -296,9 +297,18 @@ def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> 
                 shown = Path(os.path.relpath(Path(path).resolve(), relative_to.resolve()))
         commit = (env.get("git") or {}).get("commit")
         body.append([f"`{shown}`", doc.get("created", "?"), env.get("device", {}).get("name", "?"),
-                     f"{backend} {version or ''}".strip(), doc.get("config", {}).get("preset", "?"),
+                     f"{backend} {version or ''}".strip(), current_name(doc.get("config", {}).get("preset", "?")),
                      (commit or "?")[:10]])
     return table(["file", "created", "device", "backend", "preset", "commit"], body, "llllll")
+
+
+def _linked_plots(path: Path, prefix: str) -> set[str]:
+    """Names of the PNGs that the page at `path`, as it stands, links beside itself: the plots an earlier
+    `--page` wrote, which a new page that no longer draws them removes (and nothing else)."""
+    if not path.is_file():
+        return set()
+    return {name for name in re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", path.read_text(errors="replace"))
+            if name.startswith(prefix)}
 
 
 def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], path: Path, plots: bool = True) -> str:
@@ -307,6 +317,8 @@ def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], pat
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{path.stem}-"
     pngs = (plot(rows, path.parent, prefix) + plot_generation(rows, path.parent, prefix)) if plots else []
+    for stale in _linked_plots(path, prefix) - {p.name for p in pngs}:
+        (path.parent / stale).unlink(missing_ok=True)
     command = " ".join(["python -m pipeline report", *(f"{Path(p)}" for p, _ in docs), "--page", str(path)])
     out = ["# Performance", "",
            "Generated from committed bench result files; do not edit by hand. Regenerate with:", "",

@@ -1,4 +1,4 @@
-"""`show`: one sequence's frames side by side with its label, as the seed's figure."""
+"""`show`: one sequence's frames side by side with its label, as the book's figure."""
 from __future__ import annotations
 
 import argparse

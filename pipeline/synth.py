@@ -1,6 +1,6 @@
 """Vectorized moving-square sequences: a pure function of an RNG and parameters.
 
-The rules are the seed's (`next_frame` / `build_frames` / `generate_examples`):
+The rules are the book's (`next_frame` / `build_frames` / `generate_examples`):
 a sequence has ``T = size`` frames of ``size x size`` pixels; the direction is
 left-to-right ("Right", label 1) with probability 1/2; step ``i`` draws in
 column ``i`` (right) or ``size-1-i`` (left); the first row is uniform over
@@ -9,7 +9,7 @@ column ``i`` (right) or ``size-1-i`` (left); the first row is uniform over
 
 Variants of what a frame shows:
 
-* ``trail``  (the seed's): frame ``t`` shows every pixel drawn up to step ``t``.
+* ``trail``  (the book's): frame ``t`` shows every pixel drawn up to step ``t``.
 * ``dot``    : frame ``t`` shows only the pixel of step ``t``.
 * ``square`` : frame ``t`` shows a ``square x square`` block centred on the
   pixel of step ``t`` (clipped at the borders): a moving square.

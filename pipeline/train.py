@@ -25,14 +25,14 @@ from pathlib import Path
 from pipeline import backends
 from pipeline.errors import UsageError
 
-MODEL_CHOICES = ("seed", "fast", "rowcol")
+MODEL_CHOICES = ("book", "fast", "rowcol")
 RUN_FILES = ("model.keras", "config.json", "history.json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset directory (made by `generate`)")
     p.add_argument("--model", default="fast", choices=MODEL_CHOICES,
-                   help="seed: the seed's TimeDistributed network; fast: same maths, time folded into the batch; "
+                   help="book: the book's TimeDistributed network; fast: same maths, time folded into the batch; "
                         "rowcol: row/column LSTMs over each frame's feature map")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per training step")
     p.add_argument("--epochs", type=int, default=1, help="passes over the train split (or of --steps steps)")
@@ -49,13 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run directory to write (default: runs/MODEL-sSIZE-seedSEED)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
     p.add_argument("--style", default="per_layer", choices=("per_layer", "nested"),
-                   help="seed model only: TimeDistributed around each CNN layer or around one CNN sub-model")
+                   help="book model only: TimeDistributed around each CNN layer or around one CNN sub-model")
     p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                    help="fast model only: mixed float16; None means on for GPUs with tensor cores, off otherwise")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the train step; None means the model's default (pipeline.models.build_model): "
-                        "fast on XLA (Keras 'auto' on GPU), seed and rowcol off on TensorFlow and on under JAX")
-    p.add_argument("--backbone", default="seed", choices=("seed", "vgg16", "mobilenetv2"),
+                        "fast on XLA (Keras 'auto' on GPU), book and rowcol off on TensorFlow and on under JAX")
+    p.add_argument("--backbone", default="book", choices=("book", "vgg16", "mobilenetv2"),
                    help="rowcol model only: per-frame CNN (keras.applications backbones need size >= 32)")
     p.add_argument("--backbone-weights", default=None,
                    help="rowcol model only: local weights file for the backbone (frozen); never downloaded")
@@ -76,7 +76,7 @@ def model_options(args) -> dict:
         raise UsageError("--mixed-precision applies to --model fast only")
     if args.model != "rowcol" and args.backbone_weights is not None:
         raise UsageError("--backbone-weights applies to --model rowcol only")
-    if args.model == "seed":
+    if args.model == "book":
         return {"style": args.style}
     if args.model == "fast":
         return {"mixed_precision": args.mixed_precision}

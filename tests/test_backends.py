@@ -17,15 +17,15 @@ OUTPUT_TOLERANCE = 1e-5  # float32, the same maths in a different op order (XLA 
 GRADIENT_RTOL, GRADIENT_ATOL = 1e-4, 1e-6
 SIZE = 8
 CASES = {  # case name -> (model name, build_model options)
-    "seed_nested": ("seed", {"style": "nested"}),
-    "seed_per_layer": ("seed", {"style": "per_layer"}),
+    "book_nested": ("book", {"style": "nested"}),
+    "book_per_layer": ("book", {"style": "per_layer"}),
     "fast": ("fast", {}),
     "fast_fused_keras_lstm": ("fast", {"cnn": "fused", "lstm": "keras"}),
     "fast_keras_layers": ("fast", {"cnn": "keras", "lstm": "projected"}),
     "fast_packed": ("fast", {"packed_input": True}),
     "rowcol": ("rowcol", {"row_units": 4, "col_units": 4, "time_units": 8}),
 }
-SAVED = ("seed_per_layer", "fast", "fast_packed", "rowcol")  # models saved under one backend, loaded under the other
+SAVED = ("book_per_layer", "fast", "fast_packed", "rowcol")  # models saved under one backend, loaded under the other
 QUICK = ("fast",)  # in the default suite; every case costs an XLA compilation of its gradient on each backend
 
 

@@ -19,10 +19,10 @@ from pipeline.errors import UsageError
 ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
 # The quick preset shrunk to seconds: every suite, feed and load cell once, one step budget.
 TINY = dataclasses.replace(
-    grid_module.PRESETS["quick"], gen_raw_mb=0.05, gen_repeats=1, seed_raw_mb=0.01, load_repeats=2,
-    load_min_epochs=1, load_unshuffled=True, train_models=("seed",), train_steps=3, train_warmup=1,
-    fit_sizes=(8,), fit_batch_sizes=(4, 8), fit_models=("seed",), fit_epochs=1, seed_workflow_steps=1,
-    accuracy_models=("seed",),
+    grid_module.PRESETS["quick"], gen_raw_mb=0.05, gen_repeats=1, book_raw_mb=0.01, load_repeats=2,
+    load_min_epochs=1, load_unshuffled=True, train_models=("book",), train_steps=3, train_warmup=1,
+    fit_sizes=(8,), fit_batch_sizes=(4, 8), fit_models=("book",), fit_epochs=1, book_workflow_steps=1,
+    accuracy_models=("book",),
     accuracy_seeds=(0, 1),
     accuracy_train_samples=32, dataset_samples=64, dataset_test_samples=32, dataset_shard_size=32)
 
@@ -112,17 +112,17 @@ def test_train_feeds_and_input_bound_against_synthetic(quick_run):
     rows = quick_run[0]["rows"]
     steps = [r for r in rows if r["suite"] == "train" and r["metric"] == "ms_per_step_median"]
     assert {(r["impl"], r["feed"], r["batch_size"]) for r in steps} >= {
-        ("seed", feed, batch) for feed in grid_module.TRAIN_FEEDS for batch in (4, 8)} | {
-        ("seed-workflow", "in-memory", 8)}
+        ("book", feed, batch) for feed in grid_module.TRAIN_FEEDS for batch in (4, 8)} | {
+        ("book-workflow", "in-memory", 8)}
     for r in steps:
         m = dict(suite="train", impl=r["impl"], feed=r["feed"], batch_size=r["batch_size"])
         p10, p90 = (bench.value_of(rows, metric=f"ms_per_step_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
-        assert r["precision"] == ("float64" if r["impl"] == "seed-workflow" else "float32")
-        if r["impl"] == "seed":
+        assert r["precision"] == ("float64" if r["impl"] == "book-workflow" else "float32")
+        if r["impl"] == "book":
             assert r["steps"] == TINY.train_steps and r["warmup"] == TINY.train_warmup
     for batch in (4, 8):
-        median = {feed: bench.value_of(rows, suite="train", impl="seed", feed=feed, batch_size=batch,
+        median = {feed: bench.value_of(rows, suite="train", impl="book", feed=feed, batch_size=batch,
                                        metric="ms_per_step_median") for feed in grid_module.TRAIN_FEEDS}
         for feed, against in (("ours", "synthetic"), ("in-memory", "synthetic"), ("ours-packed", "synthetic-packed")):
             bound = [r for r in rows if r["metric"] == "input_bound_fraction" and r["feed"] == feed
@@ -167,10 +167,10 @@ def test_csv_and_markdown_beside_the_json(quick_run):
     for heading in ("**generate**", "**load**", "**train**", "**accuracy**", "`fit` wall time per epoch"):
         assert heading in md
     assert ", tensorflow " in md.splitlines()[0]
-    seed_row = next(line for line in md.splitlines() if line.startswith("| 8 | seed | 1 |"))
-    assert seed_row.endswith("| 1.00x | - |")  # the baseline against itself; no worker scaling for the seed
+    book_row = next(line for line in md.splitlines() if line.startswith("| 8 | book | 1 |"))
+    assert book_row.endswith("| 1.00x | - |")  # the baseline against itself; no worker scaling for the book
     one_worker = next(line for line in md.splitlines() if line.startswith("| 8 | ours | 1 |"))
-    assert one_worker.endswith("x | 1.00x |")  # vs seed, then against itself
+    assert one_worker.endswith("x | 1.00x |")  # vs book, then against itself
     in_memory = next(line for line in md.splitlines() if line.startswith("| 8 | 4 | in-memory | yes |"))
     assert "| 1.00x |" in in_memory
 
@@ -181,18 +181,18 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     real = pipeline.models.build_model
 
     def build(name, size, **kw):
-        if name == "seed":
+        if name == "book":
             raise MemoryError("OOM when allocating tensor")
         return real(name, size, **kw)
 
     monkeypatch.setattr(pipeline.models, "build_model", build)
-    grid = bench.Grid(sizes=(8,), batch_sizes=(4,), suites=("train",), train_models=("seed", "fast"),
+    grid = bench.Grid(sizes=(8,), batch_sizes=(4,), suites=("train",), train_models=("book", "fast"),
                       train_feeds=("in-memory", "synthetic"), train_steps=2, train_warmup=1, fit_sizes=(),
-                      seed_workflow_max_size=0, dataset_samples=32, dataset_test_samples=16, dataset_shard_size=16)
+                      book_workflow_max_size=0, dataset_samples=32, dataset_test_samples=16, dataset_shard_size=16)
     doc, path = bench.run_bench(grid, preset="test", out=tmp_path / "r", data_root=tmp_path / "d")
-    seed = [r for r in doc["rows"] if r["impl"] == "seed"]
-    assert {r["metric"] for r in seed} == set(STEP_METRICS)
-    assert all(r["value"] is None and r["error"] == "MemoryError: OOM when allocating tensor" for r in seed)
+    book = [r for r in doc["rows"] if r["impl"] == "book"]
+    assert {r["metric"] for r in book} == set(STEP_METRICS)
+    assert all(r["value"] is None and r["error"] == "MemoryError: OOM when allocating tensor" for r in book)
     fast = bench.value_of(doc["rows"], impl="fast", feed="in-memory", metric="ms_per_step_median")
     assert fast > 0
     assert "MemoryError: OOM" in path.with_suffix(".md").read_text()
@@ -219,15 +219,15 @@ def test_presets_are_valid_and_quick_is_smaller_than_default():
     quick, default = bench.PRESETS["quick"], bench.PRESETS["default"]
     assert len(quick.sizes) * len(quick.batch_sizes) < len(default.sizes) * len(default.batch_sizes)
     assert quick.dataset_samples < default.dataset_samples
-    assert len(default.accuracy_seeds) >= 5 and set(default.accuracy_models) >= {"seed", "fast"}
-    budget = bench.PRESETS["seed-budget"]
+    assert len(default.accuracy_seeds) >= 5 and set(default.accuracy_models) >= {"book", "fast"}
+    budget = bench.PRESETS["book-budget"]
     assert (budget.accuracy_train_samples, budget.accuracy_batch, len(budget.accuracy_seeds)) == (5000, 32, 5)
 
 
 def test_gpu_preset_covers_the_questions_a_gpu_answers():
     gpu = bench.PRESETS["gpu"]
     assert gpu.sizes == (50, 100) and gpu.batch_sizes == (32, 256, 1024)
-    assert set(gpu.train_models) == {"fast", "seed"} and gpu.precisions == ("float32", "bfloat16")
+    assert set(gpu.train_models) == {"fast", "book"} and gpu.precisions == ("float32", "bfloat16")
     assert {"ours", "ours-packed", "in-memory", "synthetic"} <= set(gpu.train_feeds)
     assert "generate" not in gpu.suites
 
@@ -304,8 +304,8 @@ def test_models_and_wrap_options_override_the_preset():
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    _, grid = grid_from_args(p.parse_args(["--seed-budget", "--models", "fast,seed", "--no-wrap"]))
-    assert grid.accuracy_models == ("fast", "seed") and grid.train_models == ("fast", "seed")
+    _, grid = grid_from_args(p.parse_args(["--book-budget", "--models", "fast,book", "--no-wrap"]))
+    assert grid.accuracy_models == ("fast", "book") and grid.train_models == ("fast", "book")
     assert grid.accuracy_wrap is False
     with pytest.raises(UsageError, match="unknown model 'vgg'"):
         grid_from_args(p.parse_args(["--models", "fast,vgg"]))

@@ -12,9 +12,9 @@ from pipeline.bench.results import Recorder, value_of
 
 # conftest's tiny_dataset: size 8, 96 train samples (3 shards of 32, chunks of 8)
 GRID = grid_module.Grid(sizes=(8,), batch_sizes=(8,), suites=("load", "train"), load_repeats=2, load_min_epochs=1,
-                        load_min_windows=1, load_from_generator=False, train_models=("seed",), train_steps=3,
+                        load_min_windows=1, load_from_generator=False, train_models=("book",), train_steps=3,
                         train_warmup=1,
-                        fit_sizes=(), seed_workflow_max_size=0, dataset_samples=96, dataset_test_samples=40,
+                        fit_sizes=(), book_workflow_max_size=0, dataset_samples=96, dataset_test_samples=40,
                         dataset_shard_size=32)
 
 
@@ -55,13 +55,13 @@ def test_train_suite_feeds_and_input_bound_fraction(tiny_dataset):
 
 
 def test_reference_models_are_timed_on_their_own_feeds_and_batches():
-    grid = grid_module.Grid(batch_sizes=(32, 256), train_models=("fast",), train_reference_models=("seed",),
+    grid = grid_module.Grid(batch_sizes=(32, 256), train_models=("fast",), train_reference_models=("book",),
                             train_reference_feeds=("in-memory",), train_reference_max_batch=32,
                             train_reference_steps=16, dataset_samples=2048)
     assert grid.train_cells() == [("fast", 32, grid_module.TRAIN_FEEDS, 64), ("fast", 256, grid_module.TRAIN_FEEDS, 8),
-                                  ("seed", 32, ("in-memory",), 16)]
-    both = dataclasses.replace(grid, train_models=("fast", "seed"))  # a model timed in full is no reference
-    assert [c[0] for c in both.train_cells()] == ["fast", "fast", "seed", "seed"]
+                                  ("book", 32, ("in-memory",), 16)]
+    both = dataclasses.replace(grid, train_models=("fast", "book"))  # a model timed in full is no reference
+    assert [c[0] for c in both.train_cells()] == ["fast", "fast", "book", "book"]
 
 
 def test_train_steps_default_to_one_epoch():
@@ -113,8 +113,8 @@ import dataclasses, sys
 from pipeline.bench import grid
 from pipeline.cli import main
 grid.PRESETS["quick"] = dataclasses.replace(grid.PRESETS["quick"], load_repeats=1, load_min_epochs=1,
-    train_models=("seed",), train_steps=2, train_warmup=1, fit_sizes=(8,), fit_batch_sizes=(8,), fit_epochs=1,
-    seed_workflow_max_size=0, accuracy_models=("seed",), accuracy_seeds=(0,), accuracy_train_samples=32,
+    train_models=("book",), train_steps=2, train_warmup=1, fit_sizes=(8,), fit_batch_sizes=(8,), fit_epochs=1,
+    book_workflow_max_size=0, accuracy_models=("book",), accuracy_seeds=(0,), accuracy_train_samples=32,
     dataset_samples=64, dataset_test_samples=32, dataset_shard_size=32)
 status = main(["bench", "--quick", "--backend", "jax", "--suites", "load,train,accuracy", "--sizes", "8",
                "--batch-sizes", "8", "--out", {str(tmp_path / 'r')!r}, "--data-root", {str(tmp_path / 'd')!r}])

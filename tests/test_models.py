@@ -1,4 +1,4 @@
-"""Models: the seed's parameter count, equal outputs across styles, seed -> fast weight transfer.
+"""Models: the book's parameter count, equal outputs across styles, book -> fast weight transfer.
 
 Backend-neutral: ``KERAS_BACKEND=jax pytest tests/test_models.py`` runs them all on JAX.
 """
@@ -10,10 +10,10 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pipeline import devices  # noqa: E402
-from pipeline.models import ConvPool, LookupConvPool, ProjectedLSTM, _seed_cnn_layers, build_model  # noqa: E402
+from pipeline.models import ConvPool, LookupConvPool, ProjectedLSTM, _book_cnn_layers, build_model  # noqa: E402
 from pipeline.synth import SequenceSpec, generate  # noqa: E402
 
-SEED_PARAMS_AT_50 = 240_661  # 10 (conv) + 240,600 (LSTM on 24*24*2 features) + 51 (dense)
+BOOK_PARAMS_AT_50 = 240_661  # 10 (conv) + 240,600 (LSTM on 24*24*2 features) + 51 (dense)
 TOLERANCE = 1e-5  # float32 sums in a different order (folded batch, fused conv/pool, hoisted projection)
 
 
@@ -21,22 +21,22 @@ def frames(size, n=4, seed=0):
     return generate(np.random.default_rng(seed), n, SequenceSpec(size)).frames
 
 
-@pytest.mark.parametrize("name,options", [("seed", {"style": "nested"}), ("seed", {"style": "per_layer"}),
+@pytest.mark.parametrize("name,options", [("book", {"style": "nested"}), ("book", {"style": "per_layer"}),
                                           ("fast", {}), ("fast", {"cnn": "keras", "lstm": "keras"})])
 def test_parameter_count_at_size_50_is_the_seeds(name, options):
-    assert build_model(name, 50, **options).count_params() == SEED_PARAMS_AT_50
+    assert build_model(name, 50, **options).count_params() == BOOK_PARAMS_AT_50
 
 
 def test_models_take_uint8_frames():
-    for name in ("seed", "fast", "rowcol"):
+    for name in ("book", "fast", "rowcol"):
         model = build_model(name, 8)
         assert model.inputs[0].dtype == "uint8"
         assert tuple(model.input_shape[-2:]) == (8, 8)
 
 
-def test_seed_styles_give_identical_outputs_for_identical_weights():
-    nested = build_model("seed", 12, style="nested")
-    per_layer = build_model("seed", 12, style="per_layer")
+def test_book_styles_give_identical_outputs_for_identical_weights():
+    nested = build_model("book", 12, style="nested")
+    per_layer = build_model("book", 12, style="per_layer")
     per_layer.set_weights(nested.get_weights())
     x = frames(12)
     np.testing.assert_array_equal(np.asarray(nested(x)), np.asarray(per_layer(x)))
@@ -47,18 +47,18 @@ def test_seed_styles_give_identical_outputs_for_identical_weights():
                                      pytest.param({"cnn": "fused", "lstm": "keras"}, marks=pytest.mark.slow),
                                      pytest.param({"cnn": "fused", "lstm": "projected"}, marks=pytest.mark.slow),
                                      pytest.param({"cnn": "keras", "lstm": "projected"}, marks=pytest.mark.slow)])
-def test_fast_with_the_seed_models_weights_gives_the_same_outputs(options):
-    seed = build_model("seed", 50)
+def test_fast_with_the_book_models_weights_gives_the_same_outputs(options):
+    book = build_model("book", 50)
     fast = build_model("fast", 50, mixed_precision=False, **options)  # float32 on any device, as the tolerance assumes
-    fast.set_weights(seed.get_weights())
+    fast.set_weights(book.get_weights())
     x = frames(50, n=3)
-    np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(seed(x)), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(book(x)), atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("size", [3, 5, 10, 11])
 def test_conv_pool_equals_conv_maxpool_flatten(size):
     x = (np.random.default_rng(size).random((5, size, size, 1)) < 0.4).astype("float32")
-    reference = keras.Sequential([keras.Input((size, size, 1)), *_seed_cnn_layers()])
+    reference = keras.Sequential([keras.Input((size, size, 1)), *_book_cnn_layers()])
     fused = ConvPool(2)
     fused(x)
     weights = [np.random.default_rng(1).normal(size=(2, 2, 1, 2)).astype("float32"), np.array([0.1, -0.3], "float32")]
@@ -72,7 +72,7 @@ def test_lookup_conv_pool_equals_conv_maxpool_flatten_on_binary_frames(size):
     x = (np.random.default_rng(size).random((6, size, size)) < 0.4).astype("uint8")
     x[0] = 0
     x[1] = 1
-    reference = keras.Sequential([keras.Input((size, size, 1)), *_seed_cnn_layers()])
+    reference = keras.Sequential([keras.Input((size, size, 1)), *_book_cnn_layers()])
     lookup = LookupConvPool(2)
     lookup(x)
     weights = [np.random.default_rng(2).normal(size=(2, 2, 1, 2)).astype("float32"), np.array([0.2, -0.1], "float32")]
@@ -102,9 +102,9 @@ def gradients(layer, inputs) -> list[np.ndarray]:
     return [g.numpy() for g in tape.gradient(value, layer.trainable_variables)]
 
 
-def test_lookup_conv_pool_gradients_equal_the_seed_layers():
+def test_lookup_conv_pool_gradients_equal_the_book_layers():
     x = (np.random.default_rng(0).random((8, 11, 11)) < 0.3).astype("uint8")
-    reference = keras.Sequential([keras.Input((11, 11, 1)), *_seed_cnn_layers()])
+    reference = keras.Sequential([keras.Input((11, 11, 1)), *_book_cnn_layers()])
     lookup = LookupConvPool(2)
     lookup(x)
     lookup.set_weights(reference.get_weights())
@@ -167,11 +167,11 @@ def test_bad_names_and_options_raise():
     with pytest.raises(ValueError, match="model must be one of"):
         build_model("lenet", 10)
     with pytest.raises(ValueError, match="style"):
-        build_model("seed", 10, style="sideways")
+        build_model("book", 10, style="sideways")
     with pytest.raises(ValueError, match="size"):
         build_model("fast", 0)
     with pytest.raises(TypeError):
-        build_model("seed", 10, colour=True)
+        build_model("book", 10, colour=True)
 
 
 @pytest.mark.gpu

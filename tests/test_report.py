@@ -34,10 +34,10 @@ def result(device, host, created, scale, *, failed_cell=False, backend=None):
             rows.append(row(device, "load", "ours", "samples_per_s", 1e4 / scale * batch, size, batch))
         rows.append(row(device, "generate", "ours", "samples_per_s", 5000.0 / scale, size, None, workers=2))
         rows.append(row(device, "generate", "ours", "samples_per_s", 2900.0 / scale, size, None, workers=1))
-        rows.append(row(device, "generate", "seed", "samples_per_s", 30.0 / scale, size, None, workers=1))
+        rows.append(row(device, "generate", "book", "samples_per_s", 30.0 / scale, size, None, workers=1))
         rows.append(row(device, "accuracy", "fast", "accuracy", 0.99, size, 32, feed="in-memory"))
     if failed_cell:
-        rows.append(row(device, "train", "seed", "ms_per_step_median", None, 50, 64, feed="ours",
+        rows.append(row(device, "train", "book", "ms_per_step_median", None, 50, 64, feed="ours",
                         error="ResourceExhaustedError: OOM when allocating tensor"))
     if backend is not None:
         rows = [{**r, "backend": backend, "backend_version": "0.1",
@@ -179,6 +179,27 @@ def test_backends_sit_beside_the_device_and_old_files_read_as_tensorflow(tmp_pat
     assert len(table) == sum(len(json.loads(p.read_text())["rows"]) for p in (old, new))
 
 
+def test_former_names_of_the_books_workflow_read_as_book(tmp_path, capsys):
+    old = result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0, backend="tensorflow")
+    for r in old["rows"]:
+        r["impl"] = {"book": "seed"}.get(r["impl"], r["impl"])
+    old["rows"].append(row("H200", "train", "seed-workflow", "ms_per_step_median", 90.0, 50, 32, feed="in-memory",
+                           backend="tensorflow"))
+    old["config"]["preset"] = "seed-budget"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    out = tmp_path / "report"
+    assert main(["report", str(path), "--out", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "generate / book" in text and "train / book-workflow" in text and "seed" not in text
+    with open(out / "report.csv", newline="") as f:
+        impls = {r["impl"] for r in csv.DictReader(f)}
+    assert {"book", "book-workflow"} <= impls and not impls & {"seed", "seed-workflow"}
+    page = tmp_path / "performance.md"
+    assert main(["report", str(path), "--page", str(page), "--no-plots"]) == 0
+    assert "| made-up |" not in page.read_text() and "| book-budget |" in page.read_text()
+
+
 def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
     from pipeline import report
 
@@ -211,6 +232,20 @@ def test_performance_page_with_plots_beside_it(two_files, tmp_path, capsys):
     for name in images:
         assert f"]({name})" in text  # linked from the page, relative to it
     assert not (tmp_path / "bench").exists()  # nothing written to --out
+
+
+def test_a_new_page_removes_only_the_plots_its_old_version_linked(two_files, tmp_path):
+    docs = tmp_path / "docs"
+    page = docs / "performance.md"
+    assert main(["report", *map(str, two_files), "--page", str(page)]) == 0
+    before = {p.name for p in docs.glob("*.png")}
+    theirs = [docs / "performance-by-hand.png", docs / "diagram.png"]  # not written by report
+    for path in theirs:
+        path.write_bytes(b"png")
+    assert main(["report", *map(str, two_files), "--page", str(page), "--suites", "generate"]) == 0
+    after = {p.name for p in docs.glob("*.png")}
+    assert after == {"performance-generate-samples_per_s.png", *(p.name for p in theirs)}
+    assert before - after and all(name in before for name in after - {p.name for p in theirs})
 
 
 def test_page_path_must_be_markdown(two_files, tmp_path, capsys):

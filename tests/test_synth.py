@@ -1,4 +1,4 @@
-"""The generator follows the seed's rules exactly (README, "The rules"), checked on fixed seeds."""
+"""The generator follows the book's rules exactly (README, "The rules"), checked on fixed seeds."""
 import numpy as np
 import pytest
 

@@ -82,9 +82,9 @@ def test_predict_prints_the_true_label_and_the_models_answer(trained, capsys):
 
 
 @pytest.mark.slow
-def test_train_seed_model_with_steps(tiny_dataset, tmp_path):
-    run = tmp_path / "seed"
-    assert main(["train", "--data", str(tiny_dataset), "--model", "seed", "--steps", "2", "--epochs", "2",
+def test_train_book_model_with_steps(tiny_dataset, tmp_path):
+    run = tmp_path / "book"
+    assert main(["train", "--data", str(tiny_dataset), "--model", "book", "--steps", "2", "--epochs", "2",
                  "--out", str(run), "--verbose", "0"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["steps_per_epoch"] == 2 and "TimeDistributed" in config["model"]["layers"]
@@ -97,7 +97,7 @@ def test_train_seed_model_with_steps(tiny_dataset, tmp_path):
     (["train", "--steps", "0"], "--steps must be a positive integer"),
     (["train", "--shuffle-window", "0"], "--shuffle-window must be a positive integer"),
     (["train", "--backend", "torch"], "invalid choice"),
-    (["train", "--model", "seed", "--mixed-precision"], "fast only"),
+    (["train", "--model", "book", "--mixed-precision"], "fast only"),
     (["evaluate", "--samples", "0"], "--samples must be a positive integer"),
     (["predict", "--count", "0"], "--count must be a positive integer"),
 ])

@@ -1,10 +1,10 @@
 """`bench`: measure generation, loading, training and accuracy over a grid; write a result file.
 
-    python -m pipeline bench [--quick | --full | --gpu | --seed-budget] [--backend tensorflow|jax]
+    python -m pipeline bench [--quick | --full | --gpu | --book-budget] [--backend tensorflow|jax]
 
 The grid (sizes x batch sizes x suites, and each suite's budget) is data: `grid.PRESETS`
 holds `quick` (a smoke run of every suite), `default` (sized for a few minutes on a 2-core CPU),
-`full`, `gpu` and `seed-budget`; `--sizes`, `--batch-sizes`, `--suites` override a preset. Datasets are
+`full`, `gpu` and `book-budget`; `--sizes`, `--batch-sizes`, `--suites` override a preset. Datasets are
 generated once under `--data-root` and reused (`data`). What each suite measures is in its
 module's docstring: `generate`, `load`, `train`, `accuracy`. Every row records the device,
 the Keras backend and its version (`results`). A failing cell (an exception, e.g. out of

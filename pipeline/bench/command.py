@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.bench.grid import BACKENDS, PRESETS, SUITES, Grid
 from pipeline.errors import UsageError
 
-PRESET_FLAGS = ("quick", "full", "gpu", "seed_budget")
+PRESET_FLAGS = ("quick", "full", "gpu", "book_budget")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -39,10 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     preset.add_argument("--quick", action="store_true", help="small grid, under a minute on a 2-core CPU")
     preset.add_argument("--full", action="store_true", help="large grid, sizes up to 100")
     preset.add_argument("--gpu", action="store_true",
-                        help="GPU preset: sizes 50 and 100, batches 32/256/1024, fast and seed, loader/in-memory/"
+                        help="GPU preset: sizes 50 and 100, batches 32/256/1024, fast and book, loader/in-memory/"
                              "synthetic feeds, float32 and bfloat16; every importable backend unless --backend")
-    preset.add_argument("--seed-budget", action="store_true",
-                        help="accuracy only: the seed's budget (1 epoch of 5,000, batch 32), 10,000 held out, "
+    preset.add_argument("--book-budget", action="store_true",
+                        help="accuracy only: the book's budget (1 epoch of 5,000, batch 32), 10,000 held out, "
                              "sizes 10/25/50")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: tensorflow)")
     p.add_argument("--suites", type=_name_list, help=f"comma-separated subset of {','.join(SUITES)} (default: all)")

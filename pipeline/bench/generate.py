@@ -1,11 +1,11 @@
-"""The `generate` suite: our Dask generator against the seed's `generate_examples`.
+"""The `generate` suite: our Dask generator against the book's `generate_examples`.
 
 Per size: a local cluster of 1, 2 and all cores' worker processes, each started and warmed up
 (one small untimed generation) before the clock starts; runs are timed round-robin across the
-clusters and the seed, so that the machine's drift falls on every cell alike. A cluster's
+clusters and the book's generator, so that the machine's drift falls on every cell alike. A cluster's
 start-up (`cluster_startup_s`) and one run's fixed cost on a running cluster (`run_overhead_s`:
 connecting, planning, manifests; a 2-shard dataset of one sequence each) are rows of their own.
-The seed's per-pixel `generate_examples` runs as its workflow runs it: one call per fresh
+The book's per-pixel `generate_examples` runs as its workflow runs it: one call per fresh
 process (first touching its float64 memory is most of its cost). `mb_per_s` counts uint8 frame
 bytes (size**3 per sample) for both, so the MB/s ratio equals the samples/s ratio;
 `stored_mb_per_s` counts bytes written to disk.
@@ -28,16 +28,16 @@ METRICS = ("cluster_startup_s", "run_overhead_s", "samples_per_s", "mb_per_s", "
 
 def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
     """Per size: start a local cluster per worker count, then time runs round-robin (1 worker, 2, ...,
-    the seed, again), so that the machine's drift falls on every cell alike."""
+    the book's generator, again), so that the machine's drift falls on every cell alike."""
+    from pipeline.book_workflow import BOOK_TRAIN_SAMPLES, cold_generate_seconds
     from pipeline.generate import local_cluster, run_generation
     from pipeline.manifest import DatasetParams
-    from pipeline.seed_workflow import SEED_TRAIN_SAMPLES, cold_generate_seconds
     from pipeline.timing import Stopwatch, Summary
 
     for size in grid.sizes:
         samples = max(16, min(grid.gen_max_samples, int(grid.gen_raw_mb * 1e6 / size ** 3)))
-        # at most the seed's own call: per sequence, a cold call costs more the more it allocates
-        seed_samples = max(2, min(SEED_TRAIN_SAMPLES, int(grid.seed_raw_mb * 1e6 / size ** 3)))
+        # at most the book's own call: per sequence, a cold call costs more the more it allocates
+        book_samples = max(2, min(BOOK_TRAIN_SAMPLES, int(grid.book_raw_mb * 1e6 / size ** 3)))
         tiny = DatasetParams(size=size, variant=grid.variant, samples=1, test_samples=1, shard_size=1, chunk=1)
         runs = iter(range(10 ** 6))
         stored = {}
@@ -67,9 +67,9 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                     times[workers] = []
                 except Exception as e:  # recorded below as this cell's error
                     failed[workers] = e
-            times["seed"] = []
-            for round_ in range(max(grid.gen_repeats, grid.seed_repeats)):
-                for workers in [w for w in times if w != "seed" and w not in failed and round_ < grid.gen_repeats]:
+            times["book"] = []
+            for round_ in range(max(grid.gen_repeats, grid.book_repeats)):
+                for workers in [w for w in times if w != "book" and w not in failed and round_ < grid.gen_repeats]:
                     log(f"generate ours size={size} workers={workers} samples={samples} (round {round_ + 1})")
                     params = DatasetParams(size=size, variant=grid.variant, samples=samples, test_samples=1,
                                            shard_size=shards[workers], chunk=min(32, shards[workers]))
@@ -77,12 +77,12 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                         times[workers].append(generate_once(clusters[workers], workers, params))
                     except Exception as e:
                         failed[workers] = e
-                if round_ < grid.seed_repeats and "seed" not in failed:
-                    log(f"generate seed size={size} samples={seed_samples} (round {round_ + 1})")
-                    try:  # cold, one call per fresh process, as the seed's workflow runs it
-                        times["seed"].append(cold_generate_seconds(size, seed_samples))
+                if round_ < grid.book_repeats and "book" not in failed:
+                    log(f"generate book size={size} samples={book_samples} (round {round_ + 1})")
+                    try:  # cold, one call per fresh process, as the book's workflow runs it
+                        times["book"].append(cold_generate_seconds(size, book_samples))
                     except Exception as e:
-                        failed["seed"] = e
+                        failed["book"] = e
 
         raw_mb = samples * size ** 3 / 1e6
         for workers in grid.worker_counts():
@@ -101,14 +101,14 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                 rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
                 rec.add("generate", "ours", "stored_mb_per_s", stored[workers] / 1e6 / median, **key, **extra)
                 rec.add("generate", "ours", "per_worker_samples_per_s", samples / median / workers, **key, **extra)
-        key = dict(size=size, workers=1, samples=seed_samples)
-        with rec.cell("generate", "seed", ("samples_per_s", "mb_per_s", "per_worker_samples_per_s"), **key):
-            if "seed" in failed:
-                raise failed["seed"]
-            summary = Summary.of(times["seed"])
+        key = dict(size=size, workers=1, samples=book_samples)
+        with rec.cell("generate", "book", ("samples_per_s", "mb_per_s", "per_worker_samples_per_s"), **key):
+            if "book" in failed:
+                raise failed["book"]
+            summary = Summary.of(times["book"])
             median = summary.median
-            extra = dict(repeats=grid.seed_repeats, p10_s=summary.p10, p90_s=summary.p90, measured="cold",
-                         float64_mb_per_s=seed_samples * size ** 3 * 8 / 1e6 / median)
-            rec.add("generate", "seed", "samples_per_s", seed_samples / median, **key, **extra)
-            rec.add("generate", "seed", "mb_per_s", seed_samples * size ** 3 / 1e6 / median, **key, **extra)
-            rec.add("generate", "seed", "per_worker_samples_per_s", seed_samples / median, **key, **extra)
+            extra = dict(repeats=grid.book_repeats, p10_s=summary.p10, p90_s=summary.p90, measured="cold",
+                         float64_mb_per_s=book_samples * size ** 3 * 8 / 1e6 / median)
+            rec.add("generate", "book", "samples_per_s", book_samples / median, **key, **extra)
+            rec.add("generate", "book", "mb_per_s", book_samples * size ** 3 / 1e6 / median, **key, **extra)
+            rec.add("generate", "book", "per_worker_samples_per_s", book_samples / median, **key, **extra)

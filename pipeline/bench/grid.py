@@ -17,7 +17,7 @@ PRECISIONS = ("float32", "bfloat16")
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
 FIT_FEEDS = ("ours", "in-memory")
-MODELS = ("seed", "fast", "rowcol")  # pipeline.models.MODEL_NAMES, named here so a grid checks without Keras
+MODELS = ("book", "fast", "rowcol")  # pipeline.models.MODEL_NAMES, named here so a grid checks without Keras
 
 
 def _positive_ints(value) -> bool:
@@ -28,8 +28,8 @@ def _positive_ints(value) -> bool:
 class Grid:
     """A bench run's grid and budgets; validates itself.
 
-    gen_raw_mb / seed_raw_mb: uint8 frame megabytes per timed generation run (ours / seed);
-      samples = MB * 1e6 / size**3, at most gen_max_samples (ours) or the seed's 5,000 (seed).
+    gen_raw_mb / book_raw_mb: uint8 frame megabytes per timed generation run (ours / book);
+      samples = MB * 1e6 / size**3, at most gen_max_samples (ours) or the book's 5,000 (book).
     gen_shard_size: sequences per shard of those runs (fewer if a worker would get under 4 shards).
     workers: generator worker counts; () -> 1, 2, all cores.
     load_repeats: timed windows per load cell, run round-robin across the cells.
@@ -49,8 +49,8 @@ class Grid:
     gen_max_samples: int = 400_000
     gen_shard_size: int = 10_000
     gen_repeats: int = 5  # a VM's speed drifts between runs; the 2/1-worker ratio needs several pairs
-    seed_raw_mb: float = 625.0  # 5,000 sequences at size 50: the seed's own call (5 GB of float64)
-    seed_repeats: int = 3
+    book_raw_mb: float = 625.0  # 5,000 sequences at size 50: the book's own call (5 GB of float64)
+    book_repeats: int = 3
     load_repeats: int = 5
     load_min_epochs: int = 8
     load_min_windows: int = 3
@@ -61,7 +61,7 @@ class Grid:
     train_feeds: tuple[str, ...] = TRAIN_FEEDS
     train_steps: int | None = None
     train_warmup: int = 3
-    train_reference_models: tuple[str, ...] = ("seed",)
+    train_reference_models: tuple[str, ...] = ("book",)
     train_reference_feeds: tuple[str, ...] = ("in-memory",)
     train_reference_max_batch: int = 32
     train_reference_steps: int = 16
@@ -70,9 +70,9 @@ class Grid:
     fit_batch_sizes: tuple[int, ...] = (32,)
     fit_models: tuple[str, ...] = ("fast",)
     fit_epochs: int = 2
-    seed_workflow_max_size: int = 50
-    seed_workflow_steps: int = 6
-    accuracy_models: tuple[str, ...] = ("seed", "fast")
+    book_workflow_max_size: int = 50
+    book_workflow_steps: int = 6
+    accuracy_models: tuple[str, ...] = ("book", "fast")
     accuracy_sizes: tuple[int, ...] | None = (50,)
     accuracy_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     accuracy_train_samples: int = 1024
@@ -111,9 +111,9 @@ class Grid:
         if not self.accuracy_seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                           for s in self.accuracy_seeds):
             raise ValueError(f"accuracy seeds must be non-negative integers, got {self.accuracy_seeds!r}")
-        for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "seed_repeats", "load_repeats",
+        for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "book_repeats", "load_repeats",
                      "load_min_epochs", "load_min_windows", "train_reference_max_batch", "train_reference_steps",
-                     "fit_epochs", "seed_workflow_steps",
+                     "fit_epochs", "book_workflow_steps",
                      "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
                      "dataset_shard_size"):
             if not _positive_ints(getattr(self, name)):
@@ -153,33 +153,33 @@ class Grid:
 
 PRESETS = {
     # A smoke run: one size and batch size, small budgets, every suite and feed once.
-    "quick": Grid(sizes=(32,), batch_sizes=(32,), gen_raw_mb=200.0, gen_repeats=2, seed_raw_mb=10.0,
-                  seed_repeats=1, load_repeats=2, load_min_windows=1, train_warmup=2,
-                  train_reference_steps=8, fit_sizes=(), seed_workflow_steps=3, accuracy_sizes=None,
+    "quick": Grid(sizes=(32,), batch_sizes=(32,), gen_raw_mb=200.0, gen_repeats=2, book_raw_mb=10.0,
+                  book_repeats=1, load_repeats=2, load_min_windows=1, train_warmup=2,
+                  train_reference_steps=8, fit_sizes=(), book_workflow_steps=3, accuracy_sizes=None,
                   accuracy_seeds=(0, 1), accuracy_train_samples=512, dataset_samples=1024,
                   dataset_test_samples=256, dataset_shard_size=256),
     # Sized for a few minutes on a 2-core CPU: the loader at sizes 32 and 50, batches 32 and 256;
-    # `fast` over every feed, the seed's network as a reference; `fit` at size 50, batch 32; five
-    # seeds of `seed` and `fast` at size 50.
+    # `fast` over every feed, the book's network as a reference; `fit` at size 50, batch 32; five
+    # seeds of `book` and `fast` at size 50.
     "default": Grid(),
     "full": Grid(sizes=(32, 50, 100), batch_sizes=(32, 64, 256),
-                 train_models=("fast", "seed", "rowcol"), train_reference_models=(), fit_sizes=(50, 100),
-                 fit_batch_sizes=(32, 256), seed_workflow_steps=20, accuracy_models=("seed", "fast", "rowcol"),
+                 train_models=("fast", "book", "rowcol"), train_reference_models=(), fit_sizes=(50, 100),
+                 fit_batch_sizes=(32, 256), book_workflow_steps=20, accuracy_models=("book", "fast", "rowcol"),
                  accuracy_sizes=(50,), accuracy_train_samples=5000, accuracy_wrap=True, dataset_samples=16384,
                  dataset_test_samples=4096, dataset_shard_size=2048),
     # What a GPU answers: loader, in-memory and synthetic feeds at sizes 50 and 100,
     # batches up to 1024, float32 against bfloat16. 5,120 sequences (5 GB in memory at size 100): the
-    # seed's accuracy budget, and load windows of seconds.
+    # book's accuracy budget, and load windows of seconds.
     "gpu": Grid(sizes=(50, 100), batch_sizes=(32, 256, 1024), suites=("load", "train", "accuracy"),
                 load_repeats=3, load_unshuffled=True, load_graph=True, load_from_generator=False,
-                train_models=("fast", "seed"), train_reference_models=(), precisions=("float32", "bfloat16"),
-                fit_sizes=(50,), fit_batch_sizes=(32, 256), seed_workflow_max_size=0,
-                accuracy_models=("seed", "fast"), accuracy_sizes=(50,), accuracy_train_samples=5000,
+                train_models=("fast", "book"), train_reference_models=(), precisions=("float32", "bfloat16"),
+                fit_sizes=(50,), fit_batch_sizes=(32, 256), book_workflow_max_size=0,
+                accuracy_models=("book", "fast"), accuracy_sizes=(50,), accuracy_train_samples=5000,
                 dataset_samples=5120, dataset_test_samples=2048, dataset_shard_size=1024),
-    # The seed's training budget (one epoch over 5,000 sequences, batch 32) judged on 10,000 held
+    # The book's training budget (one epoch over 5,000 sequences, batch 32) judged on 10,000 held
     # out, from five initial seeds.
-    "seed-budget": Grid(sizes=(10, 25, 50), batch_sizes=(32,), suites=("accuracy",),
-                        accuracy_models=("seed", "fast", "rowcol"), accuracy_sizes=None,
+    "book-budget": Grid(sizes=(10, 25, 50), batch_sizes=(32,), suites=("accuracy",),
+                        accuracy_models=("book", "fast", "rowcol"), accuracy_sizes=None,
                         accuracy_train_samples=5000, accuracy_batch=32, accuracy_wrap=True, dataset_samples=5000,
                         dataset_test_samples=10000, dataset_shard_size=1000, fit_sizes=()),
 }

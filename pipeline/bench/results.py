@@ -3,7 +3,9 @@
 A result is one JSON document: `format`, `format_version`, `created`, `environment`,
 `config` and `rows`, one row per measurement with at least `ROW_KEYS`. Version 2 rows
 also carry `backend` and `backend_version` (Keras's backend), and train rows `precision`;
-version 1 rows (written before backends) are read as TensorFlow, float32 (`normalize_row`).
+version 1 rows (written before backends) are read as TensorFlow, float32, and rows that name the
+book's workflow by its former names (`seed`, `seed-workflow`) as `book`, `book-workflow`
+(`normalize_row`; `current_name` also renames the former `seed-budget` preset).
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ READABLE_VERSIONS = (1, 2)
 ROW_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "metric", "value", "unit", "error", "device",
             "backend", "backend_version")
 DEFAULT_BACKEND = "tensorflow"  # what every version-1 row ran on
+# the book's workflow, its rows and its preset, as older result files name them
+FORMER_NAMES = {"seed": "book", "seed-workflow": "book-workflow", "seed-budget": "book-budget"}
 UNITS = {"samples_per_s": "samples/s", "samples_per_s_p10": "samples/s", "samples_per_s_p90": "samples/s",
          "mb_per_s": "MB/s", "stored_mb_per_s": "MB/s", "per_worker_samples_per_s": "samples/s",
          "cluster_startup_s": "s", "run_overhead_s": "s", "ms_per_step_median": "ms", "ms_per_step_p10": "ms",
@@ -32,9 +36,16 @@ UNITS = {"samples_per_s": "samples/s", "samples_per_s_p10": "samples/s", "sample
          "accuracy": "", "accuracy_min": "", "accuracy_max": "", "loss": ""}
 
 
+def current_name(name):
+    """An impl or preset name as this version calls it (`FORMER_NAMES`); other values unchanged."""
+    return FORMER_NAMES.get(name, name)
+
+
 def normalize_row(row: dict) -> dict:
-    """A row with every ROW_KEY; rows from version-1 files gain backend tensorflow (and float32 for train)."""
+    """A row with every ROW_KEY and current impl names; rows from version-1 files gain backend
+    tensorflow (and float32 for train)."""
     out = {**{k: row.get(k) for k in ROW_KEYS}, **row}
+    out["impl"] = current_name(out["impl"])
     if out.get("backend") is None:
         out["backend"] = DEFAULT_BACKEND
     if out.get("suite") in ("train", "accuracy") and out.get("precision") is None:

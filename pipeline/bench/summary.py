@@ -10,8 +10,8 @@ def _generate(rows) -> list[str]:
     out = ["**generate** (cluster start-up excluded; MB/s = uint8 frame bytes; run s = fixed cost of one run)", ""]
     body = []
     for size in sorted({r["size"] for r in rows if r["suite"] == "generate"}):
-        seed = value_of(rows, suite="generate", impl="seed", size=size, metric="samples_per_s")
-        cells = sorted({(r["impl"] != "seed", r["impl"], r["workers"]) for r in rows
+        book = value_of(rows, suite="generate", impl="book", size=size, metric="samples_per_s")
+        cells = sorted({(r["impl"] != "book", r["impl"], r["workers"]) for r in rows
                         if r["suite"] == "generate" and r["size"] == size})
         for _, impl, workers in cells:
             m = dict(suite="generate", impl=impl, size=size, workers=workers)
@@ -20,9 +20,9 @@ def _generate(rows) -> list[str]:
             body.append([size, impl, workers, number(rate), number(value_of(rows, metric="mb_per_s", **m)),
                          number(value_of(rows, metric="per_worker_samples_per_s", **m)),
                          number(value_of(rows, metric="cluster_startup_s", **m)),
-                         number(value_of(rows, metric="run_overhead_s", **m)), ratio(rate, seed),
+                         number(value_of(rows, metric="run_overhead_s", **m)), ratio(rate, book),
                          ratio(rate, one) if impl == "ours" else "-"])
-    out += table(["size", "impl", "workers", "samples/s", "MB/s", "per worker", "start-up s", "run s", "vs seed",
+    out += table(["size", "impl", "workers", "samples/s", "MB/s", "per worker", "start-up s", "run s", "vs book",
                   "vs 1 worker"], body, "rlrrrrrrrr")
     return out + [""]
 
@@ -68,11 +68,11 @@ FEED_COLUMNS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-pack
 def _train(rows) -> list[str]:
     train = [r for r in rows if r["suite"] == "train"]
     out = ["**train** (ms/step median [p10-p90] over at least one epoch, warm-up excluded; input-bound = "
-           "1 - synthetic / fed; vs seed on the in-memory feed)", ""]
+           "1 - synthetic / fed; vs book on the in-memory feed)", ""]
     body = []
     cells = sorted({(r["size"], r["batch_size"], r["impl"], r.get("precision") or "float32") for r in train
                     if r["metric"] == "ms_per_step_median"},
-                   key=lambda c: (c[0], c[1], c[2] == "seed-workflow", c[2], c[3]))
+                   key=lambda c: (c[0], c[1], c[2] == "book-workflow", c[2], c[3]))
     for size, batch, model, precision in cells:
         m = dict(suite="train", impl=model, size=size, batch_size=batch, precision=precision)
 
@@ -83,14 +83,14 @@ def _train(rows) -> list[str]:
         bound = [percent(value_of(rows, feed=f, metric="input_bound_fraction", **m)) for f in ("ours", "ours-packed",
                                                                                               "in-memory")]
         mem = value_of(rows, feed="in-memory", metric="ms_per_step_median", **m)
-        seed = value_of(rows, suite="train", impl="seed", feed="in-memory", size=size, batch_size=batch,
+        book = value_of(rows, suite="train", impl="book", feed="in-memory", size=size, batch_size=batch,
                         precision=precision, metric="ms_per_step_median")
-        workflow = value_of(rows, suite="train", impl="seed-workflow", feed="in-memory", size=size, batch_size=batch,
+        workflow = value_of(rows, suite="train", impl="book-workflow", feed="in-memory", size=size, batch_size=batch,
                             metric="ms_per_step_median")
         body.append([size, batch, model, precision, *(step(f) for f in FEED_COLUMNS), " / ".join(bound),
-                     ratio(seed, mem), ratio(workflow, mem)])
+                     ratio(book, mem), ratio(workflow, mem)])
     out += table(["size", "batch", "model", "precision", "fed by our loader", "fed packed", "in memory", "synthetic",
-                  "synthetic, packed", "input-bound (ours / packed / in-memory)", "vs seed", "vs seed-workflow"],
+                  "synthetic, packed", "input-bound (ours / packed / in-memory)", "vs book", "vs book-workflow"],
                  body, "rrllrrrrrrrr")
     fits = sorted({(r["size"], r["batch_size"], r["impl"]) for r in train if r["metric"] == "fit_s_per_epoch"})
     if fits:

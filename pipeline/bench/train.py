@@ -20,7 +20,7 @@ the batch is inside the step). ``input_bound_fraction`` = 1 - synthetic / fed me
 our loader (a repeated dataset, `steps_per_epoch` = one epoch) or by the in-memory arrays
 (`fit(x, y, shuffle=True)`); epochs after the first are timed, median reported.
 
-Impl ``seed-workflow`` is the seed's own float64 TimeDistributed model on `generate_examples` arrays.
+Impl ``book-workflow`` is the book's own float64 TimeDistributed model on `generate_examples` arrays.
 """
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                 keras.backend.clear_session()
         if size in grid.fit_sizes:
             fit(rec, grid, size, data[size], frames, labels)
-        if size <= grid.seed_workflow_max_size:
-            seed_workflow(rec, grid, size)
+        if size <= grid.book_workflow_max_size:
+            book_workflow(rec, grid, size)
 
 
 def epoch_clock():
@@ -196,26 +196,26 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
                     keras.backend.clear_session()
 
 
-def seed_workflow(rec: Recorder, grid: Grid, size: int) -> None:
-    """The seed's own model (float64 TimeDistributed) on `generate_examples` arrays, via train_on_batch."""
+def book_workflow(rec: Recorder, grid: Grid, size: int) -> None:
+    """The book's own model (float64 TimeDistributed) on `generate_examples` arrays, via train_on_batch."""
     import random
 
     import keras
 
-    from pipeline.seed_workflow import build_seed_model, generate_examples
+    from pipeline.book_workflow import build_book_model, generate_examples
 
     for batch in [b for b in grid.batch_sizes if b <= grid.train_reference_max_batch]:
         key = dict(size=size, batch_size=batch, feed="in-memory", precision="float64")
-        with rec.cell("train", "seed-workflow", STEP_METRICS, **key):
-            log(f"train seed-workflow size={size} batch={batch}")
+        with rec.cell("train", "book-workflow", STEP_METRICS, **key):
+            log(f"train book-workflow size={size} batch={batch}")
             x, y = generate_examples(size, 2 * batch, random.Random(SEED))
             batches = [(x[:batch], y[:batch]), (x[batch:], y[batch:])]
             keras.utils.set_random_seed(SEED)
-            model = build_seed_model(size)
+            model = build_book_model(size)
             turn = iter(range(10 ** 9))
             warmup = min(grid.train_warmup, 2)
             times = time_steps(lambda model=model, batches=batches: model.train_on_batch(*batches[next(turn) % 2]),
-                               steps=grid.seed_workflow_steps, warmup=warmup)
-            record_steps(rec, "seed-workflow", "in-memory", times, size=size, batch_size=batch, precision="float64")
+                               steps=grid.book_workflow_steps, warmup=warmup)
+            record_steps(rec, "book-workflow", "in-memory", times, size=size, batch_size=batch, precision="float64")
             del model, x, y, batches
             keras.backend.clear_session()

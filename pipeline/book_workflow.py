@@ -1,6 +1,6 @@
-"""The seed's CNN-LSTM workflow, reproduced as a baseline (same algorithm, our code).
+"""The book's CNN-LSTM workflow, reproduced as a baseline (same algorithm, our code).
 
-What the seed does (Brownlee, ch. 8):
+What the book does (Brownlee, ch. 8):
 
 1. ``generate_examples``: a per-pixel Python generator drawing from the ``random``
    module; frames are float64 ``(size, size)`` arrays, a sequence is ``size`` of them,
@@ -11,7 +11,7 @@ What the seed does (Brownlee, ch. 8):
 3. ``model.fit`` on 5,000 fresh sequences, batch 32, 1 epoch; ``evaluate`` on 100 fresh
    ones; ``predict`` one and print ``Expected: Right, Predicted: Right``.
 
-Differences from the seed, all forced by Keras 3 or by reproducibility:
+Differences from the book, all forced by Keras 3 or by reproducibility:
 the RNG is an explicit ``random.Random`` instance instead of the module's global
 one; Keras 3 has no ``predict_classes``, so the probability is thresholded at 0.5;
 ``input_shape=`` is given through a ``keras.Input``.
@@ -25,16 +25,16 @@ import time
 
 import numpy as np
 
-SEED_SIZE = 50
-SEED_TRAIN_SAMPLES = 5000
-SEED_TEST_SAMPLES = 100
+BOOK_SIZE = 50
+BOOK_TRAIN_SAMPLES = 5000
+BOOK_TEST_SAMPLES = 100
 
 
 def next_frame(last_step: int, last_frame: np.ndarray, column: int, rng: random.Random) -> tuple[np.ndarray, int]:
     """Copy of ``last_frame`` with one more pixel lit in ``column``; its row is in-bounds of last_step +- 1."""
     lower = max(0, last_step - 1)
     upper = min(last_frame.shape[0] - 1, last_step + 1)
-    step = rng.randint(lower, upper)  # inclusive at both ends, as the seed's randint
+    step = rng.randint(lower, upper)  # inclusive at both ends, as the book's randint
     frame = last_frame.copy()
     frame[step, column] = 1
     return frame, step
@@ -43,7 +43,7 @@ def next_frame(last_step: int, last_frame: np.ndarray, column: int, rng: random.
 def build_frames(size: int, rng: random.Random) -> tuple[list[np.ndarray], int]:
     """One sequence: ``size`` float64 frames ``(size, size)`` and right (1 = left-to-right).
 
-    Draw order is the seed's: first row, then direction, then one row per further step.
+    Draw order is the book's: first row, then direction, then one row per further step.
     """
     frame = np.zeros((size, size))
     step = rng.randint(0, size - 1)
@@ -59,10 +59,10 @@ def build_frames(size: int, rng: random.Random) -> tuple[list[np.ndarray], int]:
 
 
 def generate_examples(size: int, n: int, rng: random.Random | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """n sequences as the seed feeds them: X float64 ``(n, size, size, size, 1)``, y int ``(n, 1)``.
+    """n sequences as the book feeds them: X float64 ``(n, size, size, size, 1)``, y int ``(n, 1)``.
 
     rng: a ``random.Random``; the same seed gives the same arrays. None draws from a fresh,
-    unseeded instance (the seed's behaviour).
+    unseeded instance (the book's behaviour).
     """
     if not isinstance(size, int) or size < 2:
         raise ValueError(f"size must be an integer >= 2, got {size!r}")
@@ -80,17 +80,17 @@ def generate_examples(size: int, n: int, rng: random.Random | None = None) -> tu
 
 
 def cold_generate_seconds(size: int, n: int) -> float:
-    """Seconds of one ``generate_examples(size, n)`` call in a fresh Python process, as the seed's
+    """Seconds of one ``generate_examples(size, n)`` call in a fresh Python process, as the book's
     workflow makes it: its cost is dominated by first touching ``n * size**3`` float64 values, which
     repeated calls in one process (memory recycled by the allocator) never pay."""
-    code = ("import random, time; from pipeline.seed_workflow import generate_examples; "
+    code = ("import random, time; from pipeline.book_workflow import generate_examples; "
             f"t = time.perf_counter(); generate_examples({size}, {n}, random.Random(0)); "
             "print(time.perf_counter() - t)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def build_seed_model(size: int = SEED_SIZE):
-    """The seed's model exactly, on float ``(batch, time, size, size, 1)`` input; compiled as the seed's."""
+def build_book_model(size: int = BOOK_SIZE):
+    """The book's model exactly, on float ``(batch, time, size, size, 1)`` input; compiled as the book's."""
     import keras
     from keras import layers
 
@@ -101,25 +101,25 @@ def build_seed_model(size: int = SEED_SIZE):
         layers.TimeDistributed(layers.Flatten()),
         layers.LSTM(50),
         layers.Dense(1, activation="sigmoid"),
-    ], name="seed_workflow")
+    ], name="book_workflow")
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
     return model
 
 
 def describe_prediction(expected: int, probability: float) -> str:
-    """The seed's line, with ``predict_classes`` replaced by thresholding at 0.5."""
+    """The book's line, with ``predict_classes`` replaced by thresholding at 0.5."""
     name = {1: "Right", 0: "Left"}
     return f"Expected: {name[int(expected)]}, Predicted: {name[int(probability > 0.5)]}"
 
 
-def run_seed_workflow(size: int = SEED_SIZE, train_samples: int = SEED_TRAIN_SAMPLES,
-                      test_samples: int = SEED_TEST_SAMPLES, batch_size: int = 32, epochs: int = 1,
+def run_book_workflow(size: int = BOOK_SIZE, train_samples: int = BOOK_TRAIN_SAMPLES,
+                      test_samples: int = BOOK_TEST_SAMPLES, batch_size: int = 32, epochs: int = 1,
                       seed: int = 0, verbose: int = 0) -> dict:
-    """Generate, fit, evaluate and predict as the seed does; returns timings and results.
+    """Generate, fit, evaluate and predict as the book does; returns timings and results.
 
     Keys: ``generate_s`` and ``generate_samples_per_s`` (training set generation),
     ``fit_s`` and ``fit_samples_per_s`` (``model.fit`` wall time over all epochs, first
-    step included, as the seed's user experiences it), ``loss``, ``accuracy``
+    step included, as the book's user experiences it), ``loss``, ``accuracy``
     (on ``test_samples`` fresh sequences), ``prediction`` (one line) and the arguments.
     ``seed`` seeds the ``random.Random`` generator and Keras' weight initialisation.
     """
@@ -134,7 +134,7 @@ def run_seed_workflow(size: int = SEED_SIZE, train_samples: int = SEED_TRAIN_SAM
     start = time.perf_counter()
     x, y = generate_examples(size, train_samples, rng)
     generate_s = time.perf_counter() - start
-    model = build_seed_model(size)
+    model = build_book_model(size)
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
     fit_s = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""The seed's generator and workflow, reproduced: rules, shapes, reproducibility."""
+"""The book's generator and workflow, reproduced: rules, shapes, reproducibility."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.seed_workflow import build_frames, describe_prediction, generate_examples
+from pipeline.book_workflow import build_frames, describe_prediction, generate_examples
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def examples():
     return generate_examples(9, 60, random.Random(5))
 
 
-def test_shapes_and_dtypes_are_the_seeds(examples):
+def test_shapes_and_dtypes_are_the_books(examples):
     x, y = examples
     assert x.shape == (60, 9, 9, 9, 1) and x.dtype == np.float64
     assert y.shape == (60, 1)
@@ -45,7 +45,7 @@ def test_frames_obey_the_generator_rules(examples):
         assert all(abs(a - b) <= 1 for a, b in zip(rows, rows[1:]))
 
 
-def test_draw_order_is_the_seeds():
+def test_draw_order_is_the_books():
     """First the start row (randint), then the direction (random() < 0.5), then one randint per step."""
     rng = random.Random(11)
     frames, right = build_frames(6, random.Random(11))
@@ -73,22 +73,22 @@ def test_prediction_line_thresholds_at_one_half():
     assert describe_prediction(0, 0.5) == "Expected: Left, Predicted: Left"
 
 
-def test_seed_model_is_the_seeds():
+def test_book_model_is_the_books():
     pytest.importorskip("keras")
-    from pipeline.seed_workflow import build_seed_model
+    from pipeline.book_workflow import build_book_model
 
-    model = build_seed_model(50)
+    model = build_book_model(50)
     assert model.count_params() == 240_661
     assert model.input_shape == (None, None, 50, 50, 1)
     assert [type(layer).__name__ for layer in model.layers] == ["TimeDistributed"] * 3 + ["LSTM", "Dense"]
 
 
 @pytest.mark.slow
-def test_run_seed_workflow_at_tiny_size():
+def test_run_book_workflow_at_tiny_size():
     pytest.importorskip("keras")
-    from pipeline.seed_workflow import run_seed_workflow
+    from pipeline.book_workflow import run_book_workflow
 
-    result = run_seed_workflow(size=6, train_samples=64, test_samples=16, batch_size=32, seed=3)
+    result = run_book_workflow(size=6, train_samples=64, test_samples=16, batch_size=32, seed=3)
     assert result["params"] == 10 + 4 * 50 * (2 * 2 * 2 + 50 + 1) + 51
     assert result["generate_s"] > 0 and result["fit_samples_per_s"] > 0
     assert 0 <= result["accuracy"] <= 1 and np.isfinite(result["loss"])
