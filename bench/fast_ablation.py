@@ -21,17 +21,18 @@ from pipeline.timing import Summary
 
 def variants(size: int) -> dict:
     from pipeline.book_workflow import build_book_model
+    from pipeline.fast_variants import build_fast_variant
     from pipeline.models import build_model
 
     return {
         "book workflow": build_book_model(size),
         "book": build_model("book", size),
-        "fast (default: lookup CNN, XLA)": build_model("fast", size),
-        "fast, lookup CNN, XLA off": build_model("fast", size, cnn="lookup", jit_compile=False),
-        "fast, ConvPool CNN, XLA on": build_model("fast", size, cnn="fused", jit_compile=True),
-        "fast, ConvPool CNN, XLA off": build_model("fast", size, cnn="fused", jit_compile=False),
-        "fast, Keras layers + Keras LSTM, XLA off": build_model("fast", size, cnn="keras", lstm="keras",
-                                                               jit_compile=False),
+        "fast (as built for this device)": build_model("fast", size),
+        "fast, lookup CNN, XLA off": build_fast_variant(size, cnn="lookup", jit_compile=False),
+        "fast, ConvPool CNN, XLA on": build_fast_variant(size, cnn="fused", jit_compile=True),
+        "fast, ConvPool CNN, XLA off": build_fast_variant(size, cnn="fused", jit_compile=False),
+        "fast, Keras layers + Keras LSTM, XLA off": build_fast_variant(size, cnn="keras", lstm="keras",
+                                                                      jit_compile=False),
     }
 
 

@@ -16,15 +16,12 @@ Names:
   ``style="per_layer"`` wraps each CNN layer. Same weights give the same outputs.
 * ``fast``   the same mathematics and parameter count, faster: time folded into the batch
   axis for the CNN (``(B*T, S, S, 1)`` in one call instead of one call per frame), then
-  unfolded to ``(B, T, F)`` for the LSTM. Switches: ``mixed_precision`` (default: on GPUs
-  with tensor cores only), ``jit_compile`` (XLA; default per device, see
-  ``default_jit_compile``), ``use_cudnn`` (the LSTM keeps cuDNN's conditions: default
-  activations, no recurrent dropout, not unrolled). ``fast`` accepts the ``book`` model's
-  weights unchanged (``fast.set_weights(book.get_weights())``). By default it also replaces
-  Conv2D/MaxPooling2D/Flatten by one ``LookupConvPool`` layer (``cnn="lookup"``: a table of
-  the 512 possible 3x3 0/1 patches) and, on CPU only, the LSTM by ``ProjectedLSTM``
-  (``lstm="projected"``): same weights, same outputs to float rounding (see their
-  docstrings); all switchable.
+  unfolded to ``(B, T, F)`` for the LSTM; the CNN is one ``LookupConvPool`` layer (a table of
+  the 512 possible 3x3 0/1 patches) and, on CPU and under JAX, the LSTM is ``ProjectedLSTM``:
+  same weights, same outputs to float rounding (see their docstrings). Options:
+  ``mixed_precision`` (default: on GPUs with tensor cores only); ``jit_compile`` (XLA; default
+  per device, see ``default_jit_compile``). ``fast`` accepts the ``book`` model's weights
+  unchanged (``fast.set_weights(book.get_weights())``).
 * ``rowcol`` the row/column architecture of arXiv 1611.07890 (fig. 2): per frame a
   CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
   columns fed to one LSTM, each column a sequence over rows fed to another, and the two
@@ -42,7 +39,6 @@ from keras import layers, ops
 
 MODEL_NAMES = ("book", "fast", "rowcol")
 BOOK_STYLES = ("nested", "per_layer")
-FAST_CNNS = ("lookup", "fused", "keras")
 BACKBONES = ("book", "vgg16", "mobilenetv2")
 LSTM_UNITS = 50
 
@@ -311,7 +307,7 @@ def _check_size(size) -> int:
     return size
 
 
-def _book_cnn_layers(dtype=None) -> list[layers.Layer]:
+def book_cnn_layers(dtype=None) -> list[layers.Layer]:
     """The book's per-frame CNN: Conv2D(2, (2, 2), relu) -> MaxPooling2D(2) -> Flatten."""
     return [layers.Conv2D(2, (2, 2), activation="relu", dtype=dtype, name="conv"),
             layers.MaxPooling2D(pool_size=(2, 2), dtype=dtype, name="pool"),
@@ -327,69 +323,67 @@ def build_book(size: int, *, style: str = "per_layer") -> keras.Model:
     frames = keras.Input(shape=(None, size, size), dtype="uint8", name="frames")
     x = FramesToFloat(name="to_float")(frames)
     if style == "nested":
-        cnn = keras.Sequential([keras.Input(shape=(size, size, 1)), *_book_cnn_layers()], name="cnn")
+        cnn = keras.Sequential([keras.Input(shape=(size, size, 1)), *book_cnn_layers()], name="cnn")
         x = layers.TimeDistributed(cnn, name="td_cnn")(x)
     else:
-        for layer in _book_cnn_layers():
+        for layer in book_cnn_layers():
             x = layers.TimeDistributed(layer, name=f"td_{layer.name}")(x)
     x = layers.LSTM(LSTM_UNITS, name="lstm")(x)
     out = layers.Dense(1, activation="sigmoid", name="dense")(x)
     return keras.Model(frames, out, name=f"book_{style}")
 
 
-def build_fast(size: int, *, mixed_precision: bool | str | None = None, use_cudnn: bool | str = "auto",
-               cnn: str = "lookup", unroll: bool = False, lstm: str | None = None) -> keras.Model:
-    """The book's mathematics with time folded into the batch for the CNN; not compiled.
-
-    mixed_precision: None -> ``devices.default_mixed_precision()`` (GPU with tensor cores only);
-      True -> "mixed_float16"; or a Keras policy name such as "mixed_bfloat16". The sigmoid
-      output stays float32 either way.
-    cnn: how the per-frame Conv2D -> MaxPooling2D -> Flatten is computed, always with the book's
-      weights and outputs: "lookup" (``LookupConvPool``, for 0/1 frames: a 512-entry table
-      indexed by each cell's 3x3 patch), "fused" (``ConvPool``, any input values), or "keras"
-      (the three Keras layers).
-    lstm: "keras" (``keras.layers.LSTM``, cuDNN-eligible on GPU unless ``use_cudnn=False`` or
-      ``unroll=True``) or "projected" (``ProjectedLSTM``: same maths, input projection hoisted);
-      None -> "keras" on a GPU under TensorFlow, "projected" otherwise (CPU, or JAX, whose cuDNN
-      LSTM takes float32 only).
-    use_cudnn / unroll: passed to ``LSTM`` (lstm="keras" only); under JAX with mixed precision,
-      use_cudnn="auto" means False.
-    """
+def precision_policy(mixed_precision: bool | str | None) -> str | None:
+    """The Keras dtype policy for ``mixed_precision``: None -> ``devices.default_mixed_precision()``
+    (GPUs with tensor cores only); True -> "mixed_float16"; a policy name such as "mixed_bfloat16"
+    as given; False -> None (float32)."""
     from pipeline import devices
 
     if mixed_precision is None:
         mixed_precision = devices.default_mixed_precision()
     if mixed_precision is True:
         mixed_precision = "mixed_float16"
-    dtype = mixed_precision or None
+    return mixed_precision or None
+
+
+def fold_time_model(size: int, frame_layers: list, sequence_layer: layers.Layer, *, dtype: str | None = None,
+                    name: str = "fast") -> keras.Model:
+    """``fast``'s shape around given layers; not compiled.
+
+    uint8 frames ``(B, T, S, S)`` -> ``FoldTime`` -> ``frame_layers`` (uint8 ``(B*T, S, S)`` in,
+    features ``(B*T, F)`` out) -> ``UnfoldTime`` -> ``sequence_layer`` (``(B, T, F)`` -> ``(B, U)``)
+    -> ``Dense(1, sigmoid)`` in float32. ``build_fast`` picks the layers; other picks serve to
+    compare implementations (``pipeline.fast_variants``).
+    """
     if size < 3:
         raise ValueError(f"size must be >= 3 for the fast model (2x2 conv then 2x2 pool), got {size}")
-    if cnn not in FAST_CNNS:
-        raise ValueError(f"cnn must be one of {', '.join(FAST_CNNS)}, got {cnn!r}")
     frames = keras.Input(shape=(size, size, size), dtype="uint8", name="frames")
-    if cnn == "lookup":  # reads the uint8 frames themselves
-        x = LookupConvPool(2, dtype=dtype, name="conv_pool")(FoldTime(name="fold")(frames))
-    else:
-        x = FoldTime(dtype=dtype, name="fold")(FramesToFloat(dtype=dtype, name="to_float")(frames))
-        if cnn == "fused":
-            x = ConvPool(2, dtype=dtype, name="conv_pool")(x)
-        else:
-            for layer in _book_cnn_layers(dtype):
-                x = layer(x)
+    x = FoldTime(name="fold")(frames)
+    for layer in frame_layers:
+        x = layer(x)
     x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
-    on_jax = keras.backend.backend() == "jax"
-    if lstm is None:
-        lstm = "keras" if devices.has_gpu() and not on_jax else "projected"
-    if lstm == "keras":
-        if on_jax and dtype is not None and use_cudnn == "auto":
-            use_cudnn = False  # jax.experimental.rnn fails to lower a float16 LSTM instead of falling back
-        x = layers.LSTM(LSTM_UNITS, use_cudnn=use_cudnn, unroll=unroll, dtype=dtype, name="lstm")(x)
-    elif lstm == "projected":
-        x = ProjectedLSTM(LSTM_UNITS, dtype=dtype, name="lstm")(x)
-    else:
-        raise ValueError(f"lstm must be 'keras' or 'projected', got {lstm!r}")
+    x = sequence_layer(x)
     out = layers.Dense(1, activation="sigmoid", dtype="float32", name="dense")(x)
-    return keras.Model(frames, out, name="fast")
+    return keras.Model(frames, out, name=name)
+
+
+def build_fast(size: int, *, mixed_precision: bool | str | None = None) -> keras.Model:
+    """The book's mathematics with time folded into the batch for the CNN; not compiled.
+
+    The per-frame CNN is ``LookupConvPool`` (the frames index a table of the 512 possible 3x3 0/1
+    patches). The LSTM is ``keras.layers.LSTM`` on a GPU under TensorFlow (cuDNN: default
+    activations, no recurrent dropout, not unrolled) and ``ProjectedLSTM`` otherwise (CPUs, and
+    JAX, whose cuDNN LSTM takes float32 only). mixed_precision: see ``precision_policy``; the
+    sigmoid output stays float32 either way.
+    """
+    from pipeline import devices
+
+    dtype = precision_policy(mixed_precision)
+    if devices.has_gpu() and keras.backend.backend() == "tensorflow":
+        lstm = layers.LSTM(LSTM_UNITS, dtype=dtype, name="lstm")
+    else:
+        lstm = ProjectedLSTM(LSTM_UNITS, dtype=dtype, name="lstm")
+    return fold_time_model(size, [LookupConvPool(2, dtype=dtype, name="conv_pool")], lstm, dtype=dtype)
 
 
 def _backbone(kind: str, size: int, weights: str | None, frozen: bool | None) -> keras.Model:

@@ -16,17 +16,26 @@ import pytest
 OUTPUT_TOLERANCE = 1e-5  # float32, the same maths in a different op order (XLA fusions differ per backend)
 GRADIENT_RTOL, GRADIENT_ATOL = 1e-4, 1e-6
 SIZE = 8
-CASES = {  # case name -> (model name, build_model options)
+CASES = {  # case name -> (model name or "fast_variant", options of build_model or build_fast_variant)
     "book_nested": ("book", {"style": "nested"}),
     "book_per_layer": ("book", {"style": "per_layer"}),
     "fast": ("fast", {}),
-    "fast_fused_keras_lstm": ("fast", {"cnn": "fused", "lstm": "keras"}),
-    "fast_keras_layers": ("fast", {"cnn": "keras", "lstm": "projected"}),
+    "fast_fused_keras_lstm": ("fast_variant", {"cnn": "fused", "lstm": "keras"}),
+    "fast_keras_layers": ("fast_variant", {"cnn": "keras", "lstm": "projected"}),
     "fast_packed": ("fast", {"packed_input": True}),
     "rowcol": ("rowcol", {"row_units": 4, "col_units": 4, "time_units": 8}),
 }
 SAVED = ("book_per_layer", "fast", "fast_packed", "rowcol")  # models saved under one backend, loaded under the other
 QUICK = ("fast",)  # in the default suite; every case costs an XLA compilation of its gradient on each backend
+
+
+def build(case: str):
+    """The case's compiled model for SIZE x SIZE frames."""
+    from pipeline.fast_variants import build_fast_variant
+    from pipeline.models import build_model
+
+    name, options = CASES[case]
+    return build_fast_variant(SIZE, **options) if name == "fast_variant" else build_model(name, SIZE, **options)
 
 
 def batch(case: str, n: int = 6):
@@ -75,13 +84,10 @@ def jax_side(work: Path, cases: list[str]) -> None:
     load the model saved under TensorFlow and predict, and build, save and predict a model of our own."""
     import keras
 
-    from pipeline.models import build_model
-
     assert keras.backend.backend() == "jax"
     for case in cases:
-        name, options = CASES[case]
         given = np.load(work / f"{case}.in.npz")
-        model = build_model(name, SIZE, **options)
+        model = build(case)
         model.set_weights([given[f"w{i}"] for i in range(len(model.weights))])
         out, grads = outputs_and_gradients(model, given["x"], given["y"])
         np.savez(work / f"{case}.jax.npz", out=out, **{f"g{i}": g for i, g in enumerate(grads)})
@@ -90,8 +96,7 @@ def jax_side(work: Path, cases: list[str]) -> None:
         loaded = keras.saving.load_model(work / f"{case}.tf.keras")
         np.save(work / f"{case}.tf-loaded-by-jax.npy", np.asarray(loaded.predict(x, verbose=0)))
         keras.utils.set_random_seed(9)
-        name, options = CASES[case]
-        model = build_model(name, SIZE, **options)
+        model = build(case)
         model.save(work / f"{case}.jax.keras")
         np.save(work / f"{case}.jax-predicted.npy", np.asarray(model.predict(x, verbose=0)))
 
@@ -101,14 +106,11 @@ def exchange(work: Path, cases) -> dict:
     ``jax_side`` on them in a subprocess; {case: (outputs, gradients)} of the TensorFlow side."""
     import keras
 
-    from pipeline.models import build_model
-
     assert keras.backend.backend() == "tensorflow"
     ours = {}
     for case in cases:
-        name, options = CASES[case]
         keras.utils.set_random_seed(1)
-        model = build_model(name, SIZE, **options)
+        model = build(case)
         x, y = batch(case)
         np.savez(work / f"{case}.in.npz", x=x, y=y, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
         ours[case] = outputs_and_gradients(model, x, y)

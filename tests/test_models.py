@@ -10,7 +10,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pipeline import devices  # noqa: E402
-from pipeline.models import ConvPool, LookupConvPool, ProjectedLSTM, _book_cnn_layers, build_model  # noqa: E402
+from pipeline.fast_variants import build_fast_variant  # noqa: E402
+from pipeline.models import ConvPool, LookupConvPool, ProjectedLSTM, book_cnn_layers, build_model  # noqa: E402
 from pipeline.synth import SequenceSpec, generate  # noqa: E402
 
 BOOK_PARAMS_AT_50 = 240_661  # 10 (conv) + 240,600 (LSTM on 24*24*2 features) + 51 (dense)
@@ -22,9 +23,10 @@ def frames(size, n=4, seed=0):
 
 
 @pytest.mark.parametrize("name,options", [("book", {"style": "nested"}), ("book", {"style": "per_layer"}),
-                                          ("fast", {}), ("fast", {"cnn": "keras", "lstm": "keras"})])
-def test_parameter_count_at_size_50_is_the_seeds(name, options):
+                                          ("fast", {})])
+def test_parameter_count_at_size_50_is_the_books(name, options):
     assert build_model(name, 50, **options).count_params() == BOOK_PARAMS_AT_50
+    assert build_fast_variant(50, cnn="keras", lstm="keras").count_params() == BOOK_PARAMS_AT_50
 
 
 def test_models_take_uint8_frames():
@@ -42,14 +44,17 @@ def test_book_styles_give_identical_outputs_for_identical_weights():
     np.testing.assert_array_equal(np.asarray(nested(x)), np.asarray(per_layer(x)))
 
 
-@pytest.mark.parametrize("options", [{}, {"jit_compile": False},
-                                     pytest.param({"cnn": "keras", "lstm": "keras"}, marks=pytest.mark.slow),
-                                     pytest.param({"cnn": "fused", "lstm": "keras"}, marks=pytest.mark.slow),
-                                     pytest.param({"cnn": "fused", "lstm": "projected"}, marks=pytest.mark.slow),
-                                     pytest.param({"cnn": "keras", "lstm": "projected"}, marks=pytest.mark.slow)])
-def test_fast_with_the_book_models_weights_gives_the_same_outputs(options):
+VARIANTS = [(cnn, lstm) for cnn in ("lookup", "fused", "keras") for lstm in ("projected", "keras")]
+
+
+@pytest.mark.parametrize("variant", [None, *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS)])
+def test_fast_with_the_book_models_weights_gives_the_same_outputs(variant):
+    """`fast` and every variant of its layers compute the book's function."""
     book = build_model("book", 50)
-    fast = build_model("fast", 50, mixed_precision=False, **options)  # float32 on any device, as the tolerance assumes
+    if variant is None:
+        fast = build_model("fast", 50, mixed_precision=False)  # float32 on any device, as the tolerance assumes
+    else:
+        fast = build_fast_variant(50, cnn=variant[0], lstm=variant[1], mixed_precision=False)
     fast.set_weights(book.get_weights())
     x = frames(50, n=3)
     np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(book(x)), atol=TOLERANCE, rtol=0)
@@ -58,7 +63,7 @@ def test_fast_with_the_book_models_weights_gives_the_same_outputs(options):
 @pytest.mark.parametrize("size", [3, 5, 10, 11])
 def test_conv_pool_equals_conv_maxpool_flatten(size):
     x = (np.random.default_rng(size).random((5, size, size, 1)) < 0.4).astype("float32")
-    reference = keras.Sequential([keras.Input((size, size, 1)), *_book_cnn_layers()])
+    reference = keras.Sequential([keras.Input((size, size, 1)), *book_cnn_layers()])
     fused = ConvPool(2)
     fused(x)
     weights = [np.random.default_rng(1).normal(size=(2, 2, 1, 2)).astype("float32"), np.array([0.1, -0.3], "float32")]
@@ -72,7 +77,7 @@ def test_lookup_conv_pool_equals_conv_maxpool_flatten_on_binary_frames(size):
     x = (np.random.default_rng(size).random((6, size, size)) < 0.4).astype("uint8")
     x[0] = 0
     x[1] = 1
-    reference = keras.Sequential([keras.Input((size, size, 1)), *_book_cnn_layers()])
+    reference = keras.Sequential([keras.Input((size, size, 1)), *book_cnn_layers()])
     lookup = LookupConvPool(2)
     lookup(x)
     weights = [np.random.default_rng(2).normal(size=(2, 2, 1, 2)).astype("float32"), np.array([0.2, -0.1], "float32")]
@@ -104,7 +109,7 @@ def gradients(layer, inputs) -> list[np.ndarray]:
 
 def test_lookup_conv_pool_gradients_equal_the_book_layers():
     x = (np.random.default_rng(0).random((8, 11, 11)) < 0.3).astype("uint8")
-    reference = keras.Sequential([keras.Input((11, 11, 1)), *_book_cnn_layers()])
+    reference = keras.Sequential([keras.Input((11, 11, 1)), *book_cnn_layers()])
     lookup = LookupConvPool(2)
     lookup(x)
     lookup.set_weights(reference.get_weights())
@@ -172,6 +177,12 @@ def test_bad_names_and_options_raise():
         build_model("fast", 0)
     with pytest.raises(TypeError):
         build_model("book", 10, colour=True)
+    with pytest.raises(TypeError):  # layer choices are no options of the model API
+        build_model("fast", 10, cnn="keras")
+    with pytest.raises(ValueError, match="cnn must be one of"):
+        build_fast_variant(10, cnn="dense")
+    with pytest.raises(ValueError, match="lstm must be one of"):
+        build_fast_variant(10, lstm="gru")
 
 
 @pytest.mark.gpu
