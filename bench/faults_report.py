@@ -25,13 +25,13 @@ def newest_summary() -> Path | None:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| fault family | trials | survived | bytes lost | notes |", "| --- | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        notes = ", ".join(f"{k}: {v}" for k, v in r.get("notes", {}).items())
-        lines.append(f"| {r['family']} | {r['trials']} | {r['survived']} | {r['bytes_lost']} | {notes} |")
+    from pipeline.bench.markdown import table
+
     total = {k: sum(r[k] for r in rows) for k in ("trials", "survived", "bytes_lost")}
-    lines.append(f"| **all** | {total['trials']} | {total['survived']} | {total['bytes_lost']} | |")
-    return "\n".join(lines)
+    body = [[r["family"], r["trials"], r["survived"], r["bytes_lost"],
+             ", ".join(f"{k}: {v}" for k, v in r.get("notes", {}).items())] for r in rows]
+    body.append(["**all**", total["trials"], total["survived"], total["bytes_lost"], ""])
+    return "\n".join(table(["fault family", "trials", "survived", "bytes lost", "notes"], body, "lrrrl"))
 
 
 def main(argv=None) -> int:

@@ -16,10 +16,10 @@ process, where the allocator recycles freed memory; an upper bound the book neve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,9 +29,11 @@ from pathlib import Path
 import h5py
 
 from pipeline import codecs, malloc
+from pipeline.bench.markdown import number, ratio, spread, table
 from pipeline.book_workflow import cold_generate_seconds, generate_examples
 from pipeline.shards import ShardPlan, write_shard
 from pipeline.synth import SequenceSpec
+from pipeline.timing import Summary
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -46,9 +48,8 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def rate(n: int, seconds: list[float]) -> dict:
-    """samples/s: median and the spread (min..max) over repeats."""
-    rates = sorted(n / s for s in seconds)
-    return {"median": statistics.median(rates), "min": rates[0], "max": rates[-1]}
+    """samples/s over repeats: median, p10, p90."""
+    return dataclasses.asdict(Summary.of([n / s for s in seconds]))
 
 
 def book_warm_rate(size: int, n: int, repeats: int) -> dict:
@@ -119,31 +120,28 @@ def main() -> None:
         memory = memory_rows(args.size, scratch)
         cold = book_cold_rate(args.size, args.book_samples, args.repeats)
         warm = book_warm_rate(args.size, 200, args.repeats)
-        table = codec_rows(args.size, args.samples, args.repeats, scratch)
+        codec_results = codec_rows(args.size, args.samples, args.repeats, scratch)
         shards = shard_size_rows(args.size, (500, 2000, 10000), args.repeats, scratch)
-    print(f"size {args.size}; samples/s per core, median (min..max) of {args.repeats}\n")
+    print(f"size {args.size}; samples/s per core, median [p10-p90] of {args.repeats}\n")
     for name, r in (("cold, one call in a fresh process, as the book runs it", cold),
                     ("warm, repeated 200-sequence calls", warm)):
-        print(f"book generate_examples ({name}): {r['median']:,.0f} ({r['min']:,.0f}..{r['max']:,.0f})")
-    print("\n| codec | write samples/s | x book cold | x book warm | bytes/sample | ratio "
-          "| read samples/s (h5py, 1 thread) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in table:
-        w = r["write"]
-        print(f"| {r['codec']}{' (default)' if r['codec'] == codecs.DEFAULT_CODEC else ''} | "
-              f"{w['median']:,.0f} ({w['min']:,.0f}..{w['max']:,.0f}) | {w['median'] / cold['median']:.0f}x | "
-              f"{w['median'] / warm['median']:.1f}x | {r['bytes_per_sample']:,.0f} | {r['ratio']:.0f}x | "
-              f"{r['read']['median']:,.0f} |")
-    print("\n| shard size | write samples/s (nbit-gzip, 10,000 sequences per timing) |\n|---|---|")
-    for r in shards:
-        w = r["write"]
-        print(f"| {r['shard_size']:,} | {w['median']:,.0f} ({w['min']:,.0f}..{w['max']:,.0f}) |")
-    print("\n| sequences | shard size | peak worker RSS |\n|---|---|---|")
-    for r in memory:
-        print(f"| {r['sequences']:,} | {r['shard_size']} | {r['peak_worker_rss_mib']:.0f} MiB |")
+        print(f"book generate_examples ({name}): {spread(r['median'], r['p10'], r['p90'])}")
+    codec_table = [[f"{r['codec']}{' (default)' if r['codec'] == codecs.DEFAULT_CODEC else ''}",
+                    spread(r["write"]["median"], r["write"]["p10"], r["write"]["p90"]),
+                    ratio(r["write"]["median"], cold["median"]), ratio(r["write"]["median"], warm["median"]),
+                    number(r["bytes_per_sample"]), f"{r['ratio']:.0f}x", number(r["read"]["median"])]
+                   for r in codec_results]
+    shard_table = [[f"{r['shard_size']:,}", spread(r["write"]["median"], r["write"]["p10"], r["write"]["p90"])]
+                   for r in shards]
+    memory_table = [[f"{r['sequences']:,}", r["shard_size"], f"{r['peak_worker_rss_mib']:.0f} MiB"] for r in memory]
+    for header, body in ((["codec", "write samples/s", "x book cold", "x book warm", "bytes/sample", "ratio",
+                           "read samples/s (h5py, 1 thread)"], codec_table),
+                         (["shard size", "write samples/s (nbit-gzip, 10,000 sequences per timing)"], shard_table),
+                         (["sequences", "shard size", "peak worker RSS"], memory_table)):
+        print("\n" + "\n".join(table(header, body)))
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "book_cold": cold, "book_warm": warm, "codecs": table,
-                                           "shard_sizes": shards, "memory": memory}, indent=1))
+        args.json.write_text(json.dumps({"size": args.size, "book_cold": cold, "book_warm": warm,
+                                         "codecs": codec_results, "shard_sizes": shards, "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from pipeline.bench.markdown import table
+
 ROUND = 5000
 
 
@@ -59,9 +61,9 @@ def main() -> None:
     args = p.parse_args()
     rows = [row for size in map(int, args.sizes.split(",")) for row in budget(size, args.max_rounds, args.target,
                                                                               args.heldout)]
-    print("\n| size | sequences seen | held-out accuracy |\n| ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['size']} | {r['sequences_seen']:,} | {r['accuracy']:.2%} |")
+    print("\n" + "\n".join(table(["size", "sequences seen", "held-out accuracy"],
+                                  [[r["size"], f"{r['sequences_seen']:,}", f"{r['accuracy']:.2%}"] for r in rows],
+                                  "rrr")))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

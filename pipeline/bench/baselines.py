@@ -1,4 +1,4 @@
-"""The pipelines our loader is measured against, shared by the bench suites and `bench/loader_bench.py`.
+"""The pipelines our loader is measured against, used by the bench suites.
 
 * in-memory: uint8 arrays already in memory, a fresh index permutation each epoch and one
   gather per batch (what a user with the whole dataset in RAM runs). `in_memory_dataset` is
