@@ -272,6 +272,46 @@ def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]
     return [path]
 
 
+def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """load-pipelines.png: samples/s of every shuffled input pipeline side by side, a group of bars per
+    batch size, a panel per device, backend and size; a pipeline measured with several reader counts
+    shows its default (the most). [] if no such rows."""
+    _, plt = _pyplot()
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        if r["suite"] == "load" and r["metric"] == "samples_per_s" and r["value"] is not None and not r["error"] \
+                and r.get("shuffle") is not False and r["batch_size"] is not None:
+            key = (r["device"], r["backend"], r["size"], r["batch_size"], r["impl"])
+            if key not in cells or (r["workers"] or 0) > (cells[key]["workers"] or 0):
+                cells[key] = r
+    if not cells:
+        return []
+    panels = sorted({key[:3] for key in cells})
+    impls = sorted({key[4] for key in cells}, key=lambda impl: (not impl.startswith("in-memory"), impl))
+    width = 0.8 / len(impls)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 5.0 * len(panels)), 4.4), squeeze=False)
+    for ax, (device, backend, size) in zip(axes[0], panels):
+        batches = sorted({key[3] for key in cells if key[:3] == (device, backend, size)})
+        for i, impl in enumerate(impls):
+            bars = [(j + (i - (len(impls) - 1) / 2) * width, cells[(device, backend, size, b, impl)]["value"])
+                    for j, b in enumerate(batches) if (device, backend, size, b, impl) in cells]
+            if bars:
+                ax.bar(*zip(*bars), width, label=impl, color=f"C{i}")
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_title(f"size {size}, {_label(device, backend)}", fontsize="small")
+        ax.set_ylabel("samples/s")
+        ax.grid(axis="y", alpha=0.3)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), fontsize="small", loc="lower center",
+               ncol=max(1, min(len(handles), 4)))
+    fig.suptitle("load: every input pipeline shuffled, samples/s (median of round-robin windows)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(handles) - 1) // 4), 1, 1))
+    path = out / f"{prefix}load-pipelines.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _lookup(rows, points, metric):
     found = []
     for _, ref in points:
@@ -280,6 +320,11 @@ def _lookup(rows, points, metric):
                                                           "shuffle", "workers", "precision"))]
         found.append(match[0]["value"] if match else None)
     return found
+
+
+def all_plots(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """Every plot of `rows` into `out`, the side-by-side comparisons first."""
+    return plot_load_pipelines(rows, out, prefix) + plot_generation(rows, out, prefix) + plot(rows, out, prefix)
 
 
 def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> list[str]:
@@ -316,7 +361,7 @@ def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], pat
     beside `path`, named `<page stem>-<plot>.png`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{path.stem}-"
-    pngs = (plot(rows, path.parent, prefix) + plot_generation(rows, path.parent, prefix)) if plots else []
+    pngs = all_plots(rows, path.parent, prefix) if plots else []
     for stale in _linked_plots(path, prefix) - {p.name for p in pngs}:
         (path.parent / stale).unlink(missing_ok=True)
     command = " ".join(["python -m pipeline report", *(f"{Path(p)}" for p, _ in docs), "--page", str(path)])
@@ -365,7 +410,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text + "\n")
     write_csv(args.out / "report.csv", rows)
-    pngs = [] if args.no_plots else plot(rows, args.out) + plot_generation(rows, args.out)
+    pngs = [] if args.no_plots else all_plots(rows, args.out)
     print(text)
     print(f"wrote {args.out / 'report.md'}, {args.out / 'report.csv'} and {len(pngs)} PNG(s)", file=sys.stderr)
     return 0

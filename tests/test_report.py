@@ -90,7 +90,7 @@ def test_plots_one_png_per_quantity_with_a_line_per_device(two_files, tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, two_files), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["generate-samples_per_s.png", "load-samples_per_s-ours.png",
+    assert names == ["generate-samples_per_s.png", "load-pipelines.png", "load-samples_per_s-ours.png",
                      "train-ms_per_step_median-fast-in-memory.png",
                      "train-ms_per_step_median-fast-ours.png", "train-samples_per_s-fast-in-memory.png",
                      "train-samples_per_s-fast-ours.png"]
@@ -216,6 +216,27 @@ def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
     assert set(drawn) == {("H200", "jax"), ("H200", "tensorflow")}
 
 
+def test_pipeline_comparison_draws_each_shuffled_pipeline_at_its_default_readers(tmp_path):
+    from unittest import mock
+
+    from pipeline import report
+    from pipeline.bench.results import normalize_row
+
+    rows = []
+    for impl, workers, shuffle, value in (("in-memory", None, True, 100.0), ("ours-packed", 1, True, 150.0),
+                                          ("ours-packed", 2, True, 250.0), ("ours-packed", 2, False, 999.0),
+                                          ("ours", 2, True, 50.0)):
+        for batch in (32, 256):
+            rows.append({**row("cpu", "load", impl, "samples_per_s", value, 50, batch, workers=workers,
+                               backend="tensorflow"), "shuffle": shuffle})
+    rows = [normalize_row(r) for r in rows]
+    with mock.patch("matplotlib.axes.Axes.bar", autospec=True) as bar:
+        assert report.plot_load_pipelines(rows, tmp_path) == [tmp_path / "load-pipelines.png"]
+    drawn = {call.kwargs["label"]: call.args[2] for call in bar.call_args_list}
+    assert drawn == {"in-memory": (100.0, 100.0), "ours": (50.0, 50.0), "ours-packed": (250.0, 250.0)}
+    assert report.plot_load_pipelines([r for r in rows if r["suite"] != "load"], tmp_path) == []
+
+
 def test_performance_page_with_plots_beside_it(two_files, tmp_path, capsys):
     docs = tmp_path / "docs"
     page = docs / "performance.md"
@@ -229,6 +250,7 @@ def test_performance_page_with_plots_beside_it(two_files, tmp_path, capsys):
         assert f"\n## {suite}\n" in text
     images = sorted(p.name for p in docs.glob("*.png"))
     assert images and all(name.startswith("performance-") for name in images)
+    assert {"performance-load-pipelines.png", "performance-generate-samples_per_s.png"} <= set(images)
     for name in images:
         assert f"]({name})" in text  # linked from the page, relative to it
     assert not (tmp_path / "bench").exists()  # nothing written to --out
