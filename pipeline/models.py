@@ -114,7 +114,7 @@ class ConvPool(layers.Layer):
     """``Conv2D(filters, (2, 2), relu)`` then ``MaxPooling2D(2)`` then ``Flatten``, computed in one pass.
 
     Same weights (kernel ``(2, 2, 1, filters)``, bias ``(filters,)``) and same outputs as the
-    three layers of the book on ``(N, S, S, 1)`` input, but without the ``(N, S-1, S-1, filters)``
+    book's three layers on ``(N, S, S, 1)`` input, but without the ``(N, S-1, S-1, filters)``
     intermediate: pooled cell ``(i, j)`` only depends on the 3x3 input patch at ``(2i, 2j)``,
     so the 9 stride-2 shifted views of the input, times a ``(9, 4 * filters)`` matrix built
     from the kernel, give the 4 conv outputs of every pooling window at once; max over the

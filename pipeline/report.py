@@ -3,11 +3,12 @@
 For every measured quantity (suite, impl, feed, workers, variant, shuffle, precision, metric)
 one Markdown table: a row per device and Keras backend, a column per size x batch size.
 Also written to `--out`: `report.md`, `report.csv` (every merged row, with its source file)
-and PNG plots of step time and throughput against batch size, one line per device and
-backend, one panel per size, and of generation throughput against worker count beside the
-book's. `--page PATH` instead writes a performance page (Markdown, its PNGs beside it, named
-after it) meant to be committed, regenerated from committed result files
-(`bench/results/reference/`).
+and PNG plots: every shuffled input pipeline side by side (bars); step time and throughput
+against batch size, one line per device and backend, one panel per size; generation
+throughput against worker count beside the book's. `--page PATH` instead writes a performance
+page (Markdown, its PNGs beside it, named after it) meant to be committed, regenerated from
+committed result files (`bench/results/reference/`); the plots its previous version linked and
+it no longer draws are removed.
 
 Files of format version 1 (before backends) are read as TensorFlow rows. When two files
 hold the same cell for the same device and backend, the newer file (`created`) wins. Failed
