@@ -26,8 +26,8 @@ Either way a chunk whose bytes differ from those indexed at open raises an error
 shard, never zeros. Same seed, same batches in the same order (`deterministic=True`), for any
 `readers`; epochs differ. The core's batches equal `pipeline.reader.batch_stream`'s.
 Memory (core): at most `2 * readers + 1` windows of rows (`shuffle_window` samples each,
-48 MiB by default) plus the prefetched batches, whatever the dataset's size; the process may
-also keep up to `pipeline.malloc.TRIM_THRESHOLD` (256 MiB) of freed buffers for reuse.
+48 MiB by default) plus `PREFETCH_BATCHES` batches, whatever the dataset's size; the process
+may also keep up to `pipeline.malloc.TRIM_THRESHOLD` (256 MiB) of freed buffers for reuse.
 """
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ import numpy as np
 from pipeline.codecs import BIT_PACKED
 from pipeline.reader import ISAL_CODECS, RAW_CODECS, WindowReader, decode_for, default_window, row_bytes, unpack_rows
 from pipeline.source import Source, open_dataset, packed_width
+
+# Batches made ready ahead of the consumer. A fixed count keeps the memory bound: tf.data's AUTOTUNE
+# prefetch grows while the consumer outpaces it, up to a RAM budget of half the machine per iterator.
+PREFETCH_BATCHES = 2
 
 __all__ = ["make_dataset", "mechanism_for", "open_dataset", "Source"]
 
@@ -65,7 +69,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     splittable: one epoch whose source is the seed-permuted shard list, so tf.data service's
       `processing_mode="distributed_epoch"` hands each shard to one worker: every sample once
       per epoch across all workers. Needs repeat=False (the service repeats).
-    prefetch: prefetch to the accelerator when one is present, else a plain prefetch;
+    prefetch: prefetch `PREFETCH_BATCHES` batches, onto the accelerator when one is present;
       pass False before `distribute` to tf.data service.
     source: an already opened `open_dataset` result (skips re-validation).
     """
@@ -127,9 +131,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
         from pipeline.devices import compute_device, has_gpu
 
         if has_gpu():
-            ds = ds.apply(tf.data.experimental.prefetch_to_device(compute_device(), buffer_size=2))
+            ds = ds.apply(tf.data.experimental.prefetch_to_device(compute_device(), buffer_size=PREFETCH_BATCHES))
         else:
-            ds = ds.prefetch(tf.data.AUTOTUNE)
+            ds = ds.prefetch(PREFETCH_BATCHES)
     return ds
 
 

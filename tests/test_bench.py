@@ -103,6 +103,7 @@ def test_load_cells_are_shuffled_whole_epochs_with_spread_and_memory(quick_run):
         assert r["repeats"] == TINY.load_repeats
         # a timed window holds whole epochs (64 samples: 16 batches of 4, 8 of 8)
         assert r["window_batches"] * r["batch_size"] >= TINY.load_min_epochs * TINY.dataset_samples
+        assert r["untimed_batches_per_window"] * r["batch_size"] >= TINY.dataset_samples  # ours hold >= a window
         assert bench.value_of(rows, suite="load", metric="first_batch_ms", **m) > 0
         assert bench.value_of(rows, suite="load", metric="peak_rss_mb", **m) > 100  # TensorFlow itself
 

@@ -3,6 +3,7 @@ epochs, input-bound fractions come from the recorded medians; `make_dataset` und
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -91,6 +92,17 @@ def test_a_load_window_holds_whole_epochs_and_shuffle_windows():
     assert load.window_batches(grid, 32, 3000) == -(-5 * 3000 // 32)  # five windows hold more
     assert load.window_batches(grid, 32, 10 ** 6) * 32 == 5 * 4096  # a window holds at most the epoch
     assert load.window_batches(grid, 100, 1000) * 100 >= 3 * (4096 // 100) * 100  # whole batches only
+
+
+def test_each_timed_window_follows_an_untimed_read_of_all_a_pipeline_may_hold_ready():
+    from pipeline.loader import PREFETCH_BATCHES
+
+    ours_cell = load.LoadCell("ours-packed", 50, 32, readers=2)
+    assert load.buffered_bound(ours_cell, "tensorflow", 3200, 4096) == 5 * 3200 + (PREFETCH_BATCHES + 2) * 32
+    assert load.buffered_bound(ours_cell, "tensorflow", 10 ** 6, 4096) == 5 * 4096 + (PREFETCH_BATCHES + 2) * 32
+    in_memory = load.LoadCell("in-memory", 50, 32)
+    assert load.buffered_bound(in_memory, "tensorflow", 3200, 4096) == (PREFETCH_BATCHES + os.cpu_count()) * 32
+    assert load.buffered_bound(in_memory, "jax", 3200, 4096) == 0
 
 
 def test_load_cells_cover_mechanisms_readers_and_unshuffled_twins():

@@ -10,7 +10,8 @@
   upper bound on training speed (as tf_cnn_benchmarks' `--use_synthetic_data`).
 
 Every pipeline here repeats endlessly and yields only whole batches: an epoch is
-`len(labels) // batch_size` batches.
+`len(labels) // batch_size` batches. The tf.data ones prefetch as our loader does
+(`pipeline.loader.PREFETCH_BATCHES`), so both sides of a ratio hold as many batches ready.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.loader import PREFETCH_BATCHES
 
 
 def _steps(n: int, batch_size: int) -> int:
@@ -44,7 +47,7 @@ def in_memory_dataset(frames, labels, batch_size: int, *, shuffle: bool = True, 
     epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return (epochs.flat_map(one_epoch)
             .map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(PREFETCH_BATCHES))
 
 
 def in_memory_batches(frames: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool = True,
@@ -75,7 +78,7 @@ def from_generator_dataset(paths: list[Path], batch_size: int, size: int, *, shu
                         yield f["frames"][start:start + batch_size], f["labels"][start:start + batch_size]
 
     spec = (tf.TensorSpec((batch_size, size, size, size), tf.uint8), tf.TensorSpec((batch_size,), tf.uint8))
-    return tf.data.Dataset.from_generator(blocks, output_signature=spec).prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_generator(blocks, output_signature=spec).prefetch(PREFETCH_BATCHES)
 
 
 def synthetic(backend: str, frames: np.ndarray, labels: np.ndarray):

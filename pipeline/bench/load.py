@@ -13,10 +13,11 @@ Cells, per size and batch size (impl, and the row keys `shuffle`, `mechanism`, `
 
 How: every cell's pipeline is built, its first batch timed (`first_batch_ms`: start-up,
 first reads, tracing), then one whole epoch is read untimed (warm-up). Then the cells run
-round-robin, `load_repeats` times each; one timed window is at least `load_min_epochs`
-epochs and at least `load_min_windows` of our loader's shuffle windows, whichever is more
-samples, so a window never fits inside what the warm-up (or an idle pipeline's prefetch,
-a few batches) already buffered. Each batch's frames are materialized on the host.
+round-robin, `load_repeats` times each. A pipeline keeps working while the other cells
+run, so each turn first reads, untimed, as many samples as any cell's pipeline may hold
+ready (`buffered_bound`, the same count for every cell), and only then times its window:
+at least `load_min_epochs` epochs and at least `load_min_windows` of our loader's shuffle
+windows, whichever is more samples. Each batch's frames are materialized on the host.
 `samples_per_s` is the median window; `_p10`/`_p90` its spread. `peak_rss_mb`: the peak
 RSS of the process and its children while the cell ran; `rss_growth_mb`: that peak over
 the RSS just before the cell's pipeline was built (the cell's own buffers, approximately:
@@ -103,6 +104,25 @@ def window_batches(grid: Grid, batch: int, shuffle_samples: int) -> int:
     return math.ceil(samples / batch)
 
 
+def buffered_bound(cell: LoadCell, backend: str, shuffle_samples: int, epoch_samples: int) -> int:
+    """Samples that `cell`'s pipeline may hold ready ahead of its consumer, an upper bound: what it
+    prepares while the other cells run, and what a timed window would then get for free.
+
+    Ours: `2 * readers + 1` shuffle windows plus the batches behind them (`pipeline.loader`). The
+    tf.data baselines: `PREFETCH_BATCHES` batches and one per core in their parallel map. The
+    NumPy in-memory baseline is a plain generator: nothing runs ahead.
+    """
+    from pipeline.loader import PREFETCH_BATCHES
+
+    cores = os.cpu_count() or 1
+    if cell.ours:
+        readers = cell.readers or cores
+        return (2 * readers + 1) * min(shuffle_samples, epoch_samples) + (PREFETCH_BATCHES + readers) * cell.batch_size
+    if backend == "jax":
+        return 0
+    return (PREFETCH_BATCHES + cores) * cell.batch_size
+
+
 def _pipeline(cell: LoadCell, backend: str, directory: Path, naive: Path | None, arrays):
     """An endless iterator of (frames, labels) batches for `cell`."""
     if cell.ours:
@@ -162,7 +182,10 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
         naive_codec = load_manifest(naive[size]).params.codec if naive and size in naive else None
         for batch in grid.batch_sizes:
             running: list[_Running] = []
-            for cell in cells(grid, size, batch, backend):
+            group = cells(grid, size, batch, backend)
+            epoch_samples = grid.steps_per_epoch(batch) * batch
+            flush = math.ceil(max(buffered_bound(c, backend, window_samples, epoch_samples) for c in group) / batch)
+            for cell in group:
                 key = cell.key(backend, codec)
                 with rec.cell("load", cell.impl, METRICS, **key):
                     log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['workers']}")
@@ -183,6 +206,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                     cell = state.cell
                     try:
                         with RssSampler() as rss:
+                            _take(state.it, flush)  # what it prepared while the other cells ran
                             start = clock()
                             samples = _take(state.it, state.window)
                             seconds = clock() - start
@@ -195,7 +219,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                 cell = state.cell
                 key = cell.key(backend, codec)
                 spread = Summary.of(state.rates)
-                extra = dict(repeats=spread.count, window_batches=state.window,
+                extra = dict(repeats=spread.count, window_batches=state.window, untimed_batches_per_window=flush,
                              epochs_per_window=round(state.window * batch / (grid.steps_per_epoch(batch) * batch), 2),
                              shuffle_window=state.shuffle_samples or None,
                              codec=naive_codec if cell.impl == "from_generator" and naive_codec else codec)
