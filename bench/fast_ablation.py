@@ -16,13 +16,13 @@ import time
 import numpy as np
 
 from pipeline.bench.markdown import table
-from pipeline.timing import Summary
+from pipeline.bench.timing import Summary
 
 
 def variants(size: int) -> dict:
-    from pipeline.book_workflow import build_book_model
-    from pipeline.fast_variants import build_fast_variant
-    from pipeline.models import build_model
+    from pipeline.models.book_workflow import build_book_model
+    from pipeline.models.networks import build_model
+    from pipeline.models.variants import build_fast_variant
 
     return {
         "book workflow": build_book_model(size),
@@ -42,8 +42,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=15)
     args = p.parse_args()
-    from pipeline.book_workflow import generate_examples
-    from pipeline.synth import SequenceSpec, generate
+    from pipeline.dataset.synth import SequenceSpec, generate
+    from pipeline.models.book_workflow import generate_examples
 
     size, b = args.size, args.batch
     ours = generate(np.random.default_rng(0), 4 * b, SequenceSpec(size))

@@ -5,7 +5,7 @@ and worker memory for N and 10N sequences, all from one run.
 
 Per-core throughput is one process running `write_shard` (render + compress + write +
 fsync + SHA-256): what one Dask worker does per shard, without the cluster, and with the
-workers' allocator settings (`pipeline.malloc`). The shard-size table shows a shard's fixed
+workers' allocator settings (`pipeline.runtime.malloc`). The shard-size table shows a shard's fixed
 cost (file, attributes, fsync, rename) against its sequences.
 
 The book's `generate_examples` is timed two ways. "cold": as the book's workflow runs
@@ -28,12 +28,13 @@ from pathlib import Path
 
 import h5py
 
-from pipeline import codecs, malloc
 from pipeline.bench.markdown import number, ratio, spread, table
-from pipeline.book_workflow import cold_generate_seconds, generate_examples
-from pipeline.shards import ShardPlan, write_shard
-from pipeline.synth import SequenceSpec
-from pipeline.timing import Summary
+from pipeline.bench.timing import Summary
+from pipeline.dataset import codecs
+from pipeline.dataset.shards import ShardPlan, write_shard
+from pipeline.dataset.synth import SequenceSpec
+from pipeline.models.book_workflow import cold_generate_seconds, generate_examples
+from pipeline.runtime import malloc
 
 
 def timed(fn, repeats: int) -> list[float]:

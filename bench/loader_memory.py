@@ -3,9 +3,9 @@
     python bench/loader_memory.py --size 50 --samples 16384,65536 --out bench/results/loader-memory.json
 
 For each dataset size and each of packed / unpacked batches, iterates `--epochs` whole shuffled
-epochs of `pipeline.loader.make_dataset` (batch `--batch-size`, defaults otherwise) and samples
-the process's resident memory every 20 ms. The bound (`pipeline.loader`): `2 * readers + 1`
-windows of rows, plus prefetched batches, plus up to `pipeline.malloc.TRIM_THRESHOLD` of freed
+epochs of `pipeline.input.loader.make_dataset` (batch `--batch-size`, defaults otherwise) and samples
+the process's resident memory every 20 ms. The bound (`pipeline.input.loader`): `2 * readers + 1`
+windows of rows, plus prefetched batches, plus up to `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed
 buffers that glibc keeps for reuse. The growth over the RSS after opening the dataset should
 stay under it, and should not grow with the dataset.
 """
@@ -24,9 +24,10 @@ def measure(directory: Path, batch_size: int, epochs: int, packed: bool) -> dict
     import tensorflow as tf
 
     from pipeline.bench.memory import RssSampler, rss_bytes
-    from pipeline.loader import make_dataset, open_dataset
-    from pipeline.malloc import TRIM_THRESHOLD
-    from pipeline.reader import WindowReader, default_window
+    from pipeline.input.loader import make_dataset
+    from pipeline.input.reader import WindowReader, default_window
+    from pipeline.input.source import open_dataset
+    from pipeline.runtime.malloc import TRIM_THRESHOLD
 
     for _ in tf.data.Dataset.range(64).map(lambda x: x + 1, num_parallel_calls=2).batch(8).prefetch(2):
         pass  # TensorFlow's runtime (thread pools, function tracing) counted before the baseline
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         print(json.dumps(measure(args.cell, args.batch_size, args.epochs, args.packed)))
         return 0
     from pipeline.bench.data import ensure_dataset
-    from pipeline.manifest import DatasetParams
+    from pipeline.dataset.manifest import DatasetParams
 
     rows = []
     for n in (int(v) for v in args.samples.split(",")):

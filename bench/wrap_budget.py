@@ -21,7 +21,7 @@ ROUND = 5000
 
 
 def accuracy(model, size: int, n: int, rng: np.random.Generator) -> float:
-    from pipeline.synth import SequenceSpec, generate
+    from pipeline.dataset.synth import SequenceSpec, generate
 
     held = generate(rng, n, SequenceSpec(size, wrap=True))
     p = model.predict(held.frames, batch_size=250, verbose=0)[:, 0]
@@ -31,8 +31,8 @@ def accuracy(model, size: int, n: int, rng: np.random.Generator) -> float:
 def budget(size: int, max_rounds: int, target: float, heldout: int) -> list[dict]:
     import keras
 
-    from pipeline.models import build_model
-    from pipeline.synth import SequenceSpec, generate
+    from pipeline.dataset.synth import SequenceSpec, generate
+    from pipeline.models.networks import build_model
 
     keras.utils.set_random_seed(size)
     model = build_model("fast", size)

@@ -13,14 +13,14 @@ import sys
 from pipeline.errors import DataError, UsageError
 
 COMMANDS = {
-    "generate": ("pipeline.generate", "write a sharded HDF5 dataset of moving-square sequences"),
-    "verify": ("pipeline.verify", "check every shard of a dataset against its manifest"),
-    "show": ("pipeline.show", "plot one sequence's frames side by side"),
-    "train": ("pipeline.train", "train a CNN-LSTM model from a dataset"),
-    "evaluate": ("pipeline.evaluate", "loss and accuracy of a trained model on a test split"),
-    "predict": ("pipeline.predict", "classify fresh sequences with a trained model"),
-    "bench": ("pipeline.bench", "measure generation, loading, training and accuracy; write a result file"),
-    "report": ("pipeline.report", "merge result files into Markdown/CSV tables and plots"),
+    "generate": ("pipeline.dataset.generate", "write a sharded HDF5 dataset of moving-square sequences"),
+    "verify": ("pipeline.dataset.verify", "check every shard of a dataset against its manifest"),
+    "show": ("pipeline.dataset.show", "plot one sequence's frames side by side"),
+    "train": ("pipeline.training.train", "train a CNN-LSTM model from a dataset"),
+    "evaluate": ("pipeline.training.evaluate", "loss and accuracy of a trained model on a test split"),
+    "predict": ("pipeline.training.predict", "classify fresh sequences with a trained model"),
+    "bench": ("pipeline.bench.command", "measure generation, loading, training and accuracy; write a result file"),
+    "report": ("pipeline.bench.report", "merge result files into Markdown/CSV tables and plots"),
 }
 EXIT_USAGE = 2
 

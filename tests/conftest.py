@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.generate import run_generation
-from pipeline.manifest import DatasetParams
+from pipeline.dataset.generate import run_generation
+from pipeline.dataset.manifest import DatasetParams
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ BATCH = int(os.environ.get("MICRO_BATCH", "32"))
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Add the accelerator (GPU name, memory, driver, CUDA/cuDNN; or CPU model and cores) and versions."""
-    from pipeline import devices, environment
+    from pipeline.runtime import devices, environment
 
     machine_info["device"] = devices.describe()
     machine_info["versions"] = environment.versions()
@@ -39,8 +39,8 @@ def micro_batch() -> int:
 @pytest.fixture(scope="session")
 def micro_dataset(tmp_path_factory):
     """A small dataset of SIZE-pixel sequences, two shards of 4 * BATCH samples, written once per test run."""
-    from pipeline.generate import run_generation
-    from pipeline.manifest import DatasetParams
+    from pipeline.dataset.generate import run_generation
+    from pipeline.dataset.manifest import DatasetParams
 
     out = tmp_path_factory.mktemp("micro") / "data"
     params = DatasetParams(size=SIZE, samples=8 * BATCH, test_samples=BATCH, shard_size=4 * BATCH)

@@ -4,14 +4,11 @@ render kernel, shard write, one chunk decoded by h5py, one loader batch, one `fa
 """
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
-import pytest
 
-from pipeline import codecs
-from pipeline.shards import ShardPlan, write_shard
-from pipeline.synth import SequenceSpec, render, trajectories
+from pipeline.dataset import codecs
+from pipeline.dataset.shards import ShardPlan, write_shard
+from pipeline.dataset.synth import SequenceSpec, render, trajectories
 
 
 def test_render_kernel(benchmark, micro_size, micro_batch):
@@ -41,11 +38,10 @@ def test_chunk_decode(benchmark, micro_dataset, micro_size):
     assert out.shape == (chunk, SIZE, SIZE, SIZE)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pipeline.loader") is None, reason="pipeline.loader not available")
 def test_loader_batch(benchmark, micro_dataset, micro_size, micro_batch):
     """One batch out of a warmed-up, repeating loader pipeline (materialized as NumPy)."""
     SIZE, BATCH = micro_size, micro_batch
-    from pipeline.loader import make_dataset
+    from pipeline.input.loader import make_dataset
 
     it = iter(make_dataset(micro_dataset, "train", BATCH, repeat=True, drop_remainder=True))
     for _ in range(3):
@@ -61,7 +57,7 @@ def test_train_step_fast(benchmark, micro_dataset, micro_size, micro_batch):
     import keras
     import tensorflow as tf
 
-    from pipeline.models import build_model
+    from pipeline.models.networks import build_model
 
     with h5py.File(micro_dataset / "train-00000.h5", "r") as f:
         x, y = tf.constant(f["frames"][:BATCH]), tf.constant(f["labels"][:BATCH])

@@ -16,7 +16,7 @@ from pipeline.bench.data import read_split
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
 from pipeline.bench.results import Recorder
-from pipeline.timing import Summary
+from pipeline.bench.timing import Summary
 
 METRICS = ("accuracy", "accuracy_min", "accuracy_max", "loss")
 
@@ -25,7 +25,7 @@ def run(rec: Recorder, grid: Grid, data: dict[tuple[int, bool], Path]) -> None:
     """data: (size, wrap) -> dataset directory."""
     import keras
 
-    from pipeline.models import build_model
+    from pipeline.models.networks import build_model
 
     for (size, wrap), directory in data.items():
         x, y = read_split(directory, "train", limit=grid.accuracy_train_samples)

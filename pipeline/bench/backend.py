@@ -1,38 +1,9 @@
-"""Which Keras backend the bench runs on, and the few things that differ between backends.
+"""The few things the bench does differently per Keras backend: waiting for a result, placing the
+synthetic feed on the device, the dtype policy of a precision.
 
-Selecting one is `pipeline.backends.use` (the same as `train`'s `--backend`): set before Keras
-is imported, refused where Keras already runs on another; with JAX, TensorFlow is never imported.
+The backend itself is chosen by `pipeline.runtime.backends.use`, as `train`'s `--backend` is.
 """
 from __future__ import annotations
-
-import importlib.metadata
-import importlib.util
-
-from pipeline.bench.grid import BACKENDS
-
-DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",)}
-
-
-def select(name: str) -> str:
-    """Make `name` Keras's backend in this process (before Keras is imported); UsageError if it cannot be."""
-    from pipeline.backends import use
-
-    use(name)
-    return name
-
-
-def importable() -> tuple[str, ...]:
-    """The backends installed here, in BACKENDS order."""
-    return tuple(b for b in BACKENDS if importlib.util.find_spec(b) is not None)
-
-
-def version(name: str) -> str | None:
-    for dist in DISTRIBUTIONS.get(name, (name,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def materialize(x) -> None:
@@ -54,7 +25,7 @@ def on_device(backend: str, *arrays):
         return out
     import tensorflow as tf
 
-    from pipeline.devices import compute_device
+    from pipeline.runtime.devices import compute_device
 
     with tf.device(compute_device()):
         return tuple(tf.identity(tf.constant(a)) for a in arrays)

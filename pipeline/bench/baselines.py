@@ -11,7 +11,7 @@
 
 Every pipeline here repeats endlessly and yields only whole batches: an epoch is
 `len(labels) // batch_size` batches. The tf.data ones prefetch as our loader does
-(`pipeline.loader.PREFETCH_BATCHES`), so both sides of a ratio hold as many batches ready.
+(`pipeline.input.loader.PREFETCH_BATCHES`), so both sides of a ratio hold as many batches ready.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.loader import PREFETCH_BATCHES
+from pipeline.input.loader import PREFETCH_BATCHES
 
 
 def _steps(n: int, batch_size: int) -> int:
@@ -43,7 +43,7 @@ def in_memory_dataset(frames, labels, batch_size: int, *, shuffle: bool = True, 
                  if shuffle else tf.range(n, dtype=tf.int64))
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * batch_size], (steps, batch_size)))
 
-    # One int64 per epoch, rerandomized on every iteration (as `pipeline.loader` draws its epoch seeds).
+    # One int64 per epoch, rerandomized on every iteration (as `pipeline.input.loader` draws its epoch seeds).
     epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return (epochs.flat_map(one_epoch)
             .map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)), num_parallel_calls=tf.data.AUTOTUNE)

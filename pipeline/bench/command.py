@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.grid import BACKENDS, PRESETS, SUITES, Grid
-from pipeline.errors import UsageError
+from pipeline.bench.grid import PRESETS, SUITES, Grid
+from pipeline.errors import UsageError, positive_int
+from pipeline.runtime.backends import BACKENDS
 
 PRESET_FLAGS = ("quick", "full", "gpu", "book_budget")
 
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrap", action=argparse.BooleanOptionalAction, default=None,
                    help="accuracy also on a --wrap dataset, where no single frame reveals the direction "
                         "(default: the preset's)")
-    p.add_argument("--train-steps", type=int,
+    p.add_argument("--train-steps", type=positive_int,
                    help="timed steps per train cell (default: one epoch of the bench dataset)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for result files")
     p.add_argument("--data-root", type=Path, default=Path("datasets"),
@@ -115,18 +116,17 @@ def _datasets(grid: Grid, data_root: Path, verify: bool, datasets: dict) -> dict
 def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bool = False,
               backend: str = "tensorflow") -> tuple[dict, Path]:
     """Run every suite of `grid` on `backend` (already selected); write and return the result document and its path."""
-    from pipeline import environment
     from pipeline.bench import accuracy, generate, load, train
-    from pipeline.bench import backend as backends
     from pipeline.bench.data import NAIVE_CODEC, dataset_params, ensure_dataset
     from pipeline.bench.progress import log
-    from pipeline.bench.results import FORMAT, FORMAT_VERSION, Recorder, write_result
+    from pipeline.bench.results import FORMAT, FORMAT_VERSION, Recorder, collect_environment, write_result
     from pipeline.bench.summary import markdown_summary
-    from pipeline.timing import Stopwatch
+    from pipeline.bench.timing import Stopwatch
+    from pipeline.runtime import devices, environment
 
     started = dt.datetime.now(dt.UTC)
-    device = environment.describe_device(backend)
-    rec = Recorder(device["name"], backend, backends.version(backend))
+    device = devices.describe()
+    rec = Recorder(device["name"], backend, environment.version(backend))
     datasets: dict[str, Path] = {}
     with Stopwatch() as wall, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         data = _datasets(grid, data_root, verify, datasets)
@@ -156,7 +156,7 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
                 accuracy.run(rec, grid, acc_data)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION,
            "created": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "wall_s": round(wall.seconds, 1),
-           "environment": environment.collect(datasets, device=device, backend=backend),
+           "environment": collect_environment(datasets, device, backend),
            "config": {"preset": preset, "backend": backend, "grid": dataclasses.asdict(grid),
                       "data_root": str(data_root),
                       "timing": "time.perf_counter around each materialized step or window; warm-up excluded"},
@@ -168,12 +168,14 @@ def _argv(args, backend: str) -> list[str]:
     """The `bench` command line of `args`, for one backend."""
     argv = ["bench", *(f"--{flag.replace('_', '-')}" for flag in PRESET_FLAGS if getattr(args, flag, False)),
             "--backend", backend, "--out", str(args.out), "--data-root", str(args.data_root)]
-    for option in ("suites", "sizes", "batch_sizes", "workers"):
+    for option in ("suites", "sizes", "batch_sizes", "workers", "models"):
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", ",".join(map(str, value))]
     if args.train_steps is not None:
         argv += ["--train-steps", str(args.train_steps)]
+    if args.wrap is not None:
+        argv.append("--wrap" if args.wrap else "--no-wrap")
     return argv + [flag for flag, on in (("--verify-data", args.verify_data), ("--json", args.json)) if on]
 
 
@@ -186,7 +188,7 @@ def _children(args, backends: tuple[str, ...]) -> int:
 
 
 def run(args) -> int:
-    from pipeline.bench import backend as backends
+    from pipeline.runtime import backends
 
     preset, grid = grid_from_args(args)
     _check_writable(args.out, "--out")
@@ -194,14 +196,14 @@ def run(args) -> int:
     if args.backend:
         chosen = (args.backend,)
     elif preset == "gpu":
-        chosen = backends.importable()
+        chosen = backends.installed()
         if not chosen:
             raise UsageError(f"none of the backends {', '.join(BACKENDS)} is installed")
     else:
         chosen = ("tensorflow",)
     if len(chosen) > 1:
         return _children(args, chosen)
-    backends.select(chosen[0])
+    backends.use(chosen[0])
     from pipeline.bench.summary import markdown_summary
 
     real_stdout = sys.stdout

@@ -18,8 +18,8 @@ NAIVE_CODEC = "zstd-fast"  # the from_generator baseline reads the same sequence
 
 def dataset_params(grid, size: int, wrap: bool = False, codec: str | None = None):
     """The bench dataset's `DatasetParams` for one size of `grid`."""
-    from pipeline.codecs import DEFAULT_CODEC
-    from pipeline.manifest import DatasetParams
+    from pipeline.dataset.codecs import DEFAULT_CODEC
+    from pipeline.dataset.manifest import DatasetParams
 
     return DatasetParams(size=size, variant=grid.variant, wrap=wrap, seed=0, samples=grid.dataset_samples,
                          test_samples=grid.dataset_test_samples,
@@ -28,8 +28,8 @@ def dataset_params(grid, size: int, wrap: bool = False, codec: str | None = None
 
 def dataset_ready(directory: Path, params, verify: bool = False) -> bool:
     """True if `directory` holds a complete dataset with exactly `params` (and, with verify, matching hashes)."""
-    from pipeline.manifest import load_manifest
-    from pipeline.shards import sha256_of
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.shards import sha256_of
 
     try:
         manifest = load_manifest(directory)
@@ -54,7 +54,7 @@ def dataset_dir(root: Path, params) -> Path:
 
 def ensure_dataset(root: Path, params, verify: bool = False) -> Path:
     """The bench dataset for `params` under `root`: reused when ready, else (re)generated."""
-    from pipeline.generate import run_generation
+    from pipeline.dataset.generate import run_generation
 
     directory = dataset_dir(root, params)
     if dataset_ready(directory, params, verify):
@@ -71,7 +71,7 @@ def read_split(directory: Path, split: str, limit: int | None = None):
     import h5py
     import numpy as np
 
-    from pipeline.manifest import load_manifest
+    from pipeline.dataset.manifest import load_manifest
 
     manifest = load_manifest(directory)
     frames, labels, have = [], [], 0
@@ -87,14 +87,14 @@ def read_split(directory: Path, split: str, limit: int | None = None):
 
 
 def shard_paths(directory: Path, split: str = "train") -> list[Path]:
-    from pipeline.manifest import load_manifest
+    from pipeline.dataset.manifest import load_manifest
 
     return [Path(directory) / e["path"] for e in load_manifest(Path(directory)).shards[split]]
 
 
 def shuffle_window(directory: Path) -> int:
     """Samples our loader permutes together by default (its shuffle window), for sizing load windows."""
-    from pipeline.reader import default_window
-    from pipeline.source import open_dataset
+    from pipeline.input.reader import default_window
+    from pipeline.input.source import open_dataset
 
     return int(default_window(open_dataset(directory, "train", check_hashes=False)))

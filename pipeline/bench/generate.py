@@ -29,10 +29,10 @@ METRICS = ("cluster_startup_s", "run_overhead_s", "samples_per_s", "mb_per_s", "
 def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
     """Per size: start a local cluster per worker count, then time runs round-robin (1 worker, 2, ...,
     the book's generator, again), so that the machine's drift falls on every cell alike."""
-    from pipeline.book_workflow import BOOK_TRAIN_SAMPLES, cold_generate_seconds
-    from pipeline.generate import local_cluster, run_generation
-    from pipeline.manifest import DatasetParams
-    from pipeline.timing import Stopwatch, Summary
+    from pipeline.bench.timing import Stopwatch, Summary
+    from pipeline.dataset.generate import local_cluster, run_generation
+    from pipeline.dataset.manifest import DatasetParams
+    from pipeline.models.book_workflow import BOOK_TRAIN_SAMPLES, cold_generate_seconds
 
     for size in grid.sizes:
         samples = max(16, min(grid.gen_max_samples, int(grid.gen_raw_mb * 1e6 / size ** 3)))

@@ -11,13 +11,12 @@ import os
 from dataclasses import dataclass
 
 SUITES = ("generate", "load", "train", "accuracy")
-BACKENDS = ("tensorflow", "jax")
 PRECISIONS = ("float32", "bfloat16")
 # ours-packed: bit-packed batches into the same model behind UnpackFrames; synthetic: one batch
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
 FIT_FEEDS = ("ours", "in-memory")
-MODELS = ("book", "fast", "rowcol")  # pipeline.models.MODEL_NAMES, named here so a grid checks without Keras
+MODELS = ("book", "fast", "rowcol")  # pipeline.models.networks.MODEL_NAMES, named here so a grid checks without Keras
 
 
 def _positive_ints(value) -> bool:

@@ -1,14 +1,14 @@
 """The `load` suite: samples/s out of each input pipeline in its steady state, every one shuffled.
 
-Cells, per size and batch size (impl, and the row keys `shuffle`, `mechanism`, `packed`,
-`workers` = our readers):
+Cells, per size and batch size (impl, and the row keys `front_end`, `shuffle`, `mechanism`,
+`packed`, `readers`):
 
 * TensorFlow backend: ours (`make_dataset`, shuffled, endless) bit-packed, unpacked, and
   packed through `mechanism="graph"` (TensorFlow ops only: what tf.data service runs);
   packed again with 1 and 2 readers (all cores is the default cell); each mechanism also
   unshuffled, to show what shuffling costs; the in-memory baseline (a fresh permutation
   each epoch, one gather per batch), unshuffled too; `from_generator` h5py block reads.
-* JAX backend: the NumPy front end (`pipeline.reader.batch_stream`, mechanism "numpy"),
+* JAX backend: the NumPy front end (`pipeline.input.reader.batch_stream`, front end "numpy"),
   against the NumPy in-memory baseline; no TensorFlow.
 
 How: every cell's pipeline is built, its first batch timed (`first_batch_ms`: start-up,
@@ -37,7 +37,7 @@ from pipeline.bench.grid import Grid
 from pipeline.bench.memory import RssSampler, rss_bytes
 from pipeline.bench.progress import log
 from pipeline.bench.results import Recorder
-from pipeline.timing import Summary, clock
+from pipeline.bench.timing import Summary, clock
 
 METRICS = ("samples_per_s", "samples_per_s_p10", "samples_per_s_p90", "mb_per_s", "first_batch_ms",
            "peak_rss_mb", "rss_growth_mb")
@@ -62,24 +62,22 @@ class LoadCell:
     def packed(self) -> bool:
         return self.impl.endswith("-packed")
 
-    def mechanism(self, backend: str, codec: str | None = None) -> str | None:
-        """What reads the cell: "numpy" (JAX), "graph", or "auto" resolved for `codec` when given."""
+    def mechanism(self, codec: str | None = None) -> str | None:
+        """What decodes the cell's chunks: "graph", or "auto" resolved for `codec` when given."""
         if not self.ours:
             return None
-        if backend == "jax":
-            return "numpy"
         if "-graph" in self.impl:
             return "graph"
         if codec is not None:
-            from pipeline.loader import mechanism_for
+            from pipeline.input.loader import mechanism_for
 
             return mechanism_for(codec)
         return "auto"
 
     def key(self, backend: str, codec: str | None = None) -> dict:
-        return dict(size=self.size, batch_size=self.batch_size, shuffle=self.shuffle, packed=self.packed,
-                    mechanism=self.mechanism(backend, codec),
-                    workers=(self.readers or os.cpu_count() or 1) if self.ours else None)
+        return dict(size=self.size, batch_size=self.batch_size, front_end="numpy" if backend == "jax" else "tf.data",
+                    shuffle=self.shuffle, packed=self.packed, mechanism=self.mechanism(codec),
+                    readers=(self.readers or os.cpu_count() or 1) if self.ours else None)
 
 
 def cells(grid: Grid, size: int, batch: int, backend: str) -> list[LoadCell]:
@@ -108,11 +106,11 @@ def buffered_bound(cell: LoadCell, backend: str, shuffle_samples: int, epoch_sam
     """Samples that `cell`'s pipeline may hold ready ahead of its consumer, an upper bound: what it
     prepares while the other cells run, and what a timed window would then get for free.
 
-    Ours: `2 * readers + 1` shuffle windows plus the batches behind them (`pipeline.loader`). The
+    Ours: `2 * readers + 1` shuffle windows plus the batches behind them (`pipeline.input.loader`). The
     tf.data baselines: `PREFETCH_BATCHES` batches and one per core in their parallel map. The
     NumPy in-memory baseline is a plain generator: nothing runs ahead.
     """
-    from pipeline.loader import PREFETCH_BATCHES
+    from pipeline.input.loader import PREFETCH_BATCHES
 
     cores = os.cpu_count() or 1
     if cell.ours:
@@ -129,7 +127,7 @@ def _pipeline(cell: LoadCell, backend: str, directory: Path, naive: Path | None,
         if backend == "jax":
             return ours.numpy_batches(directory, cell.batch_size, packed=cell.packed, readers=cell.readers,
                                       shuffle=cell.shuffle)
-        return iter(ours.tf_dataset(directory, cell.batch_size, packed=cell.packed, mechanism=cell.mechanism(backend),
+        return iter(ours.tf_dataset(directory, cell.batch_size, packed=cell.packed, mechanism=cell.mechanism(),
                                     readers=cell.readers, shuffle=cell.shuffle))
     if cell.impl == "in-memory":
         frames, labels = arrays()
@@ -162,7 +160,7 @@ class _Running:
 
 def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path] | None = None) -> None:
     """naive: the same datasets in NAIVE_CODEC, read by the from_generator baseline."""
-    from pipeline.manifest import load_manifest
+    from pipeline.dataset.manifest import load_manifest
 
     backend = rec.backend
     for size in grid.sizes:
@@ -188,7 +186,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
             for cell in group:
                 key = cell.key(backend, codec)
                 with rec.cell("load", cell.impl, METRICS, **key):
-                    log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['workers']}")
+                    log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['readers']}")
                     shuffle_samples = window_samples if cell.ours else 0
                     window = window_batches(grid, batch, window_samples)
                     rss_before = rss_bytes()

@@ -1,4 +1,4 @@
-"""Resident memory and CPU time of this process and its children (the loader's reader processes)."""
+"""Resident memory of this process and its children (the loader's reader processes)."""
 from __future__ import annotations
 
 import threading
@@ -18,18 +18,6 @@ def rss_bytes() -> int:
     for child in children:
         try:
             total += child.memory_info().rss
-        except Exception:  # a child that exited between listing and reading
-            continue
-    return total
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its live children."""
-    proc, children = _tree()
-    total = sum(proc.cpu_times()[:2])
-    for child in children:
-        try:
-            total += sum(child.cpu_times()[:2])
         except Exception:  # a child that exited between listing and reading
             continue
     return total

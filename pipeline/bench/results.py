@@ -5,7 +5,10 @@ A result is one JSON document: `format`, `format_version`, `created`, `environme
 also carry `backend` and `backend_version` (Keras's backend), and train rows `precision`;
 version 1 rows (written before backends) are read as TensorFlow, float32, and rows that name the
 book's workflow by its former names (`seed`, `seed-workflow`) as `book`, `book-workflow`
-(`normalize_row`; `current_name` also renames the former `seed-budget` preset).
+(`normalize_row`; `current_name` also renames the former `seed-budget` preset). Load rows name
+their reader count `readers` and their front end `front_end` ("tf.data" or "numpy"); older
+files, which put the readers under `workers` and wrote mechanism "numpy" for the NumPy front
+end, read under these keys.
 """
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ import contextlib
 import csv
 import json
 import os
+import platform
 import sys
 import traceback
 from pathlib import Path
 
 from pipeline.bench.progress import log
 from pipeline.errors import UsageError
+from pipeline.input.reader import ISAL_CODECS
 
 FORMAT = "moving-square-bench"
 FORMAT_VERSION = 2
@@ -50,6 +55,11 @@ def normalize_row(row: dict) -> dict:
         out["backend"] = DEFAULT_BACKEND
     if out.get("suite") in ("train", "accuracy") and out.get("precision") is None:
         out["precision"] = "float32"
+    if out.get("suite") == "load" and "front_end" not in row:
+        out["readers"], out["workers"] = row.get("workers"), None
+        out["front_end"] = "numpy" if out["backend"] == "jax" else "tf.data"
+        if out.get("mechanism") == "numpy":  # what batch_stream's "auto" reads the row's codec with
+            out["mechanism"] = "isal" if out.get("codec") in ISAL_CODECS else "process"
     return out
 
 
@@ -100,6 +110,30 @@ class Recorder:
         log(f"FAILED {suite}/{impl} {key}: {text}")
         for metric in metrics:
             self.add(suite, impl, metric, None, error=text, **key)
+
+
+def collect_environment(datasets: dict[str, Path], device: dict, backend: str) -> dict:
+    """The result file's `environment`: where it was measured, with which code and data.
+
+    datasets: name -> dataset directory, each recorded with its manifest's SHA-256.
+    device: `pipeline.runtime.devices.describe()`; backend: the Keras backend measured on.
+    """
+    from pipeline.dataset.manifest import manifest_sha256
+    from pipeline.runtime import devices, environment
+
+    lib = environment.versions()
+    return {
+        "device": device,
+        "backend": {"name": backend, "version": lib.get(backend)},
+        "cpu": {"model": devices.cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
+        "platform": platform.platform(),
+        "host": environment.host(),
+        "versions": lib,
+        "git": environment.git_info(),
+        "argv": sys.argv,
+        "datasets": {name: {"path": str(path), "manifest_sha256": manifest_sha256(path)}
+                     for name, path in datasets.items()},
+    }
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

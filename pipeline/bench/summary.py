@@ -35,18 +35,18 @@ def _load(rows) -> list[str]:
     body = []
     order = {"ours-packed": 0, "ours": 1, "ours-graph-packed": 2, "in-memory": 3, "from_generator": 4}
     for r in sorted(load, key=lambda r: (r["size"], r["batch_size"], not r.get("shuffle", True),
-                                         order.get(r["impl"], 9), -(r["workers"] or 0))):
-        m = dict(suite="load", impl=r["impl"], size=r["size"], batch_size=r["batch_size"], workers=r["workers"],
+                                         order.get(r["impl"], 9), -(r.get("readers") or 0))):
+        m = dict(suite="load", impl=r["impl"], size=r["size"], batch_size=r["batch_size"], readers=r.get("readers"),
                  shuffle=r.get("shuffle"))
         if r["error"]:
             body.append([r["size"], r["batch_size"], r["impl"], _yes(r.get("shuffle")), r.get("mechanism") or "-",
-                         r["workers"] or "-", f"failed: {r['error']}", "", "", "", "", ""])
+                         r.get("readers") or "-", f"failed: {r['error']}", "", "", "", "", ""])
             continue
         base = value_of(rows, suite="load", impl="in-memory", size=r["size"], batch_size=r["batch_size"], shuffle=True,
                         metric="samples_per_s")
         twin = value_of(rows, **{**m, "shuffle": False}, metric="samples_per_s") if r.get("shuffle") else None
         body.append([r["size"], r["batch_size"], r["impl"], _yes(r.get("shuffle")), r.get("mechanism") or "-",
-                     r["workers"] or "-",
+                     r.get("readers") or "-",
                      spread(r["value"], value_of(rows, **m, metric="samples_per_s_p10"),
                             value_of(rows, **m, metric="samples_per_s_p90")),
                      ratio(r["value"], base), ratio(r["value"], twin),

@@ -35,7 +35,7 @@ from pipeline.bench.data import read_split
 from pipeline.bench.grid import FIT_FEEDS, Grid
 from pipeline.bench.progress import log
 from pipeline.bench.results import Recorder
-from pipeline.timing import Summary, time_steps
+from pipeline.bench.timing import Summary, time_steps
 
 STEP_METRICS = ("ms_per_step_median", "ms_per_step_p10", "ms_per_step_p90", "samples_per_s", "first_step_ms")
 FIT_METRICS = ("fit_s_per_epoch", "fit_ms_per_step")
@@ -98,7 +98,7 @@ def feed_batches(feed: str, backend: str, directory: Path, batch: int, frames, l
 def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
     import keras
 
-    from pipeline.models import build_model
+    from pipeline.models.networks import build_model
 
     backend = rec.backend
     for size in grid.sizes:
@@ -144,7 +144,7 @@ def epoch_clock():
     """A Keras callback whose `seconds` lists each epoch's wall seconds."""
     import keras
 
-    from pipeline.timing import clock
+    from pipeline.bench.timing import clock
 
     class EpochClock(keras.callbacks.Callback):
         def __init__(self):
@@ -164,7 +164,7 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
     """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays (float32)."""
     import keras
 
-    from pipeline.models import build_model
+    from pipeline.models.networks import build_model
 
     backend = rec.backend
     for name in grid.fit_models:
@@ -202,7 +202,7 @@ def book_workflow(rec: Recorder, grid: Grid, size: int) -> None:
 
     import keras
 
-    from pipeline.book_workflow import build_book_model, generate_examples
+    from pipeline.models.book_workflow import build_book_model, generate_examples
 
     for batch in [b for b in grid.batch_sizes if b <= grid.train_reference_max_batch]:
         key = dict(size=size, batch_size=batch, feed="in-memory", precision="float64")

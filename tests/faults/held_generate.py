@@ -15,8 +15,8 @@ import sys
 import time
 import types
 
-import pipeline.generate
-import pipeline.manifest
+import pipeline.dataset.generate
+import pipeline.dataset.manifest
 
 _real_os = os
 _count = [0]
@@ -39,8 +39,8 @@ def _held_replace(src, dst):
 
 proxy = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
 proxy.replace = _held_replace
-pipeline.manifest.os = proxy
-pipeline.generate.RECORD_INTERVAL_S = 0
+pipeline.dataset.manifest.os = proxy
+pipeline.dataset.generate.RECORD_INTERVAL_S = 0
 
 if __name__ == "__main__":
     from pipeline.cli import main

@@ -2,7 +2,7 @@
 
 Randomized trials, one table of corruptions (flipped bytes at random offsets, truncation at random
 lengths, deleted shards, shards swapped within and between datasets, hand-edited manifest hashes),
-beyond the fixed cases of tests/test_verify.py. Each trial corrupts a fresh copy of the shared tiny
+beyond the fixed cases of tests/dataset/test_verify.py. Each trial corrupts a fresh copy of the shared tiny
 dataset (tests/conftest.py).
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import shutil
 import pytest
 
 from helpers import cli
-from pipeline.generate import run_generation
-from pipeline.manifest import DatasetParams
-from pipeline.verify import find_problems
+from pipeline.dataset.generate import run_generation
+from pipeline.dataset.manifest import DatasetParams
+from pipeline.dataset.verify import find_problems
 
 pytestmark = pytest.mark.faults
 

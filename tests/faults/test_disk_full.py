@@ -14,8 +14,8 @@ import pytest
 
 from faultlib import bytes_lost, file_bytes
 from helpers import cli, manifest_hashes
-from pipeline.manifest import load_manifest
-from pipeline.shards import check_shard
+from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.shards import check_shard
 
 pytestmark = pytest.mark.faults
 

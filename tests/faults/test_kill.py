@@ -25,9 +25,9 @@ import pytest
 
 from faultlib import bytes_lost, file_bytes
 from helpers import HELD_GENERATE, PY, cli, kill_group, manifest_hashes, spawn, wait_for
-from pipeline.generate import run_generation
-from pipeline.manifest import DatasetParams, load_manifest
-from pipeline.verify import find_problems
+from pipeline.dataset.generate import run_generation
+from pipeline.dataset.manifest import DatasetParams, load_manifest
+from pipeline.dataset.verify import find_problems
 
 pytestmark = pytest.mark.faults
 

@@ -1,6 +1,6 @@
 """The loader never trains on bad data, and reads every sample exactly once under tf.data service with two workers.
 
-Randomized damage (tests/test_loader.py has the fixed cases): before `open_dataset` it must refuse with a
+Randomized damage (tests/input/test_loader.py has the fixed cases): before `open_dataset` it must refuse with a
 DataError naming the damaged file; after open (the file changes under a running job) reading must fail
 naming the shard, or else every sample it yields is byte-identical to the reference. A short `model.fit`
 on a damaged dataset must fail rather than train.
@@ -21,12 +21,12 @@ import pytest
 pytestmark = pytest.mark.faults
 
 tf = pytest.importorskip("tensorflow")
-loader = pytest.importorskip("pipeline.loader")
-
+from pipeline.dataset.generate import run_generation  # noqa: E402
+from pipeline.dataset.manifest import DatasetParams, load_manifest  # noqa: E402
+from pipeline.dataset.shards import read_sequences  # noqa: E402
 from pipeline.errors import DataError  # noqa: E402
-from pipeline.generate import run_generation  # noqa: E402
-from pipeline.manifest import DatasetParams, load_manifest  # noqa: E402
-from pipeline.shards import read_sequences  # noqa: E402
+from pipeline.input import loader  # noqa: E402
+from pipeline.input.source import open_dataset  # noqa: E402
 
 SEED = int(os.environ.get("FAULTS_SEED", "20261122"))
 SIZE = 10
@@ -114,12 +114,12 @@ def test_loader_refuses_or_names_the_damaged_shard(codec, mechanism, kind, when,
     if when == "before-open":
         bad = damage(d, datasets[codec, 4], kind, rng)
         with pytest.raises(DataError) as err:
-            loader.open_dataset(d, "train")
+            open_dataset(d, "train")
         survived = bad in str(err.value) and len(str(err.value).splitlines()) == 1
         tally(family, survived, 0, outcome="refused at open")
         assert survived, str(err.value)
         return
-    src = loader.open_dataset(d, "train")
+    src = open_dataset(d, "train")
     bad = damage(d, datasets[codec, 4], kind, rng)
     got_frames, got_labels, error = [], [], None
     try:  # the graph mechanism checks the chunks while it builds the pipeline, the others while they read
@@ -148,7 +148,7 @@ def test_fit_on_damaged_data_fails_instead_of_training(codec, mechanism, dataset
 
     d = tmp_path / "d"
     shutil.copytree(datasets[codec, 3], d)
-    src = loader.open_dataset(d, "train")
+    src = open_dataset(d, "train")
     damage(d, None, "flip-chunk", random.Random(f"{SEED}-fit-{codec}-{mechanism}"))
     inputs = keras.Input((SIZE, SIZE, SIZE), dtype="uint8")
     x = keras.layers.Flatten()(keras.ops.cast(inputs, "float32"))

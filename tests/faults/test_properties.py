@@ -265,8 +265,8 @@ def test_generate_on_a_mutated_manifest_refuses_or_repairs(data, tiny_dataset, m
         d = scratch / "d"
         shutil.copytree(tiny_dataset, d)
         (d / "manifest.json").write_text(raw)
+        from pipeline.dataset.manifest import load_manifest
         from pipeline.errors import DataError
-        from pipeline.manifest import load_manifest
         try:
             loaded = load_manifest(d)
         except DataError:

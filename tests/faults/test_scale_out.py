@@ -5,9 +5,9 @@ import pytest
 
 from faultlib import bytes_lost, free_port
 from helpers import PY, cli, held_generator, kill_group, manifest_hashes, spawn, wait_for
-from pipeline.generate import run_generation
-from pipeline.manifest import DatasetParams
-from pipeline.verify import find_problems
+from pipeline.dataset.generate import run_generation
+from pipeline.dataset.manifest import DatasetParams
+from pipeline.dataset.verify import find_problems
 
 pytestmark = pytest.mark.faults
 

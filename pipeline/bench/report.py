@@ -1,0 +1,423 @@
+"""`report`: merge bench result files (any machines, devices, backends) into tables and plots.
+
+For every measured quantity (suite, impl, feed, workers, readers, front end, variant, shuffle,
+precision, metric)
+one Markdown table: a row per device and Keras backend, a column per size x batch size.
+Also written to `--out`: `report.md`, `report.csv` (every merged row, with its source file)
+and PNG plots: every shuffled input pipeline side by side (bars); step time and throughput
+against batch size, one line per device and backend, one panel per size; generation
+throughput against worker count beside the book's. `--page PATH` instead writes a performance
+page (Markdown, its PNGs beside it, named after it) meant to be committed, regenerated from
+committed result files (`bench/results/reference/`); the plots its previous version linked and
+it no longer draws are removed.
+
+Files of format version 1 (before backends) are read as TensorFlow rows. When two files
+hold the same cell for the same device and backend, the newer file (`created`) wins. Failed
+cells show as `failed` in the tables and keep their error text in the CSV.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.bench.grid import SUITES
+from pipeline.bench.markdown import table
+from pipeline.bench.results import FORMAT, READABLE_VERSIONS, current_name, normalize_row, write_csv
+from pipeline.errors import UsageError
+
+DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
+                   "accuracy_min", "accuracy_max")
+PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "samples_per_s"))
+GROUP_KEYS = ("suite", "impl", "feed", "workers", "readers", "front_end", "variant", "shuffle", "precision",
+              "train_samples", "metric")
+REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
+SUITE_NOTES = {
+    "generate": "Our Dask generator against the book's `generate_examples`: samples/s, cluster start-up excluded.",
+    "load": "Input pipelines in their steady state over whole epochs after a warm-up epoch, every one shuffled "
+            "unless marked unshuffled; samples/s, median of round-robin repeats.",
+    "train": "Steady-state step time over at least one epoch by feed (our loader, in-memory arrays, synthetic: one "
+             "batch on the device); input-bound fraction = 1 - synthetic / fed; `fit` wall time per epoch.",
+    "accuracy": "Held-out accuracy after one epoch at the budget; median, min and max over initial seeds.",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="bench result JSON files")
+    p.add_argument("--out", type=Path, default=Path("bench/report"), help="directory for report.md, report.csv, PNGs")
+    p.add_argument("--suites", help=f"comma-separated subset of {','.join(SUITES)} (default: all)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help="comma-separated metrics to tabulate ('all' for every one)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--page", type=Path, metavar="PATH",
+                   help="write a performance page (e.g. docs/performance.md) with its PNGs beside it, instead of --out")
+
+
+def load_result(path: Path) -> dict:
+    """A bench result document; UsageError (one line) if unreadable or not a bench result."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise UsageError(f"{path}: not a bench result (format is not {FORMAT!r})")
+    if doc.get("format_version") not in READABLE_VERSIONS:
+        raise UsageError(f"{path}: bench result format version {doc.get('format_version')!r}, "
+                         f"this report reads {', '.join(map(str, READABLE_VERSIONS))}")
+    rows = doc.get("rows")
+    if not isinstance(rows, list):
+        raise UsageError(f"{path}: bench result without a 'rows' list")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or any(k not in row for k in REQUIRED):
+            missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
+            raise UsageError(f"{path}: row {i} lacks {', '.join(missing)}")
+        if row["suite"] not in SUITES:
+            raise UsageError(f"{path}: row {i} has unknown suite {row['suite']!r}")
+    return doc
+
+
+def merge(docs: list[tuple[Path, dict]]) -> list[dict]:
+    """All rows (normalized: version-1 rows gain backend tensorflow), each tagged with `source` and
+    `host`; a newer file replaces an older one's same cell."""
+    cells: dict[tuple, dict] = {}
+    for path, doc in sorted(docs, key=lambda pd: pd[1].get("created", "")):
+        host = doc.get("environment", {}).get("host")
+        for row in doc["rows"]:
+            row = {**normalize_row(row), "source": str(path), "host": host}
+            key = tuple(row.get(k) for k in (*GROUP_KEYS, "device", "backend", "size", "batch_size"))
+            cells[key] = row
+    return list(cells.values())
+
+
+def _fmt(row: dict | None) -> str:
+    if row is None:
+        return ""
+    if row["error"]:
+        return "failed"
+    value = row["value"]
+    if value is None:
+        return "-"
+    if row["metric"] == "input_bound_fraction":
+        return f"{value:.0%}"
+    if row["metric"].startswith("accuracy"):
+        return f"{value:.4f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _title(key: dict) -> str:
+    parts = [f"{key['suite']} / {key['impl']}"]
+    if key.get("feed"):
+        parts.append(f"fed {key['feed']}")
+    if key.get("workers") is not None:
+        parts.append(f"{key['workers']} workers")
+    if key.get("readers") is not None:
+        parts.append(f"{key['readers']} readers")
+    if key.get("front_end") not in (None, "tf.data"):
+        parts.append(f"{key['front_end']} front end")
+    if key.get("variant"):
+        parts.append(f"variant {key['variant']}")
+    if key.get("shuffle") is False:
+        parts.append("unshuffled")
+    if key.get("precision") not in (None, "float32"):
+        parts.append(key["precision"])
+    return ", ".join(parts) + f": {key['metric']}"
+
+
+def _sort_key(value):
+    return (value is None, value if value is not None else 0)
+
+
+def _group_order(g):
+    return (SUITES.index(g[0]), str(g[1]), str(g[2]), _sort_key(g[3]), str(g[4]), g[5] is False, str(g[6]), g[7])
+
+
+def tables(rows: list[dict]) -> str:
+    """One Markdown table per quantity: rows = device and backend, columns = size x batch."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row.get(k) for k in GROUP_KEYS)].append(row)
+    out = []
+    for group in sorted(groups, key=_group_order):
+        members = groups[group]
+        key = dict(zip(GROUP_KEYS, group))
+        columns = sorted({(r["size"], r["batch_size"]) for r in members}, key=lambda c: (c[0], _sort_key(c[1])))
+        lines = sorted({(r["device"], r["backend"]) for r in members})
+        cell = {(r["device"], r["backend"], r["size"], r["batch_size"]): r for r in members}
+        unit = next((r.get("unit") for r in members if r.get("unit")), "")
+        out += [f"#### {_title(key)}{f' ({unit})' if unit else ''}", ""]
+        out += table(["device", "backend", *(f"{s}" + (f" x {b}" if b is not None else "") for s, b in columns)],
+                     [[device, backend, *(_fmt(cell.get((device, backend, s, b))) for s, b in columns)]
+                      for device, backend in lines], "ll" + "r" * len(columns))
+        out.append("")
+    return "\n".join(out)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return matplotlib, plt
+
+
+def _label(device: str, backend: str) -> str:
+    return f"{device} ({backend})"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _plot_name(suite, metric, impl, feed, shuffle, readers, precision) -> str:
+    """suite-metric-impl[-feed][-unshuffled][-N-readers][-precision]: old result files keep their old names."""
+    name = f"{suite}-{metric}-{impl}" + (f"-{feed}" if feed else "")
+    if shuffle is False:
+        name += "-unshuffled"
+    if readers is not None:
+        name += f"-{readers}-readers"
+    if precision not in (None, "float32"):
+        name += f"-{precision}"
+    return name
+
+
+def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """PNG per (suite, metric, impl, feed, shuffle, readers, precision) of PLOTS: value vs batch size,
+    a line per device and backend, a panel per size."""
+    matplotlib, plt = _pyplot()
+    written = []
+    for suite, metric in PLOTS:
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["suite"] == suite and r["metric"] == metric and r["batch_size"] is not None and not r["error"] \
+                    and r["value"] is not None:
+                groups[(r["impl"], r.get("feed"), r.get("shuffle"), r.get("readers"),
+                        r.get("precision"))].append(r)
+        for (impl, feed, shuffle, readers, precision), members in sorted(groups.items(),
+                                                                         key=lambda kv: tuple(map(str, kv[0]))):
+            sizes = sorted({r["size"] for r in members})
+            fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
+            for ax, size in zip(axes[0], sizes):
+                for device, backend in sorted({(r["device"], r["backend"]) for r in members}):
+                    points = sorted(((r["batch_size"], r) for r in members if r["size"] == size
+                                     and r["device"] == device and r["backend"] == backend), key=lambda p: p[0])
+                    if not points:
+                        continue
+                    xs = [b for b, _ in points]
+                    ys = [r["value"] for _, r in points]
+                    line, = ax.plot(xs, ys, marker="o", label=_label(device, backend))
+                    if metric == "ms_per_step_median":
+                        low = _lookup(rows, points, "ms_per_step_p10")
+                        high = _lookup(rows, points, "ms_per_step_p90")
+                        if None not in low and None not in high:
+                            ax.fill_between(xs, low, high, alpha=0.2, color=line.get_color())
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(sorted({r["batch_size"] for r in members if r["size"] == size}))
+                ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                ax.set_title(f"size {size}")
+                ax.set_xlabel("batch size")
+                ax.set_ylabel(f"{metric} ({members[0].get('unit') or ''})")
+                ax.grid(alpha=0.3)
+            axes[0][0].legend(fontsize="small")
+            details = [f"fed {feed}" if feed else "", "unshuffled" if shuffle is False else "",
+                       f"{readers} readers" if readers is not None else "",
+                       precision if precision not in (None, "float32") else ""]
+            details = ", ".join(d for d in details if d)
+            fig.suptitle(f"{suite} / {impl}" + (f" ({details})" if details else "") + f": {metric}"
+                         + (" (band: p10-p90)" if metric == "ms_per_step_median" else ""), fontsize="medium")
+            fig.tight_layout()
+            name = _plot_name(suite, metric, impl, feed, shuffle, readers, precision)
+            path = out / (prefix + _safe(name) + ".png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """generate-samples_per_s.png: our generator's samples/s against workers, a line per device and
+    backend, a panel per size; the book's `generate_examples` (one core) as a dashed line of the same
+    colour. [] if no such rows."""
+    matplotlib, plt = _pyplot()
+    ours = [r for r in rows if r["suite"] == "generate" and r["impl"] == "ours" and r["metric"] == "samples_per_s"
+            and r["value"] is not None and r["workers"]]
+    if not ours:
+        return []
+    sizes = sorted({r["size"] for r in ours})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for device, backend in sorted({(r["device"], r["backend"]) for r in ours if r["size"] == size}):
+            points = sorted((r["workers"], r["value"]) for r in ours
+                            if r["size"] == size and r["device"] == device and r["backend"] == backend)
+            line, = ax.plot(*zip(*points), marker="o", label=_label(device, backend))
+            book = [r["value"] for r in rows if r["suite"] == "generate" and r["impl"] == "book" and r["size"] == size
+                    and r["device"] == device and r["backend"] == backend and r["metric"] == "samples_per_s"
+                    and r["value"] is not None]
+            if book:
+                ax.axhline(book[0], linestyle="--", color=line.get_color(), label=f"{_label(device, backend)}: book")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["workers"] for r in ours if r["size"] == size}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_title(f"size {size}")
+        ax.set_xlabel("workers")
+        ax.set_ylabel("samples/s")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("generate: samples/s against workers (dashed: the book's generate_examples, one core)",
+                 fontsize="medium")
+    fig.tight_layout()
+    path = out / f"{prefix}generate-samples_per_s.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """load-pipelines.png: samples/s of every shuffled input pipeline side by side, a group of bars per
+    batch size, a panel per device, backend and size; a pipeline measured with several reader counts
+    shows its default (the most). [] if no such rows."""
+    _, plt = _pyplot()
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        if r["suite"] == "load" and r["metric"] == "samples_per_s" and r["value"] is not None and not r["error"] \
+                and r.get("shuffle") is not False and r["batch_size"] is not None:
+            key = (r["device"], r["backend"], r["size"], r["batch_size"], r["impl"])
+            if key not in cells or (r.get("readers") or 0) > (cells[key].get("readers") or 0):
+                cells[key] = r
+    if not cells:
+        return []
+    panels = sorted({key[:3] for key in cells})
+    impls = sorted({key[4] for key in cells}, key=lambda impl: (not impl.startswith("in-memory"), impl))
+    width = 0.8 / len(impls)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 5.0 * len(panels)), 4.4), squeeze=False)
+    for ax, (device, backend, size) in zip(axes[0], panels):
+        batches = sorted({key[3] for key in cells if key[:3] == (device, backend, size)})
+        for i, impl in enumerate(impls):
+            bars = [(j + (i - (len(impls) - 1) / 2) * width, cells[(device, backend, size, b, impl)]["value"])
+                    for j, b in enumerate(batches) if (device, backend, size, b, impl) in cells]
+            if bars:
+                ax.bar(*zip(*bars), width, label=impl, color=f"C{i}")
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_title(f"size {size}, {_label(device, backend)}", fontsize="small")
+        ax.set_ylabel("samples/s")
+        ax.grid(axis="y", alpha=0.3)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), fontsize="small", loc="lower center",
+               ncol=max(1, min(len(handles), 4)))
+    fig.suptitle("load: every input pipeline shuffled, samples/s (median of round-robin windows)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(handles) - 1) // 4), 1, 1))
+    path = out / f"{prefix}load-pipelines.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def _lookup(rows, points, metric):
+    found = []
+    for _, ref in points:
+        match = [r for r in rows if r["metric"] == metric and not r["error"] and r["device"] == ref["device"]
+                 and all(r.get(k) == ref.get(k) for k in ("suite", "impl", "feed", "size", "batch_size", "backend",
+                                                          "shuffle", "workers", "readers", "precision"))]
+        found.append(match[0]["value"] if match else None)
+    return found
+
+
+def all_plots(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """Every plot of `rows` into `out`, the side-by-side comparisons first."""
+    return plot_load_pipelines(rows, out, prefix) + plot_generation(rows, out, prefix) + plot(rows, out, prefix)
+
+
+def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> list[str]:
+    """A table of the merged files: where, when, on what, from which commit."""
+    body = []
+    for path, doc in sorted(docs, key=lambda pd: pd[1].get("created", "")):
+        env = doc.get("environment", {})
+        backend = doc.get("config", {}).get("backend") or "tensorflow"
+        version = env.get("versions", {}).get(backend)
+        shown = Path(path)
+        if relative_to is not None:
+            try:
+                shown = Path(path).resolve().relative_to(relative_to.resolve())
+            except ValueError:
+                shown = Path(os.path.relpath(Path(path).resolve(), relative_to.resolve()))
+        commit = (env.get("git") or {}).get("commit")
+        body.append([f"`{shown}`", doc.get("created", "?"), env.get("device", {}).get("name", "?"),
+                     f"{backend} {version or ''}".strip(), current_name(doc.get("config", {}).get("preset", "?")),
+                     (commit or "?")[:10]])
+    return table(["file", "created", "device", "backend", "preset", "commit"], body, "llllll")
+
+
+def _linked_plots(path: Path, prefix: str) -> set[str]:
+    """Names of the PNGs that the page at `path`, as it stands, links beside itself: the plots an earlier
+    `--page` wrote, which a new page that no longer draws them removes (and nothing else)."""
+    if not path.is_file():
+        return set()
+    return {name for name in re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", path.read_text(errors="replace"))
+            if name.startswith(prefix)}
+
+
+def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], path: Path, plots: bool = True) -> str:
+    """The performance page's Markdown: provenance, then per suite its tables and plots; PNGs are written
+    beside `path`, named `<page stem>-<plot>.png`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{path.stem}-"
+    pngs = all_plots(rows, path.parent, prefix) if plots else []
+    for stale in _linked_plots(path, prefix) - {p.name for p in pngs}:
+        (path.parent / stale).unlink(missing_ok=True)
+    command = " ".join(["python -m pipeline report", *(f"{Path(p)}" for p, _ in docs), "--page", str(path)])
+    out = ["# Performance", "",
+           "Generated from committed bench result files; do not edit by hand. Regenerate with:", "",
+           f"    {command}", "", "## Sources", "", *_sources(docs, path.parent), ""]
+    for suite in SUITES:
+        members = [r for r in shown if r["suite"] == suite]
+        if not members:
+            continue
+        out += [f"## {suite}", "", SUITE_NOTES[suite], "", tables(members)]
+        out += [f"![{p.stem}]({p.name})" for p in pngs if p.name.startswith(f"{prefix}{suite}-")]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def run(args) -> int:
+    suites = SUITES if args.suites is None else tuple(s.strip() for s in args.suites.split(",") if s.strip())
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise UsageError(f"unknown suite {unknown[0]!r}; suites are {', '.join(SUITES)}")
+    if not suites:
+        raise UsageError("--suites is empty")
+    metrics = None if args.metrics == "all" else {m.strip() for m in args.metrics.split(",") if m.strip()}
+    page_path = getattr(args, "page", None)
+    if page_path is None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    if page_path is not None and (page_path.is_dir() or page_path.suffix != ".md"):
+        raise UsageError(f"--page {page_path}: expected a Markdown file path ending in .md")
+    docs = [(path, load_result(path)) for path in args.files]
+    rows = [r for r in merge(docs) if r["suite"] in suites]
+    if not rows:
+        raise UsageError(f"no rows for suites {', '.join(suites)} in {len(docs)} file(s): empty grid")
+    shown = [r for r in rows if metrics is None or r["metric"] in metrics]
+    if not shown:
+        raise UsageError(f"none of the metrics {', '.join(sorted(metrics))} in the selected rows")
+    if page_path is not None:
+        text = page(docs, rows, shown, page_path, plots=not args.no_plots)
+        page_path.write_text(text)
+        print(text)
+        print(f"wrote {page_path} and its PNGs beside it", file=sys.stderr)
+        return 0
+    lines = sorted({(r["device"], r["backend"], r.get("backend_version")) for r in rows})
+    text = (f"## Bench report: {len(docs)} file(s), {len({d for d, _, _ in lines})} device(s)\n\n"
+            + "".join(f"- {d}, {b}{' ' + v if v else ''}\n" for d, b, v in lines) + "\n" + tables(shown))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(text + "\n")
+    write_csv(args.out / "report.csv", rows)
+    pngs = [] if args.no_plots else all_plots(rows, args.out)
+    print(text)
+    print(f"wrote {args.out / 'report.md'}, {args.out / 'report.csv'} and {len(pngs)} PNG(s)", file=sys.stderr)
+    return 0

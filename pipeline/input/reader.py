@@ -1,0 +1,228 @@
+"""The loader's reading core, without TensorFlow: decode windows of chunks, shuffle, batch.
+
+    for frames, labels in batch_stream("datasets/moving-square-50", "train", 32, epochs=3):
+        ...   # NumPy: frames uint8 (32, T, S, S) (or (32, S**3 // 8) bit-packed), labels uint8 (32,)
+
+`WindowReader` turns window `w` of epoch `e` (`pipeline.input.order.EpochOrder`) into rows: it
+reads each chunk's stored bytes with one `os.pread`, checks their CRC-32 against the one
+taken at open (a changed chunk raises DataError naming the shard, never zeros), decodes them,
+and writes the chunk's samples straight to their shuffled places in the window.
+Decoding is ISA-L inflate (nbit-gzip, gzip), a plain copy (none), or h5py in the worker
+processes of `pipeline.input.chunk_reader` (Zstd, LZ4, Blosc). pread, inflate and the copies release
+the GIL, so `readers` threads decode `readers` windows at once.
+
+A row is one sample as stored after inflating: bit-packed, S**3 / 8 bytes, for nbit-gzip at
+even sizes (8x fewer bytes through the pipeline; `unpack_rows` restores 0/1 frames, or the
+model does it on the device); otherwise the S**3 bytes of its frames.
+
+`batch_stream` is the NumPy front end (the tf.data one is `pipeline.input.loader.make_dataset`;
+both cut the same stream of windows into the same batches): windows are decoded `readers`
+ahead of the one being consumed, batches crossing window and epoch boundaries.
+
+Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight;
+the process may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed buffers for reuse.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.errors import DataError, require_positive_int
+from pipeline.input.order import EpochOrder, check_seed, window_chunks_for
+from pipeline.input.source import Source, open_dataset, packed_width
+from pipeline.runtime import malloc
+
+ISAL_CODECS = ("nbit-gzip", "gzip")  # zlib streams, inflated by ISA-L
+RAW_CODECS = ("none",)
+# Default shuffle window: at most 48 MiB of rows. Below malloc.MMAP_THRESHOLD, so that a window's
+# buffer is reused from the heap rather than mapped afresh (and page-faulted in) every time.
+WINDOW_BYTES = 48 << 20
+ALIGN = 64  # bytes; TensorFlow takes a NumPy array without copying it only when it is this aligned
+
+
+def row_bytes(src: Source) -> int:
+    """Bytes per row: bit-packed when the codec stores bits and the size is even, else S**3."""
+    return packed_width(src.size) if src.bit_packed and src.size % 2 == 0 else src.size ** 3
+
+
+def default_window(src: Source) -> int:
+    """Samples per shuffle window: the whole chunks that fit in WINDOW_BYTES of rows, at least two."""
+    return max(2, WINDOW_BYTES // (row_bytes(src) * src.chunk)) * src.chunk
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialized uint8 array of `shape` whose data starts on an ALIGN-byte boundary."""
+    n = int(np.prod(shape))
+    raw = np.empty(n + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + n].reshape(shape)
+
+
+def unpack_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """Bit-packed rows uint8 (n, S**3 / 8), bits MSB-first -> 0/1 frames uint8 (n, S, S, S)."""
+    return np.unpackbits(rows, axis=1).reshape(-1, size, size, size)
+
+
+class WindowReader:
+    """Decodes the windows of a split's epochs into (rows uint8 (n, row_bytes), labels uint8 (n,)).
+
+    decode: "isal" (ISAL_CODECS), "raw" (RAW_CODECS) or "process" (any codec; h5py in
+    `readers` worker processes). `window_samples` is rounded up to whole chunks.
+    """
+
+    def __init__(self, src: Source, *, seed: int = 0, shuffle: bool = True, window_samples: int | None = None,
+                 decode: str = "isal", readers: int = 1):
+        if decode == "isal" and src.codec not in ISAL_CODECS or decode == "raw" and src.codec not in RAW_CODECS:
+            raise ValueError(f"decode {decode!r} cannot read a {src.codec!r} dataset")
+        if decode not in ("isal", "raw", "process"):
+            raise ValueError(f"decode must be isal, raw or process, got {decode!r}")
+        if window_samples is None:
+            window_samples = default_window(src)
+        require_positive_int("window_samples", window_samples)
+        self.src, self.seed, self.shuffle, self.decode = src, check_seed(seed), shuffle, decode
+        self.window_chunks = window_chunks_for(window_samples, src.chunk)
+        self.row_bytes = row_bytes(src)
+        self.packed_rows = self.row_bytes != src.size ** 3
+        self._table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc, src.first], 1)
+        self._process = None
+        if decode == "process":
+            from pipeline.input.chunk_reader import shared_reader
+
+            self._process = shared_reader(readers)
+
+    @property
+    def window_bytes(self) -> int:
+        return self.window_chunks * self.src.chunk * self.row_bytes
+
+    def windows_per_epoch(self) -> int:
+        return self.order(0).windows
+
+    @lru_cache(maxsize=4)  # noqa: B019 (a reader lives as long as its pipeline; the cache holds 4 small orders)
+    def order(self, epoch: int) -> EpochOrder:
+        return EpochOrder(self.src.count, self.window_chunks, self.seed, int(epoch), self.shuffle)
+
+    def read(self, epoch: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window `w` of epoch `epoch` in its output order: rows uint8 (n, row_bytes), labels uint8 (n,).
+
+        Each chunk's samples go straight to their places in the window's permutation
+        (`EpochOrder.permutation`), so a sample is copied once after inflating.
+        """
+        if self.decode != "process":
+            # again for every window: TensorFlow's from_generator, for one, lowers glibc's trim
+            # threshold process-wide when its iterator starts, which would hand each window's
+            # buffer back to the OS only to page-fault it in again for the next
+            malloc.keep_buffers_on_heap()
+        order = self.order(int(epoch))
+        chunks = order.window(int(w))
+        n = int(self.src.count[chunks].sum())
+        perm = order.permutation(int(w))
+        to = None if perm is None else np.argsort(perm)  # where stored sample i of the window goes
+        rows, labels = aligned_empty((n, self.row_bytes)), aligned_empty((n,))
+        at = 0
+        for c in chunks:
+            shard, start, count, offset, nbytes, crc, first = (int(v) for v in self._table[c])
+            dest = slice(at, at + count) if to is None else to[at:at + count]
+            rows[dest] = self._chunk_rows(shard, start, count, offset, nbytes, crc)
+            labels[dest] = self.src.labels[first:first + count]
+            at += count
+        return rows, labels
+
+    def _chunk_rows(self, shard, start, count, offset, nbytes, crc) -> np.ndarray:
+        path = self.src.paths[shard]
+        if self._process is not None:
+            return self._process.read(path, start, count, offset, nbytes, crc, self.src.frame_shape).reshape(count, -1)
+        from isal import isal_zlib
+
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stored = os.pread(fd, nbytes, offset)
+        finally:
+            os.close(fd)
+        if len(stored) != nbytes:
+            raise DataError(f"{path}: truncated, the chunk at sample {start} ends past the end of the file")
+        if isal_zlib.crc32(stored) != crc:
+            raise DataError(f"{path}: corrupt chunk at sample {start} (CRC-32 differs from the one read at open)")
+        data = np.frombuffer(isal_zlib.decompress(stored) if self.decode == "isal" else stored, np.uint8)
+        if self.src.bit_packed and not self.packed_rows:  # odd size: sequences are not whole bytes
+            return np.unpackbits(data, count=count * self.row_bytes).reshape(count, -1)
+        # a chunk's sequences come first; the N-bit filter's zero padding (or an edge chunk's) follows
+        return data[:count * self.row_bytes].reshape(count, -1)
+
+
+def decode_for(mechanism: str, codec: str) -> str:
+    """The WindowReader decode for a reading-core mechanism ("auto", "isal" or "process") and codec:
+    "auto" reads zlib and raw codecs itself and the plugin codecs through worker processes."""
+    if mechanism == "process" or mechanism == "auto" and codec not in ISAL_CODECS + RAW_CODECS:
+        return "process"
+    return "raw" if codec in RAW_CODECS else "isal"
+
+
+def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 epochs: int | None = 1, drop_remainder: bool = False, readers: int | None = None,
+                 packed: bool = False, shuffle_window: int | None = None, expected_size: int | None = None,
+                 source: Source | None = None, mechanism: str = "auto") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches `(frames, labels)` as NumPy uint8: frames (B, T, S, S), or (B, S**3 / 8) when `packed`.
+
+    epochs: passes over the split (None: endless); batches run across epoch boundaries, and
+      epoch k (from 0) is `EpochOrder(seed=seed, epoch=k)`: the same batches, in the same
+      order, as `pipeline.input.loader.make_dataset` with the same arguments.
+    shuffle_window: samples permuted together (default: whole chunks in 48 MiB of rows; see `pipeline.input.order`).
+    readers: windows decoded at once, in threads (default: all cores).
+    mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
+      "process" (any codec; h5py in worker processes).
+    """
+    require_positive_int("batch_size", batch_size)
+    require_positive_int("epochs", epochs, optional=True)
+    if mechanism not in ("auto", "isal", "process"):
+        raise ValueError(f"mechanism must be auto, isal or process, got {mechanism!r}")
+    readers = readers or os.cpu_count() or 1
+    src = source or open_dataset(data_dir, split, expected_size)
+    if packed and row_bytes(src) == src.size ** 3:
+        raise ValueError(f"packed=True needs a bit-packed codec at an even size; this dataset is {src.codec!r}, "
+                         f"size {src.size}")
+    reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=shuffle_window,
+                          decode=decode_for(mechanism, src.codec), readers=readers)
+    unpack = reader.packed_rows and not packed
+    epoch_ids = range(epochs) if epochs else itertools.count()
+    ids = ((e, w) for e in epoch_ids for w in range(reader.windows_per_epoch()))
+    with ThreadPoolExecutor(readers, thread_name_prefix="window") as pool:
+        batches = rebatch(ahead(pool, reader.read, ids, readers), batch_size, drop_remainder)
+        if unpack:  # in the pool too: unpacking costs more than inflating
+            batches = ahead(pool, lambda rows, labels: (unpack_rows(rows, src.size), labels), batches, readers)
+        try:
+            for frames, labels in batches:
+                yield (frames if packed else frames.reshape(-1, *src.frame_shape)), labels
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ahead(pool: ThreadPoolExecutor, fn, items, depth: int):
+    """`fn(*item)` for each item, in order, computed in `pool` up to `depth` items ahead of the caller."""
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, *item))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def rebatch(windows, batch_size: int, drop_remainder: bool = False):
+    """Cut a stream of (rows, labels) windows into batches of `batch_size`, across window boundaries;
+    views into the windows except for a batch that spans two. The last, short batch unless `drop_remainder`."""
+    rows = labels = None
+    for new_rows, new_labels in windows:
+        if rows is not None and len(rows):
+            new_rows, new_labels = np.concatenate([rows, new_rows]), np.concatenate([labels, new_labels])
+        full = len(new_labels) // batch_size * batch_size
+        for i in range(0, full, batch_size):
+            yield new_rows[i:i + batch_size], new_labels[i:i + batch_size]
+        rows, labels = new_rows[full:], new_labels[full:]
+    if rows is not None and len(rows) and not drop_remainder:
+        yield rows, labels

@@ -1,0 +1,7 @@
+"""Runtime: facts about this process that every stage may use, and nothing that reads data.
+
+`backends`: which Keras backend a command runs on, chosen before Keras is imported.
+`devices`: the accelerators that backend sees, and the choices that follow from them.
+`environment`: library versions, git commit and host, for run directories and result files.
+`malloc`: glibc allocator settings for processes that cycle through large buffers.
+"""

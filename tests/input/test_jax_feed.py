@@ -1,0 +1,53 @@
+"""pipeline.input.jax_feed.prefetch_to_device: same batches, same order, `size` batches transferred ahead."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+
+from pipeline.input.jax_feed import prefetch_to_device  # noqa: E402
+
+
+def batches(n: int):
+    return [(np.full((2, 3), i, np.uint8), np.arange(i, i + 2, dtype=np.uint8)) for i in range(n)]
+
+
+def test_yields_the_same_values_in_the_same_order_as_jax_arrays():
+    out = list(prefetch_to_device(iter(batches(5)), size=2))
+    assert len(out) == 5
+    for got, expected in zip(out, batches(5)):
+        assert isinstance(got, tuple) and all(isinstance(a, jax.Array) for a in got)
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_transfers_size_batches_ahead_of_the_consumer(size):
+    consumed = []
+
+    def source():
+        for i, b in enumerate(batches(6)):
+            consumed.append(i)
+            yield b
+
+    feed = prefetch_to_device(source(), size=size)
+    assert consumed == []  # a generator: nothing is read before the first batch is asked for
+    for k in range(6 - size):
+        next(feed)
+        assert len(consumed) == k + 1 + size  # batch k is out, batches k+1..k+size are on the device
+    assert len(list(feed)) == size and len(consumed) == 6
+
+
+def test_puts_batches_on_the_given_device_and_takes_short_sources():
+    device = jax.devices()[0]
+    out = list(prefetch_to_device(batches(1), size=4, device=device))
+    assert len(out) == 1 and out[0][0].devices() == {device}
+    assert list(prefetch_to_device(iter([]))) == []
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 1.5])
+def test_bad_size_raises(size):
+    with pytest.raises(ValueError, match="size"):
+        next(prefetch_to_device(batches(2), size=size))
