@@ -92,7 +92,7 @@ def test_every_row_has_the_common_keys_device_and_backend(quick_run):
 def test_load_cells_are_shuffled_whole_epochs_with_spread_and_memory(quick_run):
     rows = quick_run[0]["rows"]
     load = [r for r in rows if r["suite"] == "load" and r["metric"] == "samples_per_s"]
-    cells = {(r["impl"], r["batch_size"], r["shuffle"], r["workers"], r["mechanism"]) for r in load}
+    cells = {(r["impl"], r["batch_size"], r["shuffle"], r["readers"], r["mechanism"]) for r in load}
     for batch in (4, 8):
         assert ("ours-packed", batch, True, 1, "isal") in cells and ("ours-packed", batch, True, 2, "isal") in cells
         assert {("ours", batch, True, 2, "isal"), ("ours-graph-packed", batch, True, 2, "graph"),
@@ -101,7 +101,7 @@ def test_load_cells_are_shuffled_whole_epochs_with_spread_and_memory(quick_run):
         assert {("ours-packed", batch, False, 2, "isal"), ("ours-graph-packed", batch, False, 2, "graph"),
                 ("in-memory", batch, False, None, None)} <= cells
     for r in load:
-        m = {k: r[k] for k in ("impl", "batch_size", "shuffle", "workers")}
+        m = {k: r[k] for k in ("impl", "batch_size", "shuffle", "readers")}
         p10, p90 = (value_of(rows, suite="load", metric=f"samples_per_s_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
         assert r["repeats"] == TINY.load_repeats

@@ -131,5 +131,6 @@ sys.exit(status)
     assert doc["config"]["backend"] == "jax" and doc["environment"]["backend"]["name"] == "jax"
     assert {r["backend"] for r in doc["rows"]} == {"jax"}
     assert [r for r in doc["rows"] if r["error"]] == []
-    assert {r["mechanism"] for r in doc["rows"] if r["suite"] == "load" and r["impl"].startswith("ours")} == {"numpy"}
+    ours = [r for r in doc["rows"] if r["suite"] == "load" and r["impl"].startswith("ours")]
+    assert {(r["front_end"], r["mechanism"]) for r in ours} == {("numpy", "isal")}
     assert {r["feed"] for r in doc["rows"] if r["metric"] == "ms_per_step_median"} == set(grid_module.TRAIN_FEEDS)
