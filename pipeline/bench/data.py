@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 from pipeline.bench.progress import log
 from pipeline.errors import DataError
+from pipeline.runtime.cpus import usable_cpus
 
 NAIVE_CODEC = "zstd-fast"  # the from_generator baseline reads the same sequences in h5py's fastest format
 
@@ -62,7 +62,7 @@ def ensure_dataset(root: Path, params, verify: bool = False) -> Path:
         return directory
     log(f"generating {directory}")
     with contextlib.redirect_stdout(io.StringIO()):
-        run_generation(directory, params, workers=os.cpu_count() or 1, overwrite=True, progress=False)
+        run_generation(directory, params, workers=usable_cpus(), overwrite=True, progress=False)
     return directory
 
 

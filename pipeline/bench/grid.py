@@ -7,8 +7,9 @@ per feed, so that no timing fits inside what a warm-up already buffered.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from pipeline.runtime.cpus import default_readers, usable_cpus
 
 SUITES = ("generate", "load", "train", "accuracy")
 PRECISIONS = ("float32", "bfloat16")
@@ -124,11 +125,12 @@ class Grid:
                              f"({self.dataset_samples} samples)")
 
     def worker_counts(self) -> tuple[int, ...]:
-        return self.workers or tuple(sorted({1, 2, os.cpu_count() or 1}))
+        """Generator workers in the generate suite: 1, 2 and every CPU this process may use."""
+        return self.workers or tuple(sorted({1, 2, usable_cpus()}))
 
     def reader_counts(self) -> tuple[int, ...]:
-        """Our loader's readers in the load suite: 1, 2 and all cores."""
-        return tuple(sorted({1, 2, os.cpu_count() or 1}))
+        """Our loader's readers in the load suite: 1, 2 and its default (`default_readers()`)."""
+        return tuple(sorted({1, 2, default_readers()}))
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Whole batches in one epoch of the bench dataset's train split."""

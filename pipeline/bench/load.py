@@ -26,7 +26,6 @@ other cells' pipelines stay alive meanwhile).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from pipeline.bench.memory import RssSampler, rss_bytes
 from pipeline.bench.progress import log
 from pipeline.bench.results import Recorder
 from pipeline.bench.timing import Summary, clock
+from pipeline.runtime.cpus import default_readers, usable_cpus
 
 METRICS = ("samples_per_s", "samples_per_s_p10", "samples_per_s_p90", "mb_per_s", "first_batch_ms",
            "peak_rss_mb", "rss_growth_mb")
@@ -77,13 +77,13 @@ class LoadCell:
     def key(self, backend: str, codec: str | None = None) -> dict:
         return dict(size=self.size, batch_size=self.batch_size, front_end="numpy" if backend == "jax" else "tf.data",
                     shuffle=self.shuffle, packed=self.packed, mechanism=self.mechanism(codec),
-                    readers=(self.readers or os.cpu_count() or 1) if self.ours else None)
+                    readers=(self.readers or default_readers()) if self.ours else None)
 
 
 def cells(grid: Grid, size: int, batch: int, backend: str) -> list[LoadCell]:
     """The cells of one size and batch size, in the order they run."""
     out = [LoadCell("ours-packed", size, batch), LoadCell("ours", size, batch)]
-    out += [LoadCell("ours-packed", size, batch, readers=r) for r in grid.reader_counts() if r != (os.cpu_count() or 1)]
+    out += [LoadCell("ours-packed", size, batch, readers=r) for r in grid.reader_counts() if r != default_readers()]
     if grid.load_graph and backend == "tensorflow":
         out.append(LoadCell("ours-graph-packed", size, batch))
     out.append(LoadCell("in-memory", size, batch))
@@ -112,9 +112,9 @@ def buffered_bound(cell: LoadCell, backend: str, shuffle_samples: int, epoch_sam
     """
     from pipeline.input.loader import PREFETCH_BATCHES
 
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     if cell.ours:
-        readers = cell.readers or cores
+        readers = cell.readers or default_readers()
         return (2 * readers + 1) * min(shuffle_samples, epoch_samples) + (PREFETCH_BATCHES + readers) * cell.batch_size
     if backend == "jax":
         return 0

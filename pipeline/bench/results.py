@@ -120,12 +120,14 @@ def collect_environment(datasets: dict[str, Path], device: dict, backend: str) -
     """
     from pipeline.dataset.manifest import manifest_sha256
     from pipeline.runtime import devices, environment
+    from pipeline.runtime.cpus import usable_cpus
 
     lib = environment.versions()
     return {
         "device": device,
         "backend": {"name": backend, "version": lib.get(backend)},
-        "cpu": {"model": devices.cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
+        "cpu": {"model": devices.cpu_model(), "cores": os.cpu_count(), "usable": usable_cpus(),
+                "machine": platform.machine()},
         "platform": platform.platform(),
         "host": environment.host(),
         "versions": lib,

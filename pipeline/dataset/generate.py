@@ -33,6 +33,7 @@ from pipeline.dataset.shards import ShardPlan, ShardRecord, check_shard, sha256_
 from pipeline.dataset.synth import VARIANTS
 from pipeline.errors import DataError, UsageError
 from pipeline.runtime import malloc
+from pipeline.runtime.cpus import usable_cpus
 
 LOCK = ".lock"
 # The local cluster's dashboard listens on loopback only, on a free port: it shows the run to anyone who can
@@ -56,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=d.chunk, help="sequences per HDF5 chunk")
     p.add_argument("--codec", default=d.codec, help=f"frames compression: {', '.join(codecs.CODECS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="root seed; train and test get separate streams")
-    p.add_argument("--workers", type=int, default=os.cpu_count(),
-                   help="local worker processes (ignored with --scheduler)")
+    p.add_argument("--workers", type=int, default=usable_cpus(),
+                   help="local worker processes (default: the CPUs this process may use; ignored with --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--dashboard-address", metavar="HOST:PORT", default=DEFAULT_DASHBOARD,
                    help="where the local cluster's dashboard listens: HOST:PORT, port 0 for a free one; "

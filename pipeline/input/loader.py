@@ -31,8 +31,6 @@ may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` (256 MiB) of freed 
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from pipeline.dataset.codecs import BIT_PACKED
@@ -47,6 +45,7 @@ from pipeline.input.reader import (
     unpack_rows,
 )
 from pipeline.input.source import Source, open_dataset, packed_width
+from pipeline.runtime.cpus import default_readers
 
 # Batches made ready ahead of the consumer. A fixed count keeps the memory bound: tf.data's AUTOTUNE
 # prefetch grows while the consumer outpaces it, up to a RAM budget of half the machine per iterator.
@@ -69,7 +68,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       Without repeat, each new iteration (e.g. each `model.fit` epoch) is the next epoch.
     packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
       model that unpacks them on the device (`pipeline.models.networks.build_model(..., packed_input=True)`).
-    readers: windows (isal, process) or shards (graph) decoded in parallel (default: all cores).
+    readers: windows (isal, process) or shards (graph) decoded in parallel (default: this process's share
+      of the CPUs it may use, `pipeline.runtime.cpus.default_readers`).
     mechanism: "auto" (isal for nbit-gzip/gzip, or graph when `splittable`; graph for none;
       process otherwise), "isal", "graph" (TensorFlow ops only: what tf.data service runs) or "process".
     splittable: one epoch whose source is the seed-permuted shard list, so tf.data service's
@@ -85,7 +85,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
     if readers is None:
-        readers = os.cpu_count() or 1
+        readers = default_readers()
     require_positive_int("readers", readers)
     require_positive_int("shuffle_window", shuffle_window, optional=True)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -37,6 +37,7 @@ from pipeline.errors import DataError, require_positive_int
 from pipeline.input.order import EpochOrder, check_seed, window_chunks_for
 from pipeline.input.source import Source, open_dataset, packed_width
 from pipeline.runtime import malloc
+from pipeline.runtime.cpus import default_readers
 
 ISAL_CODECS = ("nbit-gzip", "gzip")  # zlib streams, inflated by ISA-L
 RAW_CODECS = ("none",)
@@ -173,7 +174,7 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       epoch k (from 0) is `EpochOrder(seed=seed, epoch=k)`: the same batches, in the same
       order, as `pipeline.input.loader.make_dataset` with the same arguments.
     shuffle_window: samples permuted together (default: whole chunks in 48 MiB of rows; see `pipeline.input.order`).
-    readers: windows decoded at once, in threads (default: all cores).
+    readers: windows decoded at once, in threads (default: `pipeline.runtime.cpus.default_readers()`).
     mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
       "process" (any codec; h5py in worker processes).
     """
@@ -181,7 +182,7 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     require_positive_int("epochs", epochs, optional=True)
     if mechanism not in ("auto", "isal", "process"):
         raise ValueError(f"mechanism must be auto, isal or process, got {mechanism!r}")
-    readers = readers or os.cpu_count() or 1
+    readers = readers or default_readers()
     src = source or open_dataset(data_dir, split, expected_size)
     if packed and row_bytes(src) == src.size ** 3:
         raise ValueError(f"packed=True needs a bit-packed codec at an even size; this dataset is {src.codec!r}, "

@@ -33,9 +33,15 @@ def use(name: str) -> None:
     whenever it is installed (saving's type checks, ``keras.utils.set_random_seed``) and then
     carries on without it when it is absent. A JAX run needs none of it, neither its import time
     and memory nor, on a GPU, a second CUDA runtime beside JAX's.
+
+    Under TensorFlow, GPU memory grows as it is used (``TF_FORCE_GPU_ALLOW_GROWTH``, unless the
+    user set it): by default TensorFlow maps nearly all memory of every visible GPU at start, so
+    one run on a node would block its other GPUs.
     """
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "tensorflow":
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # read when TensorFlow first sees a GPU
     keras = sys.modules.get("keras")
     if keras is None:
         if importlib.util.find_spec(name) is None:

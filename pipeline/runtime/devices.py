@@ -6,8 +6,9 @@ JAX backend nothing here imports TensorFlow (it need not be installed).
 """
 from __future__ import annotations
 
-import os
 import platform
+
+from pipeline.runtime.cpus import usable_cpus
 
 
 def _tf():
@@ -78,8 +79,9 @@ def describe() -> dict:
     `name` is what tables group rows by, e.g. 'NVIDIA A100-SXM4-40GB' or 'CPU: AMD EPYC 7B13 (2 cores)'.
     """
     name = backend()
-    info = {"kind": "cpu", "name": f"CPU: {cpu_model()} ({os.cpu_count()} cores)", "cpu_model": cpu_model(),
-            "cpu_cores": os.cpu_count(), "backend": name, "backend_version": None,
+    cores = usable_cpus()
+    info = {"kind": "cpu", "name": f"CPU: {cpu_model()} ({cores} cores)", "cpu_model": cpu_model(),
+            "cpu_cores": cores, "backend": name, "backend_version": None,
             "cuda_build": None, "cudnn_build": None}
     found = gpus()
     if name == "jax":
