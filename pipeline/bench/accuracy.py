@@ -25,13 +25,14 @@ def run(rec: Recorder, grid: Grid, data: dict[tuple[int, bool], Path]) -> None:
     """data: (size, wrap) -> dataset directory."""
     import keras
 
-    from pipeline.models.networks import build_model
+    from pipeline.models.networks import build_model, precision_of
+    from pipeline.runtime.devices import default_precision
 
     for (size, wrap), directory in data.items():
         x, y = read_split(directory, "train", limit=grid.accuracy_train_samples)
         tx, ty = read_split(directory, "test")
         for name in grid.accuracy_models:
-            key = dict(size=size, batch_size=grid.accuracy_batch, feed="in-memory", precision="float32",
+            key = dict(size=size, batch_size=grid.accuracy_batch, feed="in-memory", precision=default_precision(),
                        variant=grid.variant + ("+wrap" if wrap else ""), train_samples=int(len(y)),
                        test_samples=int(len(ty)), epochs=1)
             with rec.cell("accuracy", name, METRICS, **key):
@@ -39,7 +40,8 @@ def run(rec: Recorder, grid: Grid, data: dict[tuple[int, bool], Path]) -> None:
                 for seed in grid.accuracy_seeds:
                     log(f"accuracy {name} size={size} wrap={wrap} seed={seed}")
                     keras.utils.set_random_seed(seed)
-                    model = build_model(name, size)
+                    model = build_model(name, size, precision=key["precision"])
+                    key["precision"] = precision_of(model)
                     model.fit(x, y, batch_size=grid.accuracy_batch, epochs=1, shuffle=True, verbose=0)
                     loss, accuracy = model.evaluate(tx, ty, batch_size=max(grid.accuracy_batch, 256), verbose=0)
                     accuracies.append(float(accuracy))

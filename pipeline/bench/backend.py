@@ -1,5 +1,5 @@
 """The few things the bench does differently per Keras backend: waiting for a result, placing the
-synthetic feed on the device, the dtype policy of a precision.
+synthetic feed on the device.
 
 The backend itself is chosen by `pipeline.runtime.backends.use`, as `train`'s `--backend` is.
 """
@@ -29,8 +29,3 @@ def on_device(backend: str, *arrays):
 
     with tf.device(compute_device()):
         return tuple(tf.identity(tf.constant(a)) for a in arrays)
-
-
-def precision_policy(precision: str) -> str:
-    """Keras dtype policy for a bench precision: float32, or mixed_bfloat16 (variables stay float32)."""
-    return {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]

@@ -20,6 +20,7 @@ from pathlib import Path
 from pipeline.bench.grid import PRESETS, SUITES, Grid
 from pipeline.errors import UsageError, positive_int
 from pipeline.runtime.backends import BACKENDS
+from pipeline.runtime.devices import PRECISIONS
 
 PRESET_FLAGS = ("quick", "full", "gpu", "book_budget")
 
@@ -56,8 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrap", action=argparse.BooleanOptionalAction, default=None,
                    help="accuracy also on a --wrap dataset, where no single frame reveals the direction "
                         "(default: the preset's)")
+    p.add_argument("--precision", type=_name_list, metavar="POLICIES",
+                   help=f"comma-separated Keras dtype policies for the train suite, of {','.join(PRECISIONS)} "
+                        "(default: the preset's; else this device's: mixed_bfloat16 on GPUs of compute capability "
+                        ">= 8.0, mixed_float16 on 7.x, float32 elsewhere)")
     p.add_argument("--train-steps", type=positive_int,
-                   help="timed steps per train cell (default: one epoch of the bench dataset)")
+                   help="timed steps per train cell, at least (default: one epoch of the bench dataset; a fed cell "
+                        "also times three times what its pipeline may hold ready)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for result files")
     p.add_argument("--data-root", type=Path, default=Path("datasets"),
                    help="where bench datasets are generated and reused")
@@ -76,7 +82,8 @@ def grid_from_args(args) -> tuple[str, Grid]:
     name = preset_name(args)
     overrides = {key: value for key, value in (("suites", args.suites), ("sizes", args.sizes),
                                                ("batch_sizes", args.batch_sizes), ("workers", args.workers),
-                                               ("train_steps", args.train_steps)) if value is not None}
+                                               ("train_steps", args.train_steps), ("precisions", args.precision))
+                 if value is not None}
     if args.sizes is not None:  # --sizes names every size measured, the accuracy suite's too
         overrides["accuracy_sizes"] = None
     if args.models is not None:
@@ -168,7 +175,7 @@ def _argv(args, backend: str) -> list[str]:
     """The `bench` command line of `args`, for one backend."""
     argv = ["bench", *(f"--{flag.replace('_', '-')}" for flag in PRESET_FLAGS if getattr(args, flag, False)),
             "--backend", backend, "--out", str(args.out), "--data-root", str(args.data_root)]
-    for option in ("suites", "sizes", "batch_sizes", "workers", "models"):
+    for option in ("suites", "sizes", "batch_sizes", "workers", "models", "precision"):
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", ",".join(map(str, value))]

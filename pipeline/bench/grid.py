@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.runtime.cpus import default_readers, usable_cpus
+from pipeline.runtime.devices import PRECISIONS
 
 SUITES = ("generate", "load", "train", "accuracy")
-PRECISIONS = ("float32", "bfloat16")
 # ours-packed: bit-packed batches into the same model behind UnpackFrames; synthetic: one batch
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
@@ -37,7 +37,8 @@ class Grid:
     fit_sizes: sizes at which `model.fit`'s wall time per epoch is measured (fit_models, fit_epochs
       timed epochs after a first, untimed one).
     accuracy_seeds: initial seeds per accuracy cell; accuracy_sizes: None -> sizes.
-    precisions: train suite compute dtypes ("bfloat16" = Keras's mixed_bfloat16 policy).
+    precisions: Keras dtype policies (`PRECISIONS`) of the train suite; None -> this device's default
+      (`pipeline.runtime.devices.default_precision`), which the fit and accuracy suites always use.
     dataset_*: the train/test dataset each size's load/train/accuracy suites read.
     """
 
@@ -65,7 +66,7 @@ class Grid:
     train_reference_feeds: tuple[str, ...] = ("in-memory",)
     train_reference_max_batch: int = 32
     train_reference_steps: int = 16
-    precisions: tuple[str, ...] = ("float32",)
+    precisions: tuple[str, ...] | None = None
     fit_sizes: tuple[int, ...] = (50,)
     fit_batch_sizes: tuple[int, ...] = (32,)
     fit_models: tuple[str, ...] = ("fast",)
@@ -105,8 +106,8 @@ class Grid:
         bad = [f for f in (*self.train_feeds, *self.train_reference_feeds) if f not in TRAIN_FEEDS]
         if bad:
             raise ValueError(f"unknown train feed {bad[0]!r}; feeds are {', '.join(TRAIN_FEEDS)}")
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad or not self.precisions:
+        bad = [p for p in self.precisions or () if p not in PRECISIONS]
+        if bad or self.precisions == ():
             raise ValueError(f"precisions must be some of {', '.join(PRECISIONS)}, got {self.precisions!r}")
         if not self.accuracy_seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                           for s in self.accuracy_seeds):
@@ -127,6 +128,12 @@ class Grid:
     def worker_counts(self) -> tuple[int, ...]:
         """Generator workers in the generate suite: 1, 2 and every CPU this process may use."""
         return self.workers or tuple(sorted({1, 2, usable_cpus()}))
+
+    def train_precisions(self) -> tuple[str, ...]:
+        """The train suite's precisions on this device (imports Keras)."""
+        from pipeline.runtime.devices import default_precision
+
+        return self.precisions or (default_precision(),)
 
     def reader_counts(self) -> tuple[int, ...]:
         """Our loader's readers in the load suite: 1, 2 and its default (`default_readers()`)."""
@@ -169,11 +176,11 @@ PRESETS = {
                  accuracy_sizes=(50,), accuracy_train_samples=5000, accuracy_wrap=True, dataset_samples=16384,
                  dataset_test_samples=4096, dataset_shard_size=2048),
     # What a GPU answers: loader, in-memory and synthetic feeds at sizes 50 and 100,
-    # batches up to 1024, float32 against bfloat16. 5,120 sequences (5 GB in memory at size 100): the
+    # batches up to 1024, float32 against mixed bfloat16. 5,120 sequences (5 GB in memory at size 100): the
     # book's accuracy budget, and load windows of seconds.
     "gpu": Grid(sizes=(50, 100), batch_sizes=(32, 256, 1024), suites=("load", "train", "accuracy"),
                 load_repeats=3, load_unshuffled=True, load_graph=True, load_from_generator=False,
-                train_models=("fast", "book"), train_reference_models=(), precisions=("float32", "bfloat16"),
+                train_models=("fast", "book"), train_reference_models=(), precisions=("float32", "mixed_bfloat16"),
                 fit_sizes=(50,), fit_batch_sizes=(32, 256), book_workflow_max_size=0,
                 accuracy_models=("book", "fast"), accuracy_sizes=(50,), accuracy_train_samples=5000,
                 dataset_samples=5120, dataset_test_samples=2048, dataset_shard_size=1024),

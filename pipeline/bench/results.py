@@ -33,6 +33,7 @@ ROW_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "metric", 
 DEFAULT_BACKEND = "tensorflow"  # what every version-1 row ran on
 # the book's workflow, its rows and its preset, as older result files name them
 FORMER_NAMES = {"seed": "book", "seed-workflow": "book-workflow", "seed-budget": "book-budget"}
+FORMER_PRECISIONS = {"bfloat16": "mixed_bfloat16"}  # precisions are named by their Keras dtype policy
 UNITS = {"samples_per_s": "samples/s", "samples_per_s_p10": "samples/s", "samples_per_s_p90": "samples/s",
          "mb_per_s": "MB/s", "stored_mb_per_s": "MB/s", "per_worker_samples_per_s": "samples/s",
          "cluster_startup_s": "s", "run_overhead_s": "s", "ms_per_step_median": "ms", "ms_per_step_p10": "ms",
@@ -55,6 +56,8 @@ def normalize_row(row: dict) -> dict:
         out["backend"] = DEFAULT_BACKEND
     if out.get("suite") in ("train", "accuracy") and out.get("precision") is None:
         out["precision"] = "float32"
+    if out.get("precision") in FORMER_PRECISIONS:
+        out["precision"] = FORMER_PRECISIONS[out["precision"]]
     if out.get("suite") == "load" and "front_end" not in row:
         out["readers"], out["workers"] = row.get("workers"), None
         out["front_end"] = "numpy" if out["backend"] == "jax" else "tf.data"

@@ -63,16 +63,20 @@ class StepTimes:
         return Summary.of(self.steps)
 
 
-def time_steps(step: Callable[[], object], *, steps: int, warmup: int = 1) -> StepTimes:
+def time_steps(step: Callable[[], object], *, steps: int, warmup: int = 1,
+               before_timed: Callable[[], object] | None = None) -> StepTimes:
     """Call `step` `warmup` times untimed-for-the-summary, then `steps` times, timing each call.
 
     `step` must return only once its work is materialized (see module docstring).
+    before_timed: called once, untimed, between the warm-up and the first timed step.
     """
     require_positive_int("steps", steps)
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
     warm, timed = [], []
     for i in range(warmup + steps):
+        if i == warmup and before_timed is not None:
+            before_timed()
         start = clock()
         step()
         elapsed = clock() - start

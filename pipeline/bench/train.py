@@ -11,10 +11,13 @@ Steps, per size, model, precision and batch size; feeds (`feed` key):
 
 Each feed runs on its own (never interleaved: another feed's steps would give a loader time
 to fill its buffers): `train_warmup` steps (the first, with tracing and compilation, is
-`first_step_ms`), then at least one whole epoch of the bench dataset timed step by step
-(`train_on_batch` returns NumPy, so a step is materialized before the clock is read; fetching
-the batch is inside the step). ``input_bound_fraction`` = 1 - synthetic / fed median step time
-(``ours-packed`` against ``synthetic-packed``): the share of a step spent waiting for input.
+`first_step_ms`); then, untimed, as many batches as its pipeline may hold ready
+(`untimed_batches`: what it prepared during the warm-up, which a timed step would get for free);
+then at least one whole epoch of the bench dataset, and at least `BUFFER_MULTIPLE` times those
+buffered batches, timed step by step (`train_on_batch` returns NumPy, so a step is materialized
+before the clock is read; fetching the batch is inside the step). ``input_bound_fraction`` =
+1 - synthetic / fed median step time (``ours-packed`` against ``synthetic-packed``): the share
+of a step spent waiting for input.
 
 `fit` (`fit_s_per_epoch`, `fit_ms_per_step`): `model.fit` for `fit_epochs` + 1 epochs, fed by
 our loader (a repeated dataset, `steps_per_epoch` = one epoch) or by the in-memory arrays
@@ -24,14 +27,13 @@ Impl ``book-workflow`` is the book's own float64 TimeDistributed model on `gener
 """
 from __future__ import annotations
 
-import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench import baselines, ours
-from pipeline.bench.backend import precision_policy
-from pipeline.bench.data import read_split
+from pipeline.bench import baselines, load, ours
+from pipeline.bench.data import read_split, shuffle_window
 from pipeline.bench.grid import FIT_FEEDS, Grid
 from pipeline.bench.progress import log
 from pipeline.bench.results import Recorder
@@ -42,19 +44,17 @@ FIT_METRICS = ("fit_s_per_epoch", "fit_ms_per_step")
 PACKED_FEEDS = ("ours-packed", "synthetic-packed")
 BOUND_AGAINST = {"ours": "synthetic", "in-memory": "synthetic", "ours-packed": "synthetic-packed"}
 SEED = 0  # initial weights and the loader's order: step times do not depend on them, but runs repeat
+# a fed cell times at least this many times the samples its pipeline may hold ready
+BUFFER_MULTIPLE = 3
+BUFFERED_IMPL = {"ours": "ours", "ours-packed": "ours-packed", "in-memory": "in-memory"}  # feed -> load cell
 
 
-@contextlib.contextmanager
-def dtype_policy(precision: str):
-    """Keras's global dtype policy for models built inside the block."""
-    import keras
-
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision_policy(precision))
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(before)
+def buffered_batches(feed: str, backend: str, size: int, batch: int, shuffle_samples: int, epoch_samples: int) -> int:
+    """Batches `feed`'s pipeline may hold ready ahead of the model (`load.buffered_bound`); 0 for synthetic feeds."""
+    if feed not in BUFFERED_IMPL:
+        return 0
+    cell = load.LoadCell(BUFFERED_IMPL[feed], size, batch)
+    return math.ceil(load.buffered_bound(cell, backend, shuffle_samples, epoch_samples) / batch)
 
 
 def record_steps(rec: Recorder, impl: str, feed: str, times, *, size, batch_size, **extra) -> float:
@@ -98,12 +98,13 @@ def feed_batches(feed: str, backend: str, directory: Path, batch: int, frames, l
 def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
     import keras
 
-    from pipeline.models.networks import build_model
+    from pipeline.models.networks import build_model, precision_of
 
     backend = rec.backend
     for size in grid.sizes:
         frames, labels = read_split(data[size], "train")
-        for precision in grid.precisions:
+        window_samples = shuffle_window(data[size])
+        for precision in grid.train_precisions():
             for name, batch, feeds, steps in grid.train_cells():
                 # bit-packed rows hold whole bytes only at even sizes
                 feeds = [f for f in feeds if not (f in PACKED_FEEDS and size % 2)]
@@ -113,8 +114,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                     packed = feed in PACKED_FEEDS
                     if packed not in models:
                         keras.utils.set_random_seed(SEED)
-                        with dtype_policy(precision):
-                            models[packed] = build_model(name, size, packed_input=packed)
+                        models[packed] = build_model(name, size, precision=precision, packed_input=packed)
                     return models[packed]
 
                 medians = {}
@@ -124,10 +124,13 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                         log(f"train {name} feed={feed} size={size} batch={batch} precision={precision}")
                         model = model_for(feed)
                         it = feed_batches(feed, backend, data[size], batch, frames, labels)
-                        times = time_steps(lambda it=it: model.train_on_batch(*next(it)), steps=steps,
-                                           warmup=grid.train_warmup)
+                        flush = buffered_batches(feed, backend, size, batch, window_samples,
+                                                 grid.steps_per_epoch(batch) * batch)
+                        times = time_steps(lambda it=it: model.train_on_batch(*next(it)),
+                                           steps=max(steps, BUFFER_MULTIPLE * flush), warmup=grid.train_warmup,
+                                           before_timed=lambda it=it: [next(it) for _ in range(flush)])
                         medians[feed] = record_steps(rec, name, feed, times, size=size, batch_size=batch,
-                                                     precision=precision)
+                                                     precision=precision_of(model), untimed_batches=flush)
                         del it
                 for feed, (fraction, against) in input_bound(medians).items():
                     rec.add("train", name, "input_bound_fraction", fraction, size=size, batch_size=batch,
@@ -161,21 +164,23 @@ def epoch_clock():
 
 
 def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -> None:
-    """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays (float32)."""
+    """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays, in this device's precision."""
     import keras
 
-    from pipeline.models.networks import build_model
+    from pipeline.models.networks import build_model, precision_of
+    from pipeline.runtime.devices import default_precision
 
     backend = rec.backend
     for name in grid.fit_models:
         for batch in [b for b in grid.batch_sizes if b in grid.fit_batch_sizes]:
             steps = grid.steps_per_epoch(batch)
             for feed in FIT_FEEDS:
-                key = dict(size=size, batch_size=batch, feed=feed, precision="float32")
+                key = dict(size=size, batch_size=batch, feed=feed, precision=default_precision())
                 with rec.cell("train", name, FIT_METRICS, **key):
                     log(f"train fit {name} feed={feed} size={size} batch={batch}")
                     keras.utils.set_random_seed(SEED)
-                    model = build_model(name, size)
+                    model = build_model(name, size, precision=key["precision"])
+                    key["precision"] = precision_of(model)
                     clock_ = epoch_clock()
                     epochs = grid.fit_epochs + 1
                     if feed == "ours":

@@ -18,9 +18,8 @@ Names:
   axis for the CNN (``(B*T, S, S, 1)`` in one call instead of one call per frame), then
   unfolded to ``(B, T, F)`` for the LSTM; the CNN is one ``LookupConvPool`` layer (a table of
   the 512 possible 3x3 0/1 patches) and, on CPU and under JAX, the LSTM is ``ProjectedLSTM``:
-  same weights, same outputs to float rounding (see their docstrings). Options:
-  ``mixed_precision`` (default: on GPUs with tensor cores only); ``jit_compile`` (XLA; default
-  per device, see ``default_jit_compile``). ``fast`` accepts the ``book`` model's weights
+  same weights, same outputs to float rounding (see their docstrings). Option ``jit_compile``
+  (XLA; default per device, see ``default_jit_compile``). ``fast`` accepts the ``book`` model's weights
   unchanged (``fast.set_weights(book.get_weights())``).
 * ``rowcol`` the row/column architecture of arXiv 1611.07890 (fig. 2): per frame a
   CNN feature map ``(H', W', C)`` is read as a matrix; each of its rows is a sequence over
@@ -28,9 +27,15 @@ Names:
   outputs are concatenated into the frame's feature vector. Frames are then combined across
   time by a third LSTM (our choice; the figure classifies single images) -> Dense sigmoid.
   The CNN is the book's small one or a ``keras.applications`` backbone without its top.
+
+Every model is built in one ``precision``, a Keras dtype policy (``PRECISIONS``; default
+``pipeline.runtime.devices.default_precision()``): float32 variables, float32 sigmoid output,
+everything else computed in that policy's dtype; mixed_float16 trains with loss scaling.
+``precision_of(model)`` reads back what a model computes in.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import keras
@@ -38,6 +43,7 @@ from keras import layers
 
 from pipeline.errors import require_positive_int
 from pipeline.models.layers import FoldTime, FramesToFloat, LookupConvPool, ProjectedLSTM, UnfoldTime, UnpackFrames
+from pipeline.runtime.devices import PRECISIONS
 
 MODEL_NAMES = ("book", "fast", "rowcol")
 BOOK_STYLES = ("nested", "per_layer")
@@ -57,10 +63,43 @@ def default_jit_compile() -> bool | str:
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
-    """Binary cross-entropy, Adam, accuracy (the book's compile), returning the model."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit_compile)
+    """Binary cross-entropy, Adam, accuracy (the book's compile), returning the model.
+
+    A model computing in float16 gets a ``LossScaleOptimizer``: float16's exponent range loses
+    small gradients to zero unless the loss is scaled up first.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    if precision_of(model) == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
     return model
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str | None):
+    """Layers built inside take `precision` (a PRECISIONS policy; None: this device's default)."""
+    from pipeline.runtime import devices
+
+    precision = devices.default_precision() if precision is None else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield precision
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def precision_of(model: keras.Model) -> str:
+    """The dtype policy of the layer holding most of `model`'s parameters (nested models searched):
+    what its training step computes in, whatever policy was global when it was built."""
+    def leaves(layer):
+        inner = getattr(layer, "layers", None) or ([layer.layer] if hasattr(layer, "layer") else [])
+        return [leaf for child in inner for leaf in leaves(child)] if inner else [layer]
+
+    weighted = [layer for layer in leaves(model) if layer.weights]
+    return max(weighted, key=lambda layer: layer.count_params()).dtype_policy.name
 
 
 def _check_size(size) -> int:
@@ -69,11 +108,10 @@ def _check_size(size) -> int:
     return size
 
 
-def book_cnn_layers(dtype=None) -> list[layers.Layer]:
+def book_cnn_layers() -> list[layers.Layer]:
     """The book's per-frame CNN: Conv2D(2, (2, 2), relu) -> MaxPooling2D(2) -> Flatten."""
-    return [layers.Conv2D(2, (2, 2), activation="relu", dtype=dtype, name="conv"),
-            layers.MaxPooling2D(pool_size=(2, 2), dtype=dtype, name="pool"),
-            layers.Flatten(dtype=dtype, name="flatten")]
+    return [layers.Conv2D(2, (2, 2), activation="relu", name="conv"),
+            layers.MaxPooling2D(pool_size=(2, 2), name="pool"), layers.Flatten(name="flatten")]
 
 
 # ---------------------------------------------------------------- the three models
@@ -91,25 +129,11 @@ def build_book(size: int, *, style: str = "per_layer") -> keras.Model:
         for layer in book_cnn_layers():
             x = layers.TimeDistributed(layer, name=f"td_{layer.name}")(x)
     x = layers.LSTM(LSTM_UNITS, name="lstm")(x)
-    out = layers.Dense(1, activation="sigmoid", name="dense")(x)
+    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="dense")(x)
     return keras.Model(frames, out, name=f"book_{style}")
 
 
-def precision_policy(mixed_precision: bool | str | None) -> str | None:
-    """The Keras dtype policy for ``mixed_precision``: None -> ``devices.default_mixed_precision()``
-    (GPUs with tensor cores only); True -> "mixed_float16"; a policy name such as "mixed_bfloat16"
-    as given; False -> None (float32)."""
-    from pipeline.runtime import devices
-
-    if mixed_precision is None:
-        mixed_precision = devices.default_mixed_precision()
-    if mixed_precision is True:
-        mixed_precision = "mixed_float16"
-    return mixed_precision or None
-
-
-def fold_time_model(size: int, frame_layers: list, sequence_layer: layers.Layer, *, dtype: str | None = None,
-                    name: str = "fast") -> keras.Model:
+def fold_time_model(size: int, frame_layers: list, sequence_layer: layers.Layer, *, name: str = "fast") -> keras.Model:
     """``fast``'s shape around given layers; not compiled.
 
     uint8 frames ``(B, T, S, S)`` -> ``FoldTime`` -> ``frame_layers`` (uint8 ``(B*T, S, S)`` in,
@@ -123,29 +147,27 @@ def fold_time_model(size: int, frame_layers: list, sequence_layer: layers.Layer,
     x = FoldTime(name="fold")(frames)
     for layer in frame_layers:
         x = layer(x)
-    x = UnfoldTime(size, dtype=dtype, name="unfold")(x)
+    x = UnfoldTime(size, name="unfold")(x)
     x = sequence_layer(x)
     out = layers.Dense(1, activation="sigmoid", dtype="float32", name="dense")(x)
     return keras.Model(frames, out, name=name)
 
 
-def build_fast(size: int, *, mixed_precision: bool | str | None = None) -> keras.Model:
+def build_fast(size: int) -> keras.Model:
     """The book's mathematics with time folded into the batch for the CNN; not compiled.
 
     The per-frame CNN is ``LookupConvPool`` (the frames index a table of the 512 possible 3x3 0/1
     patches). The LSTM is ``keras.layers.LSTM`` on a GPU under TensorFlow (cuDNN: default
     activations, no recurrent dropout, not unrolled) and ``ProjectedLSTM`` otherwise (CPUs, and
-    JAX, whose cuDNN LSTM takes float32 only). mixed_precision: see ``precision_policy``; the
-    sigmoid output stays float32 either way.
+    JAX, whose cuDNN LSTM takes float32 only).
     """
     from pipeline.runtime import devices
 
-    dtype = precision_policy(mixed_precision)
     if devices.has_gpu() and keras.backend.backend() == "tensorflow":
-        lstm = layers.LSTM(LSTM_UNITS, dtype=dtype, name="lstm")
+        lstm = layers.LSTM(LSTM_UNITS, name="lstm")
     else:
-        lstm = ProjectedLSTM(LSTM_UNITS, dtype=dtype, name="lstm")
-    return fold_time_model(size, [LookupConvPool(2, dtype=dtype, name="conv_pool")], lstm, dtype=dtype)
+        lstm = ProjectedLSTM(LSTM_UNITS, name="lstm")
+    return fold_time_model(size, [LookupConvPool(2, name="conv_pool")], lstm)
 
 
 def _backbone(kind: str, size: int, weights: str | None, frozen: bool | None) -> keras.Model:
@@ -196,13 +218,16 @@ def build_rowcol(size: int, *, backbone: str = "book", backbone_weights: str | N
     x = layers.Concatenate(name="frame_features")([rows, cols])
     x = UnfoldTime(size, name="unfold")(x)  # (B, T, (H'+W') * units)
     x = layers.LSTM(time_units, name="time_lstm")(x)
-    out = layers.Dense(1, activation="sigmoid", name="dense")(x)
+    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="dense")(x)
     return keras.Model(frames, out, name=f"rowcol_{backbone}")
 
 
-def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compile: bool | str | None = None,
-                **options) -> keras.Model:
+def build_model(name: str, size: int, *, precision: str | None = None, learning_rate: float = 1e-3,
+                jit_compile: bool | str | None = None, **options) -> keras.Model:
     """A compiled model named ``name`` for ``size x size`` frames, taking uint8 ``(B, T, S, S)``.
+
+    precision: a PRECISIONS policy for every layer but the float32 output; None: this device's
+      default (``pipeline.runtime.devices.default_precision``).
 
     packed_input: take bit-packed uint8 ``(B, S**3 / 8)`` instead (``make_dataset(..., packed=True)``)
       and unpack on the device.
@@ -218,12 +243,13 @@ def build_model(name: str, size: int, *, learning_rate: float = 1e-3, jit_compil
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
     packed_input = options.pop("packed_input", False)
-    model = builders[name](size, **options)
-    if packed_input:  # the same model behind an unpacking layer: same weights, same parameter count
-        if size % 2:
-            raise ValueError(f"packed_input needs an even size (size**3 bits in whole bytes), got {size}")
-        packed = keras.Input((size ** 3 // 8,), dtype="uint8", name="packed_frames")
-        model = keras.Model(packed, model(UnpackFrames(size, name="unpack")(packed)), name=f"{model.name}_packed")
+    if packed_input and size % 2:
+        raise ValueError(f"packed_input needs an even size (size**3 bits in whole bytes), got {size}")
+    with precision_scope(precision):
+        model = builders[name](size, **options)
+        if packed_input:  # the same model behind an unpacking layer: same weights, same parameter count
+            packed = keras.Input((size ** 3 // 8,), dtype="uint8", name="packed_frames")
+            model = keras.Model(packed, model(UnpackFrames(size, name="unpack")(packed)), name=f"{model.name}_packed")
     if jit_compile is None:
         jit_compile = default_jit_compile() if name == "fast" else keras.backend.backend() == "jax"
     return compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)

@@ -10,6 +10,9 @@ import platform
 
 from pipeline.runtime.cpus import usable_cpus
 
+# Keras dtype policies: variables stay float32 in all three; "mixed_" ones compute in 16 bits
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
 
 def _tf():
     import tensorflow as tf  # imported lazily: `generate` and `report` never need TensorFlow
@@ -42,7 +45,7 @@ def compute_device() -> str:
     return "/GPU:0" if _tf().config.list_physical_devices("GPU") else "/CPU:0"
 
 
-def _capability(gpu) -> tuple[int, ...]:
+def capability(gpu) -> tuple[int, ...]:
     """Compute capability of one of `gpus()`, e.g. (9, 0); () where the device does not say."""
     if backend() == "jax":
         text = getattr(gpu, "compute_capability", None) or ""
@@ -50,14 +53,24 @@ def _capability(gpu) -> tuple[int, ...]:
     return tuple(_tf().config.experimental.get_device_details(gpu).get("compute_capability") or ())
 
 
-def default_mixed_precision() -> bool:
-    """Mixed float16 pays off on GPUs with tensor cores (compute capability >= 7.0); never on CPU.
+def add_precision_argument(p) -> None:
+    """`--precision`, for the commands that build or run a model (argparse parser `p`)."""
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="Keras dtype policy (variables stay float32); default: mixed_bfloat16 on GPUs of compute "
+                        "capability >= 8.0, mixed_float16 (with loss scaling) on 7.x, float32 elsewhere")
 
-    Under JAX: never, until a mixed-float16 ``fast`` training step is shown to pay off there.
+
+def default_precision() -> str:
+    """The Keras dtype policy models train in here, one of PRECISIONS.
+
+    mixed_bfloat16 where every GPU has compute capability >= 8.0 (bfloat16 tensor cores, and
+    float32's exponent range, so no loss scaling); mixed_float16 where they are 7.x (tensor cores
+    for float16 only; trained with loss scaling); float32 on CPUs and older GPUs.
     """
-    if backend() == "jax":
-        return False
-    return any(_capability(gpu) >= (7, 0) for gpu in gpus())
+    capabilities = [capability(gpu) for gpu in gpus()]
+    if not capabilities or min(capabilities) < (7, 0):
+        return "float32"
+    return "mixed_bfloat16" if min(capabilities) >= (8, 0) else "mixed_float16"
 
 
 def cpu_model() -> str:
@@ -97,7 +110,7 @@ def describe() -> dict:
         gpu_name = tf.config.experimental.get_device_details(found[0]).get("device_name", "GPU") if found else None
     if found:
         info.update(kind="gpu", name=gpu_name, gpu_count=len(found),
-                    compute_capability=".".join(map(str, _capability(found[0]))),
+                    compute_capability=".".join(map(str, capability(found[0]))),
                     gpu_memory_mb=_nvidia_smi("memory.total"), driver=_nvidia_smi("driver_version"))
     return info
 

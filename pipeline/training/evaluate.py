@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from pipeline.errors import UsageError, positive_int
-from pipeline.runtime import backends
+from pipeline.runtime import backends, devices
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="sequences per evaluation batch")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     backends.add_argument(p)
+    devices.add_precision_argument(p)
 
 
 def load_run(run_dir: Path):
@@ -51,6 +52,23 @@ def load_run(run_dir: Path):
     return model, config
 
 
+def in_precision(model, config: dict, precision: str | None):
+    """`model` computing in `precision` (None: this device's default): itself if it already does,
+    else the run's model rebuilt in that precision with the same weights (variables are float32 in
+    every precision)."""
+    from pipeline.models.networks import build_model, precision_of
+
+    precision = devices.default_precision() if precision is None else precision
+    if precision_of(model) == precision:
+        return model
+    options = {k: v for k, v in config["model"]["options"].items() if k != "mixed_precision"}  # older runs
+    rebuilt = build_model(config["model"]["name"], model_size(model), precision=precision,
+                          jit_compile=config["model"].get("jit_compile"), packed_input=config.get("packed", False),
+                          **options)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def model_size(model) -> int:
     """Frame side the model was built for: the last axis of uint8 (B, T, S, S) input, or of (B, S**3 / 8) packed."""
     unpack = next((layer for layer in model.layers if type(layer).__name__ == "UnpackFrames"), None)
@@ -63,6 +81,9 @@ def run(args) -> int:
     manifest = load_manifest(args.data)  # DataError (exit 1) if missing or malformed
     backends.use(args.backend)
     model, config = load_run(args.run)
+    from pipeline.models.networks import precision_of
+
+    model = in_precision(model, config, args.precision)
     size = model_size(model)
     if manifest.params.size != size:
         raise UsageError(f"dataset {args.data} has size {manifest.params.size}, the model in {args.run} expects {size}")
@@ -76,7 +97,7 @@ def run(args) -> int:
         close()
     result = {"loss": float(loss), "accuracy": float(accuracy), "samples": samples,
               "run": str(args.run), "data": str(args.data), "model": config["model"]["name"], "size": size,
-              "backend": args.backend}
+              "backend": args.backend, "precision": precision_of(model)}
     if args.json:
         print(json.dumps(result))
     else:

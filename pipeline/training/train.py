@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.errors import UsageError, positive_int
-from pipeline.runtime import backends
+from pipeline.runtime import backends, devices
 
 MODEL_CHOICES = ("book", "fast", "rowcol")
 RUN_FILES = ("model.keras", "config.json", "history.json")
@@ -50,8 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
     p.add_argument("--style", default="per_layer", choices=("per_layer", "nested"),
                    help="book model only: TimeDistributed around each CNN layer or around one CNN sub-model")
-    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                   help="fast model only: mixed float16; None means on for GPUs with tensor cores, off otherwise")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the train step; None means the model's default "
                         "(pipeline.models.networks.build_model): fast on XLA (Keras 'auto' on GPU), book and rowcol"
@@ -62,18 +60,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rowcol model only: local weights file for the backbone (frozen); never downloaded")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     backends.add_argument(p)
+    devices.add_precision_argument(p)
 
 
 def model_options(args) -> dict:
     """The builder options that the chosen model accepts; UsageError for options of another model."""
-    if args.model != "fast" and args.mixed_precision is not None:
-        raise UsageError("--mixed-precision applies to --model fast only")
     if args.model != "rowcol" and args.backbone_weights is not None:
         raise UsageError("--backbone-weights applies to --model rowcol only")
     if args.model == "book":
         return {"style": args.style}
     if args.model == "fast":
-        return {"mixed_precision": args.mixed_precision}
+        return {}
     if args.backbone_weights is not None and not Path(args.backbone_weights).is_file():
         raise UsageError(f"--backbone-weights {args.backbone_weights}: no such file")
     return {"backbone": args.backbone, "backbone_weights": args.backbone_weights}
@@ -97,8 +94,7 @@ def run(args) -> int:
     import keras
 
     from pipeline.dataset.codecs import BIT_PACKED
-    from pipeline.models.networks import build_model
-    from pipeline.runtime import devices
+    from pipeline.models.networks import build_model, precision_of
     from pipeline.runtime.environment import git_info, versions
 
     packable = manifest.params.codec in BIT_PACKED and size % 2 == 0
@@ -107,8 +103,8 @@ def run(args) -> int:
                          f"{manifest.params.codec}, size {size}")
     packed = packable and devices.has_gpu() if args.packed is None else args.packed
     keras.utils.set_random_seed(args.seed)
-    model = build_model(args.model, size, learning_rate=args.learning_rate, jit_compile=args.jit,
-                        packed_input=packed, **options)
+    model = build_model(args.model, size, precision=args.precision, learning_rate=args.learning_rate,
+                        jit_compile=args.jit, packed_input=packed, **options)
     steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
     data, close = training_data(args, size, packed, steps)
     start = time.perf_counter()
@@ -123,7 +119,7 @@ def run(args) -> int:
     config = {
         "model": {"name": args.model, "options": options, "params": model.count_params(),
                   "learning_rate": args.learning_rate, "jit_compile": bool(model.jit_compile),
-                  "dtype_policy": model.layers[-2].dtype_policy.name,
+                  "precision": precision_of(model), "optimizer": type(model.optimizer).__name__,
                   "layers": [type(layer).__name__ for layer in model.layers]},
         "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
                     "manifest_sha256": manifest_sha256(args.data)},

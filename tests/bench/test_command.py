@@ -232,7 +232,7 @@ def test_presets_are_valid_and_quick_is_smaller_than_default():
 def test_gpu_preset_covers_the_questions_a_gpu_answers():
     gpu = PRESETS["gpu"]
     assert gpu.sizes == (50, 100) and gpu.batch_sizes == (32, 256, 1024)
-    assert set(gpu.train_models) == {"fast", "book"} and gpu.precisions == ("float32", "bfloat16")
+    assert set(gpu.train_models) == {"fast", "book"} and gpu.precisions == ("float32", "mixed_bfloat16")
     assert {"ours", "ours-packed", "in-memory", "synthetic"} <= set(gpu.train_feeds)
     assert "generate" not in gpu.suites
 

@@ -9,6 +9,7 @@ import pytest
 from pipeline.bench import grid as grid_module
 from pipeline.bench import load, train
 from pipeline.bench.results import Recorder, value_of
+from pipeline.runtime.cpus import default_readers
 
 # conftest's tiny_dataset: size 8, 96 train samples (3 shards of 32, chunks of 8)
 GRID = grid_module.Grid(sizes=(8,), batch_sizes=(8,), suites=("load", "train"), load_repeats=2, load_min_epochs=1,
@@ -52,7 +53,23 @@ def test_train_suite_feeds_and_input_bound_fraction(tiny_dataset):
         assert row["value"] == pytest.approx(1 - median[against] / median[feed])
     for r in rows:
         if r["metric"] == "ms_per_step_median":
-            assert (r["steps"], r["warmup"], r["precision"]) == (3, 1, "float32")
+            assert (r["warmup"], r["precision"]) == (1, "float32")
+            # a fed cell first reads, untimed, all its pipeline may hold ready, then times three times that
+            assert (r["untimed_batches"] > 0) == (r["feed"] in ("ours", "ours-packed", "in-memory"))
+            assert r["steps"] == max(3, train.BUFFER_MULTIPLE * r["untimed_batches"])
+    ours = {r["feed"]: r["untimed_batches"] for r in rows if r["metric"] == "ms_per_step_median"}
+    # ours: 2 * readers + 1 windows (a window holds the whole 96-sample epoch here) and the batches behind them
+    readers = default_readers()
+    assert ours["ours"] == ((2 * readers + 1) * 96 + (2 + readers) * 8) // 8
+
+
+def test_train_suite_rows_say_what_the_model_computes_in(tiny_dataset):
+    rec = Recorder("dev", "tensorflow", "x")
+    grid = dataclasses.replace(GRID, train_feeds=("synthetic",), train_models=("fast",),
+                               precisions=("float32", "mixed_bfloat16"))
+    train.run(rec, grid, {8: tiny_dataset})
+    assert [r for r in rec.rows if r["error"]] == []
+    assert {r["precision"] for r in rec.rows if r["metric"] == "ms_per_step_median"} == {"float32", "mixed_bfloat16"}
 
 
 def test_reference_models_are_timed_on_their_own_feeds_and_batches():

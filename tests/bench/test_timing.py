@@ -88,3 +88,11 @@ def test_stopwatch_measures_a_block_that_raises(monkeypatch):
         with timing.Stopwatch() as sw:
             raise KeyError("x")
     assert sw.seconds == 0.5
+
+
+def test_time_steps_runs_the_untimed_hook_between_warmup_and_timing(monkeypatch):
+    clock, events = fake_clock(monkeypatch, [0.0, 1.0, 1.0, 2.0, 2.0, 3.0])
+    times = timing.time_steps(lambda: events.append("step"), steps=2, warmup=1,
+                              before_timed=lambda: events.append("drain"))
+    assert events == ["clock", "step", "clock", "drain", "clock", "step", "clock", "clock", "step", "clock"]
+    assert times.warmup == (1.0,) and times.steps == (1.0, 1.0)

@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 
 from pipeline.dataset.synth import SequenceSpec, generate  # noqa: E402
 from pipeline.models.layers import ConvPool, LookupConvPool, ProjectedLSTM  # noqa: E402
-from pipeline.models.networks import book_cnn_layers, build_model  # noqa: E402
+from pipeline.models.networks import book_cnn_layers, build_model, precision_of  # noqa: E402
 from pipeline.models.variants import build_fast_variant  # noqa: E402
 from pipeline.runtime import devices  # noqa: E402
 
@@ -53,9 +53,9 @@ def test_fast_with_the_book_models_weights_gives_the_same_outputs(variant):
     """`fast` and every variant of its layers compute the book's function."""
     book = build_model("book", 50)
     if variant is None:
-        fast = build_model("fast", 50, mixed_precision=False)  # float32 on any device, as the tolerance assumes
+        fast = build_model("fast", 50, precision="float32")  # float32 on any device, as the tolerance assumes
     else:
-        fast = build_fast_variant(50, cnn=variant[0], lstm=variant[1], mixed_precision=False)
+        fast = build_fast_variant(50, cnn=variant[0], lstm=variant[1], precision="float32")
     fast.set_weights(book.get_weights())
     x = frames(50, n=3)
     np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(book(x)), atol=TOLERANCE, rtol=0)
@@ -197,8 +197,7 @@ def test_fast_on_gpu_uses_cudnn_eligible_lstm_and_its_precision_default():
         assert isinstance(lstm, ProjectedLSTM)
     else:
         assert isinstance(lstm, keras.layers.LSTM) and not lstm.unroll and lstm.recurrent_dropout == 0
-    expected = "mixed_float16" if devices.default_mixed_precision() else "float32"
-    assert lstm.dtype_policy.name == expected
+    assert lstm.dtype_policy.name == precision_of(model) == devices.default_precision()
     assert model.predict(frames(50, n=2), verbose=0).dtype == np.float32
 
 
@@ -215,3 +214,61 @@ def test_lookup_conv_pool_under_mixed_precision_keeps_a_float32_table():
     for ours, theirs in zip(gradients(mixed, x), gradients(full, x)):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs, rtol=1e-2, atol=1e-2)
+
+
+# --- precision ------------------------------------------------------------------------------
+
+@pytest.fixture
+def gpus_of(monkeypatch):
+    """Fake GPUs of the given compute capabilities (no GPU with none)."""
+    def fake(*capabilities):
+        found = [f"gpu{i}" for i in range(len(capabilities))]
+        monkeypatch.setattr(devices, "gpus", lambda: found)
+        monkeypatch.setattr(devices, "capability", lambda gpu: capabilities[found.index(gpu)])
+    return fake
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ((), "float32"), (((6, 1),), "float32"), (((7, 0),), "mixed_float16"), (((7, 5),), "mixed_float16"),
+    (((8, 0),), "mixed_bfloat16"), (((9, 0),) * 8, "mixed_bfloat16"), (((8, 6), (7, 5)), "mixed_float16"),
+    (((9, 0), (6, 0)), "float32")])
+def test_default_precision_follows_the_weakest_gpu(gpus_of, capabilities, expected):
+    gpus_of(*capabilities)
+    assert devices.default_precision() == expected
+
+
+def test_models_build_in_the_device_default_precision(gpus_of):
+    gpus_of((9, 0))
+    model = build_model("book", 8)
+    assert precision_of(model) == "mixed_bfloat16" and keras.config.dtype_policy().name == "float32"
+    gpus_of((7, 0))
+    model = build_model("book", 8)
+    assert precision_of(model) == "mixed_float16"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+@pytest.mark.parametrize("name, options", [("book", {}), ("fast", {}), ("fast", {"packed_input": True}),
+                                           ("rowcol", {"row_units": 4, "col_units": 4, "time_units": 8})])
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_every_layer_computes_in_the_precision_asked_for(name, options, precision):
+    """Every layer with weights but the output computes in `precision`; variables and output float32;
+    float16 (and only float16) trains with loss scaling."""
+    model = build_model(name, 8, precision=precision, **options)
+    assert precision_of(model) == precision
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+
+    def leaves(layer):
+        inner = getattr(layer, "layers", None) or ([layer.layer] if hasattr(layer, "layer") else [])
+        return [leaf for child in inner for leaf in leaves(child)] if inner else [layer]
+
+    weighted = {layer.name: layer.dtype_policy.name for layer in leaves(model) if layer.weights}
+    assert weighted.pop("dense") == "float32" and set(weighted.values()) == {precision}
+    assert {keras.backend.standardize_dtype(w.dtype) for w in model.weights} == {"float32"}
+    x = np.zeros((2, 8 ** 3 // 8), "uint8") if options.get("packed_input") else frames(8, n=2)
+    assert keras.backend.standardize_dtype(model(x).dtype) == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        build_model("book", 8, precision="float16")

@@ -54,6 +54,30 @@ def test_train_writes_model_config_and_history(trained, tiny_params):
     assert history["epoch"] == [1, 2] and len(history["loss"]) == 2 and len(history["accuracy"]) == 2
 
 
+def test_train_records_what_the_layers_compute_in(trained):
+    config = json.loads((trained / "config.json").read_text())
+    assert (config["model"]["precision"], config["model"]["optimizer"]) == ("float32", "Adam")  # this CPU's default
+
+
+def test_mixed_float16_trains_with_loss_scaling_and_evaluates_in_any_precision(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "fp16"
+    assert main(["train", "--data", str(tiny_dataset), "--model", "fast", "--precision", "mixed_float16",
+                 "--batch-size", "16", "--steps", "3", "--out", str(run), "--verbose", "0"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"]["precision"], config["model"]["optimizer"]) == ("mixed_float16", "LossScaleOptimizer")
+    loss = json.loads((run / "history.json").read_text())["loss"]
+    assert len(loss) == 1 and 0 < loss[0] < 10
+    capsys.readouterr()
+    results = {}
+    for precision in ("mixed_float16", "float32"):
+        assert main(["evaluate", "--run", str(run), "--data", str(tiny_dataset), "--precision", precision,
+                     "--json"]) == 0
+        results[precision] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {p: r["precision"] for p, r in results.items()} == {"mixed_float16": "mixed_float16", "float32": "float32"}
+    # the same weights: float16 rounding moves the loss a little, never the whole answer
+    assert abs(results["float32"]["loss"] - results["mixed_float16"]["loss"]) < 0.05
+
+
 def test_evaluate_json(trained, tiny_dataset, capsys):
     assert main(["evaluate", "--run", str(trained), "--data", str(tiny_dataset), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -97,7 +121,7 @@ def test_train_book_model_with_steps(tiny_dataset, tmp_path):
     (["train", "--steps", "0"], "argument --steps: must be a positive integer"),
     (["train", "--shuffle-window", "0"], "argument --shuffle-window: must be a positive integer"),
     (["train", "--backend", "torch"], "invalid choice"),
-    (["train", "--model", "book", "--mixed-precision"], "fast only"),
+    (["train", "--precision", "float16"], "invalid choice"),
     (["evaluate", "--samples", "0"], "argument --samples: must be a positive integer"),
     (["predict", "--count", "0"], "argument --count: must be a positive integer"),
 ])
