@@ -133,7 +133,8 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
 
     started = dt.datetime.now(dt.UTC)
     device = devices.describe()
-    rec = Recorder(device["name"], backend, environment.version(backend))
+    rec = Recorder(device["name"], backend, environment.version(backend), device_count=device.get("gpu_count") or 1,
+                   host_cpu=f"{device['cpu_model']} ({device['cpu_cores']} cores)")
     datasets: dict[str, Path] = {}
     with Stopwatch() as wall, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         data = _datasets(grid, data_root, verify, datasets)

@@ -87,10 +87,13 @@ def merge(docs: list[tuple[Path, dict]]) -> list[dict]:
     `host`; a newer file replaces an older one's same cell."""
     cells: dict[tuple, dict] = {}
     for path, doc in sorted(docs, key=lambda pd: pd[1].get("created", "")):
-        host = doc.get("environment", {}).get("host")
+        env = doc.get("environment", {})
+        cpu = env.get("cpu") or {}
+        host_cpu = f"{cpu['model']} ({cpu.get('usable') or cpu['cores']} cores)" if "model" in cpu else None
+        machine = {"device_count": (env.get("device") or {}).get("gpu_count") or 1, "host_cpu": host_cpu}
         for row in doc["rows"]:
-            row = {**normalize_row(row), "source": str(path), "host": host}
-            key = tuple(row.get(k) for k in (*GROUP_KEYS, "device", "backend", "size", "batch_size"))
+            row = {**normalize_row({**machine, **row}), "source": str(path), "host": env.get("host")}
+            key = tuple(row.get(k) for k in (*GROUP_KEYS, "machine", "backend", "size", "batch_size"))
             cells[key] = row
     return list(cells.values())
 
@@ -133,8 +136,11 @@ def _sort_key(value):
     return (value is None, value if value is not None else 0)
 
 
-def _group_order(g):
-    return (SUITES.index(g[0]), str(g[1]), str(g[2]), _sort_key(g[3]), str(g[4]), g[5] is False, str(g[6]), g[7])
+def _group_order(group):
+    k = dict(zip(GROUP_KEYS, group))
+    return (SUITES.index(k["suite"]), str(k["impl"]), str(k["feed"]), _sort_key(k["workers"]), _sort_key(k["readers"]),
+            str(k["front_end"]), str(k["variant"]), k["shuffle"] is False, str(k["precision"]),
+            _sort_key(k["train_samples"]), str(k["metric"]))
 
 
 def tables(rows: list[dict]) -> str:
@@ -147,8 +153,8 @@ def tables(rows: list[dict]) -> str:
         members = groups[group]
         key = dict(zip(GROUP_KEYS, group))
         columns = sorted({(r["size"], r["batch_size"]) for r in members}, key=lambda c: (c[0], _sort_key(c[1])))
-        lines = sorted({(r["device"], r["backend"]) for r in members})
-        cell = {(r["device"], r["backend"], r["size"], r["batch_size"]): r for r in members}
+        lines = sorted({(r["machine"], r["backend"]) for r in members})
+        cell = {(r["machine"], r["backend"], r["size"], r["batch_size"]): r for r in members}
         unit = next((r.get("unit") for r in members if r.get("unit")), "")
         out += [f"#### {_title(key)}{f' ({unit})' if unit else ''}", ""]
         out += table(["device", "backend", *(f"{s}" + (f" x {b}" if b is not None else "") for s, b in columns)],
@@ -204,9 +210,9 @@ def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
             sizes = sorted({r["size"] for r in members})
             fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
             for ax, size in zip(axes[0], sizes):
-                for device, backend in sorted({(r["device"], r["backend"]) for r in members}):
+                for device, backend in sorted({(r["machine"], r["backend"]) for r in members}):
                     points = sorted(((r["batch_size"], r) for r in members if r["size"] == size
-                                     and r["device"] == device and r["backend"] == backend), key=lambda p: p[0])
+                                     and r["machine"] == device and r["backend"] == backend), key=lambda p: p[0])
                     if not points:
                         continue
                     xs = [b for b, _ in points]
@@ -252,12 +258,12 @@ def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]
     sizes = sorted({r["size"] for r in ours})
     fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        for device, backend in sorted({(r["device"], r["backend"]) for r in ours if r["size"] == size}):
+        for device, backend in sorted({(r["machine"], r["backend"]) for r in ours if r["size"] == size}):
             points = sorted((r["workers"], r["value"]) for r in ours
-                            if r["size"] == size and r["device"] == device and r["backend"] == backend)
+                            if r["size"] == size and r["machine"] == device and r["backend"] == backend)
             line, = ax.plot(*zip(*points), marker="o", label=_label(device, backend))
             book = [r["value"] for r in rows if r["suite"] == "generate" and r["impl"] == "book" and r["size"] == size
-                    and r["device"] == device and r["backend"] == backend and r["metric"] == "samples_per_s"
+                    and r["machine"] == device and r["backend"] == backend and r["metric"] == "samples_per_s"
                     and r["value"] is not None]
             if book:
                 ax.axhline(book[0], linestyle="--", color=line.get_color(), label=f"{_label(device, backend)}: book")
@@ -288,7 +294,7 @@ def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[P
     for r in rows:
         if r["suite"] == "load" and r["metric"] == "samples_per_s" and r["value"] is not None and not r["error"] \
                 and r.get("shuffle") is not False and r["batch_size"] is not None:
-            key = (r["device"], r["backend"], r["size"], r["batch_size"], r["impl"])
+            key = (r["machine"], r["backend"], r["size"], r["batch_size"], r["impl"])
             if key not in cells or (r.get("readers") or 0) > (cells[key].get("readers") or 0):
                 cells[key] = r
     if not cells:
@@ -322,7 +328,7 @@ def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[P
 def _lookup(rows, points, metric):
     found = []
     for _, ref in points:
-        match = [r for r in rows if r["metric"] == metric and not r["error"] and r["device"] == ref["device"]
+        match = [r for r in rows if r["metric"] == metric and not r["error"] and r["machine"] == ref["machine"]
                  and all(r.get(k) == ref.get(k) for k in ("suite", "impl", "feed", "size", "batch_size", "backend",
                                                           "shuffle", "workers", "readers", "precision"))]
         found.append(match[0]["value"] if match else None)
@@ -411,7 +417,7 @@ def run(args) -> int:
         print(text)
         print(f"wrote {page_path} and its PNGs beside it", file=sys.stderr)
         return 0
-    lines = sorted({(r["device"], r["backend"], r.get("backend_version")) for r in rows})
+    lines = sorted({(r["machine"], r["backend"], r.get("backend_version")) for r in rows})
     text = (f"## Bench report: {len(docs)} file(s), {len({d for d, _, _ in lines})} device(s)\n\n"
             + "".join(f"- {d}, {b}{' ' + v if v else ''}\n" for d, b, v in lines) + "\n" + tables(shown))
     args.out.mkdir(parents=True, exist_ok=True)

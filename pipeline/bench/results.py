@@ -1,7 +1,8 @@
 """The result file's schema, shared by `bench` (which writes it) and `report` (which reads it).
 
 A result is one JSON document: `format`, `format_version`, `created`, `environment`,
-`config` and `rows`, one row per measurement with at least `ROW_KEYS`. Version 2 rows
+`config` and `rows`, one row per measurement with at least `ROW_KEYS`, and the machine it ran on
+(`device_count`, `host_cpu`; for older files `report` takes them from the file's environment). Version 2 rows
 also carry `backend` and `backend_version` (Keras's backend), and train rows `precision`;
 version 1 rows (written before backends) are read as TensorFlow, float32, and rows that name the
 book's workflow by its former names (`seed`, `seed-workflow`) as `book`, `book-workflow`
@@ -63,7 +64,20 @@ def normalize_row(row: dict) -> dict:
         out["front_end"] = "numpy" if out["backend"] == "jax" else "tf.data"
         if out.get("mechanism") == "numpy":  # what batch_stream's "auto" reads the row's codec with
             out["mechanism"] = "isal" if out.get("codec") in ISAL_CODECS else "process"
+    out["machine"] = machine_of(out)
     return out
+
+
+def machine_of(row: dict) -> str:
+    """What a row was measured on, as tables and plots name it: its device, then the device count and
+    the host CPU where it is an accelerator (one GPU's figures differ on a node of eight, and the
+    input pipeline runs on the host's CPU)."""
+    name = row["device"]
+    if (row.get("device_count") or 1) > 1:
+        name += f" x{row['device_count']}"
+    if row.get("host_cpu") and not name.startswith("CPU"):
+        name += f", host {row['host_cpu']}"
+    return name
 
 
 def value_of(rows, **match):
@@ -78,17 +92,19 @@ class Recorder:
     """Collects result rows, each stamped with the device and the backend; `cell()` turns a failing
     measurement into error rows and goes on."""
 
-    def __init__(self, device: str, backend: str = DEFAULT_BACKEND, backend_version: str | None = None):
+    def __init__(self, device: str, backend: str = DEFAULT_BACKEND, backend_version: str | None = None, *,
+                 device_count: int = 1, host_cpu: str | None = None):
         self.device = device
         self.backend = backend
         self.backend_version = backend_version
+        self.machine = {"device_count": device_count, "host_cpu": host_cpu}
         self.rows: list[dict] = []
 
     def add(self, suite, impl, metric, value, *, size, batch_size=None, workers=None, feed=None, error=None, **extra):
         row = {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch_size,
                "workers": workers, "metric": metric, "value": None if value is None else float(value),
                "unit": UNITS.get(metric, ""), "error": error, "device": self.device, "backend": self.backend,
-               "backend_version": self.backend_version, **extra}
+               "backend_version": self.backend_version, **self.machine, **extra}
         self.rows.append(row)
         return row
 

@@ -237,6 +237,27 @@ def test_pipeline_comparison_draws_each_shuffled_pipeline_at_its_default_readers
     assert report.plot_load_pipelines([r for r in rows if r["suite"] != "load"], tmp_path) == []
 
 
+def test_one_gpu_model_on_different_machines_stays_apart(tmp_path):
+    """Same GPU name: a 1-GPU and an 8-GPU node, and two 1-GPU hosts with different CPUs, are three lines;
+    the same machine measured twice keeps the newer value."""
+    from pipeline.bench import report
+
+    def doc(created, gpus, cpu, scale):
+        d = result("NVIDIA H200", "node", created, scale, backend="jax")
+        d["environment"].update(device={"name": "NVIDIA H200", "gpu_count": gpus}, cpu={"model": cpu, "cores": 16})
+        return d
+
+    files = []
+    for i, (gpus, cpu, scale) in enumerate([(1, "Xeon", 1.0), (8, "Xeon", 2.0), (1, "EPYC", 3.0), (1, "Xeon", 4.0)]):
+        files.append((tmp_path / f"{i}.json", doc(f"2026-01-0{i + 1}T00:00:00Z", gpus, cpu, scale)))
+    rows = report.merge(files)
+    load = {r["machine"]: r["value"] for r in rows if r["suite"] == "load" and (r["size"], r["batch_size"]) == (50, 32)}
+    assert load == {"NVIDIA H200, host Xeon (16 cores)": 1e4 / 4.0 * 32,  # the newer of the two Xeon hosts
+                    "NVIDIA H200 x8, host Xeon (16 cores)": 1e4 / 2.0 * 32,
+                    "NVIDIA H200, host EPYC (16 cores)": 1e4 / 3.0 * 32}
+    assert "| NVIDIA H200 x8, host Xeon (16 cores) | jax |" in report.tables(rows)
+
+
 def test_load_rows_of_older_files_read_with_readers_and_front_end():
     from pipeline.bench.results import normalize_row
 
@@ -250,7 +271,7 @@ def test_load_rows_of_older_files_read_with_readers_and_front_end():
         (1, None, "tf.data", "isal")
     current = {**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, backend="jax"), "readers": 3,
                "front_end": "numpy", "mechanism": "isal"}
-    assert normalize_row(current) == {**current, "workers": None}
+    assert normalize_row(current) == {**current, "workers": None, "machine": "cpu"}
     generate = row("cpu", "generate", "ours", "samples_per_s", 1.0, 50, None, workers=2)
     assert normalize_row(generate)["workers"] == 2 and "readers" not in normalize_row(generate)
 
