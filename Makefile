@@ -1,8 +1,11 @@
 # Task index. Every target sets up .venv on first use; variables override defaults,
 # e.g. `make dataset SIZE=100 SAMPLES=100000 WORKERS=8`.
 PY      := .venv/bin/python
-STAMP   := .venv/.installed
-TF_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+# The machine's kind picks the builds: CUDA TensorFlow and JAX where nvidia-smi exists, CPU ones elsewhere.
+# The stamp names the kind, so a .venv made on the other kind is rebuilt, not reused.
+KIND    := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP   := .venv/.installed-$(KIND)
+OTHER_KIND_STAMPS := $(filter-out $(STAMP),$(wildcard .venv/.installed-*))
 
 # Dataset settings: unset ones take `python -m pipeline generate`'s defaults (see its --help).
 SIZE         ?= 50
@@ -16,9 +19,10 @@ RESULTS      ?= $(wildcard bench/results/*.json)
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	$(if $(OTHER_KIND_STAMPS),rm -rf .venv)
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(TF_EXTRA),jax,dev]'
+	$(PY) -m pip install -q -e '.[$(KIND),dev]'
 	touch $@
 
 dataset: $(STAMP)
