@@ -216,14 +216,24 @@ def ahead(pool: ThreadPoolExecutor, fn, items, depth: int):
 
 def rebatch(windows, batch_size: int, drop_remainder: bool = False):
     """Cut a stream of (rows, labels) windows into batches of `batch_size`, across window boundaries;
-    views into the windows except for a batch that spans two. The last, short batch unless `drop_remainder`."""
-    rows = labels = None
-    for new_rows, new_labels in windows:
-        if rows is not None and len(rows):
-            new_rows, new_labels = np.concatenate([rows, new_rows]), np.concatenate([labels, new_labels])
-        full = len(new_labels) // batch_size * batch_size
-        for i in range(0, full, batch_size):
-            yield new_rows[i:i + batch_size], new_labels[i:i + batch_size]
-        rows, labels = new_rows[full:], new_labels[full:]
-    if rows is not None and len(rows) and not drop_remainder:
-        yield rows, labels
+    views into the windows except for a batch that spans two, which copies only its own rows (joining
+    the whole next window would copy a window in the consumer's thread at every boundary). The last,
+    short batch unless `drop_remainder`."""
+    rest_rows = rest_labels = None  # the start of a batch that the next window completes
+    for rows, labels in windows:
+        at = 0
+        if rest_rows is not None:
+            at = min(batch_size - len(rest_labels), len(labels))
+            rest_rows = np.concatenate([rest_rows, rows[:at]])
+            rest_labels = np.concatenate([rest_labels, labels[:at]])
+            if len(rest_labels) < batch_size:
+                continue
+            yield rest_rows, rest_labels
+            rest_rows = rest_labels = None
+        full = at + (len(labels) - at) // batch_size * batch_size
+        for i in range(at, full, batch_size):
+            yield rows[i:i + batch_size], labels[i:i + batch_size]
+        if full < len(labels):
+            rest_rows, rest_labels = rows[full:], labels[full:]
+    if rest_rows is not None and not drop_remainder:
+        yield rest_rows, rest_labels

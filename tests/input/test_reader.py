@@ -11,7 +11,7 @@ from pipeline.dataset.generate import run_generation
 from pipeline.dataset.manifest import DatasetParams, load_manifest
 from pipeline.dataset.shards import read_sequences
 from pipeline.errors import DataError
-from pipeline.input.reader import WindowReader, batch_stream, unpack_rows
+from pipeline.input.reader import WindowReader, batch_stream, rebatch, unpack_rows
 from pipeline.input.source import open_dataset
 
 SAMPLES = 150
@@ -154,3 +154,23 @@ def test_a_train_only_dataset_reads_and_names_its_missing_test_split(tmp_path):
     assert sum(len(y) for _, y in batch_stream(d, "train", 16)) == 40
     with pytest.raises(DataError, match=r"split 'test' has no samples \(generated with --test-samples 0\)"):
         open_dataset(d, "test")
+
+
+@pytest.mark.parametrize("sizes, batch", [([10, 10, 10], 4), ([3, 0, 2, 1, 7], 4), ([1, 1, 1, 1, 1], 2), ([8], 8),
+                                          ([5, 3], 16), ([0, 0], 3), ([17, 33, 2, 64], 16)])
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_rebatch_cuts_windows_into_the_same_stream_of_batches(sizes, batch, drop_remainder):
+    start = np.cumsum([0, *sizes])
+    windows = [(np.arange(a, b, dtype=np.int64)[:, None].repeat(3, 1), np.arange(a, b))
+               for a, b in zip(start, start[1:])]
+    batches = list(rebatch(iter(windows), batch, drop_remainder))
+    total = int(start[-1])
+    kept = total // batch * batch if drop_remainder else total
+    assert [len(y) for _, y in batches] == [batch] * (total // batch) + ([] if drop_remainder or total % batch == 0
+                                                                        else [total % batch])
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]) if batches else [], np.arange(kept))
+    for rows, labels in batches:
+        np.testing.assert_array_equal(rows[:, 0], labels)
+        # a batch inside one window is a view of it; one spanning windows holds only its own rows
+        inside = [w for w in windows if len(w[1]) and w[1][0] <= labels[0] and labels[-1] <= w[1][-1]]
+        assert np.shares_memory(rows, inside[0][0]) if inside else rows.base is None or rows.base.size <= rows.size
