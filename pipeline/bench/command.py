@@ -109,7 +109,7 @@ def _datasets(grid: Grid, data_root: Path, verify: bool, datasets: dict) -> dict
     from pipeline.bench.data import dataset_params, ensure_dataset
 
     sizes = set()
-    if {"load", "train"} & set(grid.suites):
+    if {"load", "au", "train"} & set(grid.suites):
         sizes |= set(grid.sizes)
     if "accuracy" in grid.suites:
         sizes |= set(grid.accuracy_grid_sizes())
@@ -123,7 +123,7 @@ def _datasets(grid: Grid, data_root: Path, verify: bool, datasets: dict) -> dict
 def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bool = False,
               backend: str = "tensorflow") -> tuple[dict, Path]:
     """Run every suite of `grid` on `backend` (already selected); write and return the result document and its path."""
-    from pipeline.bench import accuracy, generate, load, train
+    from pipeline.bench import accuracy, au, generate, load, train
     from pipeline.bench.data import NAIVE_CODEC, dataset_params, ensure_dataset
     from pipeline.bench.progress import log
     from pipeline.bench.results import FORMAT, FORMAT_VERSION, Recorder, collect_environment, write_result
@@ -151,6 +151,8 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
                              for size in grid.sizes}
                     datasets.update({d.name: d for d in naive.values()})
                 load.run(rec, grid, data, naive)
+            elif suite == "au":
+                au.run(rec, grid, data)
             elif suite == "train":
                 train.run(rec, grid, data)
             else:

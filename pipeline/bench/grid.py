@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pipeline.runtime.cpus import default_readers, usable_cpus
 from pipeline.runtime.devices import PRECISIONS
 
-SUITES = ("generate", "load", "train", "accuracy")
+SUITES = ("generate", "load", "au", "train", "accuracy")
 # ours-packed: bit-packed batches into the same model behind UnpackFrames; synthetic: one batch
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
@@ -39,7 +39,9 @@ class Grid:
     accuracy_seeds: initial seeds per accuracy cell; accuracy_sizes: None -> sizes.
     precisions: Keras dtype policies (`PRECISIONS`) of the train suite; None -> this device's default
       (`pipeline.runtime.devices.default_precision`), which the fit and accuracy suites always use.
-    dataset_*: the train/test dataset each size's load/train/accuracy suites read.
+    au_demands: the `au` suite's step times, as fractions of the loader's own throughput;
+      au_buffer_multiple: its timed windows hold at least that many times what the pipeline buffers.
+    dataset_*: the train/test dataset each size's load/au/train/accuracy suites read.
     """
 
     sizes: tuple[int, ...] = (32, 50)
@@ -58,6 +60,8 @@ class Grid:
     load_unshuffled: bool = True  # shuffled against unshuffled, for each mechanism
     load_graph: bool = True  # mechanism="graph" cells (TensorFlow ops only: what tf.data service runs)
     load_from_generator: bool = True
+    au_demands: tuple[float, ...] = (0.25, 0.5, 0.65, 0.8, 0.9, 1.0, 1.2)
+    au_buffer_multiple: int = 4
     train_models: tuple[str, ...] = ("fast",)
     train_feeds: tuple[str, ...] = TRAIN_FEEDS
     train_steps: int | None = None
@@ -109,12 +113,15 @@ class Grid:
         bad = [p for p in self.precisions or () if p not in PRECISIONS]
         if bad or self.precisions == ():
             raise ValueError(f"precisions must be some of {', '.join(PRECISIONS)}, got {self.precisions!r}")
+        if not self.au_demands or any(isinstance(d, bool) or not isinstance(d, int | float) or not 0 < d <= 10
+                                      for d in self.au_demands):
+            raise ValueError(f"au demands must be fractions in (0, 10], got {self.au_demands!r}")
         if not self.accuracy_seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                           for s in self.accuracy_seeds):
             raise ValueError(f"accuracy seeds must be non-negative integers, got {self.accuracy_seeds!r}")
         for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "book_repeats", "load_repeats",
                      "load_min_epochs", "load_min_windows", "train_reference_max_batch", "train_reference_steps",
-                     "fit_epochs", "book_workflow_steps",
+                     "fit_epochs", "book_workflow_steps", "au_buffer_multiple",
                      "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
                      "dataset_shard_size"):
             if not _positive_ints(getattr(self, name)):
@@ -162,7 +169,7 @@ class Grid:
 PRESETS = {
     # A smoke run: one size and batch size, small budgets, every suite and feed once.
     "quick": Grid(sizes=(32,), batch_sizes=(32,), gen_raw_mb=200.0, gen_repeats=2, book_raw_mb=10.0,
-                  book_repeats=1, load_repeats=2, load_min_windows=1, train_warmup=2,
+                  book_repeats=1, load_repeats=2, load_min_windows=1, au_demands=(0.5, 1.0), train_warmup=2,
                   train_reference_steps=8, fit_sizes=(), book_workflow_steps=3, accuracy_sizes=None,
                   accuracy_seeds=(0, 1), accuracy_train_samples=512, dataset_samples=1024,
                   dataset_test_samples=256, dataset_shard_size=256),

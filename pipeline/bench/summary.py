@@ -138,6 +138,27 @@ def _failures(rows) -> list[str]:
     return out + [""]
 
 
+def _au(rows) -> list[str]:
+    """AU per demand, ours against the synthetic consumer floor, and the fastest accelerator kept busy."""
+    out = ["**au** (accelerator utilization of an emulated accelerator that sleeps a fixed step; demand: the "
+           "step's samples/s over the loader's own; ours / synthetic, a loader that costs nothing)", ""]
+    alone = [r for r in rows if r["suite"] == "au" and r["metric"] == "alone_samples_per_s" and not r["error"]]
+    demands = sorted({r["demand"] for r in rows if r["suite"] == "au" and r["metric"] == "au" and r.get("demand")})
+    body = []
+    for r in sorted(alone, key=lambda r: (r["size"], r["batch_size"], r["front_end"])):
+        m = dict(suite="au", size=r["size"], batch_size=r["batch_size"], front_end=r["front_end"])
+
+        def au(impl, demand, m=m):
+            return value_of(rows, impl=impl, metric="au", demand=demand, **m)
+
+        body.append([r["size"], r["batch_size"], r["front_end"], r.get("consumer") or "-", number(r["value"]),
+                     *(f"{percent(au('ours-packed', d))} / {percent(au('synthetic', d))}" for d in demands),
+                     number(value_of(rows, impl="ours-packed", metric="au95_samples_per_s", **m))])
+    out += table(["size", "batch", "front end", "consumer", "alone samples/s", *(f"AU at {d:g}" for d in demands),
+                  "AU>=95% up to samples/s"], body, "rrllr" + "r" * (len(demands) + 1))
+    return out + [""]
+
+
 def markdown_summary(doc: dict) -> str:
     """The end-of-run tables of a result document, with ratios of ours over the baselines."""
     rows = doc["rows"]
@@ -148,7 +169,8 @@ def markdown_summary(doc: dict) -> str:
            f"(preset {doc['config']['preset']}, commit {(env['git']['commit'] or '?')[:10]}"
            f"{' dirty' if env['git']['dirty'] else ''})", ""]
     suites = {r["suite"] for r in rows}
-    for suite, section in (("generate", _generate), ("load", _load), ("train", _train), ("accuracy", _accuracy)):
+    for suite, section in (("generate", _generate), ("load", _load), ("au", _au), ("train", _train),
+                           ("accuracy", _accuracy)):
         if suite in suites:
             out += section(rows)
     out += _failures(rows)

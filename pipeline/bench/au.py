@@ -1,0 +1,180 @@
+"""The `au` suite: accelerator utilization (AU) as DLIO defines it, with an emulated accelerator.
+
+The emulated accelerator takes a fixed time per step, a sleep, which leaves the CPU to the
+loader as a real accelerator would, and consumes each front end the way training does: tf.data
+from inside a `tf.function` (as `model.fit` pulls batches), NumPy batches and JAX device arrays
+from a Python loop. AU = compute time / wall time of a window of steps, the first step excluded.
+
+Per front end, size and batch size (our loader, packed, shuffled, endless, the default readers):
+
+1. `alone_samples_per_s`: the loader consumed back to back by the same consumer, after a
+   warm-up epoch and an untimed read of all its pipeline may hold ready (as the load suite).
+2. For each demand `f` of `au_demands`, a step of `batch / (f * alone)` seconds: the
+   accelerator that would ask for `f` times what the loader delivers alone. Untimed steps at
+   that pace first (as many samples as the pipeline may hold ready: the buffers settle at the
+   level this pace keeps), then a window of at least `au_buffer_multiple` times those samples
+   and at least one epoch. `au` is that window's AU (`demand`, `step_ms` in the row).
+3. `au95_step_ms`: the shortest step of the sweep whose AU is at least 95%, and
+   `au95_samples_per_s`, the samples/s of that accelerator: the fastest accelerator this
+   loader keeps busy on this host (None when no step of the sweep reaches 95%).
+
+Impl `synthetic`, the baseline: the same consumer and the same step times over one batch
+repeated from memory, a loader that costs nothing. Its AU is the most the consumer itself allows
+(a `tf.function` call that takes a batch costs the consumer's thread time of its own, more after
+the thread slept); ours is judged against it.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.bench import load, ours
+from pipeline.bench.backend import materialize
+from pipeline.bench.data import shuffle_window
+from pipeline.bench.grid import Grid
+from pipeline.bench.progress import log
+from pipeline.bench.results import Recorder
+from pipeline.bench.timing import clock
+
+METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")
+AU_TARGET = 0.95
+# front end -> how its consumer pulls a batch, per backend process
+FRONT_ENDS = {"tensorflow": ("tf.data", "numpy"), "jax": ("numpy", "jax")}
+CONSUMERS = {"tf.data": "tf.function", "numpy": "python", "jax": "python"}
+
+
+def utilization(compute: list[float], wall: float) -> float:
+    """AU of a window: the accelerator's busy seconds over the window's wall seconds."""
+    return min(1.0, sum(compute) / wall) if wall > 0 else 0.0
+
+
+def fetcher(front_end: str, directory: Path, batch: int) -> tuple[Callable[[], int], Callable[[], None]]:
+    """(pull one batch and return its samples, stop the pipeline) for `front_end`, our loader packed."""
+    if front_end == "tf.data":
+        return graph_puller(ours.tf_dataset(directory, batch, packed=True)), (lambda: None)
+    stream = (ours.jax_batches if front_end == "jax" else ours.numpy_batches)(directory, batch, packed=True)
+    return python_puller(stream), getattr(stream, "close", lambda: None)
+
+
+def synthetic_fetcher(front_end: str, directory: Path, batch: int) -> Callable[[], int]:
+    """The same consumer over one batch of our loader repeated from memory: a loader that costs
+    nothing, so its AU is the most this consumer allows on this host."""
+    stream = ours.numpy_batches(directory, batch, packed=True)
+    frames, labels = next(stream)
+    frames, labels = frames.copy(), labels.copy()
+    stream.close()
+    if front_end == "tf.data":
+        import tensorflow as tf
+
+        from pipeline.input.loader import PREFETCH_BATCHES
+
+        return graph_puller(tf.data.Dataset.from_tensors((frames, labels)).repeat().prefetch(PREFETCH_BATCHES))
+    if front_end == "jax":
+        import jax
+
+        frames, labels = jax.device_put(frames), jax.device_put(labels)
+    return python_puller(itertools.repeat((frames, labels)))
+
+
+def graph_puller(dataset) -> Callable[[], int]:
+    """Pull batches of `dataset` as Keras's train function does: `next` inside a `tf.function`."""
+    import tensorflow as tf
+
+    iterator = iter(dataset)
+
+    @tf.function
+    def pull(it):
+        frames, labels = next(it)
+        return tf.shape(labels)[0] + tf.cast(frames[0, 0], tf.int32) * 0  # the batch exists on return
+
+    return lambda: int(pull(iterator))
+
+
+def python_puller(batches) -> Callable[[], int]:
+    """Pull batches from a Python loop, waiting until each one's frames exist on their device."""
+    def pull() -> int:
+        frames, labels = next(batches)
+        materialize(frames)
+        return int(labels.shape[0])
+
+    return pull
+
+
+def paced(pull: Callable[[], int], steps: int, step_s: float) -> tuple[float, int]:
+    """`steps` steps of pull-then-compute (a `step_s` sleep); (AU without the first step, samples)."""
+    compute, samples, start = [], 0, None
+    for i in range(steps):
+        if i == 1:
+            start, compute = clock(), []
+        samples += pull()
+        began = clock()
+        time.sleep(step_s)
+        compute.append(clock() - began)
+    return utilization(compute, clock() - start), samples
+
+
+def sweep(pull: Callable[[], int], grid: Grid, batch: int, alone: float, buffered: int,
+          window: int) -> list[tuple[float, float, float]]:
+    """(demand, step seconds, AU) for each of `grid.au_demands`, in increasing demand; `window` timed steps."""
+    out = []
+    for demand in sorted(grid.au_demands):
+        step_s = batch / (demand * alone)
+        paced(pull, max(2, math.ceil(buffered / batch)), step_s)  # the buffers settle at this pace
+        au, _ = paced(pull, window + 1, step_s)
+        out.append((demand, step_s, au))
+    return out
+
+
+def fastest_kept_busy(points: list[tuple[float, float, float]]) -> float | None:
+    """The shortest step time whose AU reaches AU_TARGET, or None."""
+    busy = [step_s for _, step_s, au in points if au >= AU_TARGET]
+    return min(busy) if busy else None
+
+
+def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
+    from pipeline.dataset.manifest import load_manifest
+
+    backend = rec.backend
+    for size in grid.sizes:
+        window_samples = shuffle_window(data[size])
+        codec = load_manifest(data[size]).params.codec
+        for batch in grid.batch_sizes:
+            epoch_samples = grid.steps_per_epoch(batch) * batch
+            cell = load.LoadCell("ours-packed", size, batch)
+            buffered = load.buffered_bound(cell, backend, window_samples, epoch_samples)
+            window = math.ceil(max(grid.au_buffer_multiple * buffered, epoch_samples) / batch)
+            extra = dict(window_batches=window, untimed_batches=math.ceil(buffered / batch))
+            for front_end in FRONT_ENDS[backend]:
+                key = dict(size=size, batch_size=batch, front_end=front_end, consumer=CONSUMERS[front_end],
+                           packed=True, shuffle=True, **{k: v for k, v in cell.key(backend, codec).items()
+                                                         if k in ("readers", "mechanism")})
+                with rec.cell("au", "ours-packed", METRICS, **key):
+                    log(f"au {front_end} size={size} batch={batch}")
+                    pull, stop = fetcher(front_end, data[size], batch)
+                    try:
+                        for _ in range(grid.steps_per_epoch(batch) + extra["untimed_batches"]):  # warm-up
+                            pull()
+                        start, samples = clock(), sum(pull() for _ in range(window))
+                        alone = samples / (clock() - start)
+                        points = sweep(pull, grid, batch, alone, buffered, window)
+                    finally:
+                        stop()
+                    rec.add("au", "ours-packed", "alone_samples_per_s", alone, **key, **extra)
+                    record_sweep(rec, "ours-packed", points, batch, key, extra)
+                with rec.cell("au", "synthetic", METRICS[1:], **key):
+                    pull = synthetic_fetcher(front_end, data[size], batch)
+                    for _ in range(extra["untimed_batches"]):
+                        pull()
+                    record_sweep(rec, "synthetic", sweep(pull, grid, batch, alone, 0, window), batch, key, extra)
+
+
+def record_sweep(rec: Recorder, impl: str, points, batch: int, key: dict, extra: dict) -> None:
+    """Rows of one sweep: AU per demand, and the fastest accelerator kept busy."""
+    for demand, step_s, au in points:
+        rec.add("au", impl, "au", au, **key, demand=demand, step_ms=step_s * 1e3, **extra)
+    best = fastest_kept_busy(points)
+    rec.add("au", impl, "au95_step_ms", None if best is None else best * 1e3, **key, **extra)
+    rec.add("au", impl, "au95_samples_per_s", None if best is None else batch / best, **key, **extra)

@@ -1,0 +1,56 @@
+"""The `au` suite: AU arithmetic, the fastest accelerator kept busy, and a tiny sweep of every front end."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.bench import au
+from pipeline.bench import grid as grid_module
+from pipeline.bench.results import Recorder, value_of
+from pipeline.bench.summary import markdown_summary
+
+GRID = grid_module.Grid(sizes=(8,), batch_sizes=(8,), suites=("au",), au_demands=(0.1, 0.5), au_buffer_multiple=1,
+                        dataset_samples=96, dataset_test_samples=40, dataset_shard_size=32)
+
+
+def test_utilization_is_busy_time_over_wall_time():
+    assert au.utilization([0.1, 0.2, 0.1], 0.5) == pytest.approx(0.8)
+    assert au.utilization([1.0], 0.5) == 1.0 and au.utilization([0.1], 0.0) == 0.0
+
+
+def test_the_fastest_accelerator_kept_busy_is_the_shortest_step_at_95_percent():
+    points = [(0.25, 0.004, 0.99), (0.5, 0.002, 0.97), (0.8, 0.00125, 0.93), (1.0, 0.001, 0.80)]
+    assert au.fastest_kept_busy(points) == 0.002
+    assert au.fastest_kept_busy([(1.0, 0.001, 0.5)]) is None
+
+
+def test_a_paced_consumer_is_busy_while_the_puller_is_instant():
+    au_, samples = au.paced(lambda: 8, steps=21, step_s=0.002)
+    assert samples == 8 * 21 and 0.8 < au_ <= 1.0
+
+
+def test_tiny_sweep_records_ours_and_the_synthetic_floor_per_front_end(tiny_dataset):
+    rec = Recorder("dev", "tensorflow", "x")
+    au.run(rec, GRID, {8: tiny_dataset})
+    rows = rec.rows
+    assert [r for r in rows if r["error"]] == []
+    consumers = (("tf.data", "tf.function"), ("numpy", "python"))
+    assert {(r["impl"], r["front_end"], r["consumer"]) for r in rows} == {
+        (impl, f, c) for impl in ("ours-packed", "synthetic") for f, c in consumers}
+    for front_end in ("tf.data", "numpy"):
+        alone = value_of(rows, impl="ours-packed", front_end=front_end, metric="alone_samples_per_s")
+        assert alone > 0
+        for impl in ("ours-packed", "synthetic"):
+            points = [r for r in rows if r["impl"] == impl and r["front_end"] == front_end and r["metric"] == "au"]
+            assert sorted(r["demand"] for r in points) == [0.1, 0.5]
+            for r in points:
+                assert 0 < r["value"] <= 1 and r["step_ms"] == pytest.approx(8 / (r["demand"] * alone) * 1e3)
+    doc = {"created": "c", "config": {"preset": "t"}, "rows": rows,
+           "environment": {"device": {"name": "dev"}, "git": {"commit": None, "dirty": None}}}
+    assert "| 8 | 8 | numpy | python |" in markdown_summary(doc)
+
+
+def test_bad_demands_are_refused():
+    with pytest.raises(ValueError, match="au demands"):
+        dataclasses.replace(GRID, au_demands=(0.0,))
