@@ -31,12 +31,15 @@ from pipeline.bench.results import FORMAT, READABLE_VERSIONS, current_name, norm
 from pipeline.errors import UsageError
 
 DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
-                   "accuracy_min", "accuracy_max")
+                   "accuracy_min", "accuracy_max", "alone_samples_per_s", "au", "au95_samples_per_s")
 PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "samples_per_s"))
-GROUP_KEYS = ("suite", "impl", "feed", "workers", "readers", "front_end", "variant", "shuffle", "precision",
-              "train_samples", "metric")
+GROUP_KEYS = ("suite", "impl", "feed", "workers", "readers", "front_end", "consumer", "demand", "variant", "shuffle",
+              "precision", "train_samples", "metric")
 REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
 SUITE_NOTES = {
+    "au": "Accelerator utilization (DLIO): an emulated accelerator sleeps a fixed step and pulls batches as "
+          "training does; demand = the step's samples/s over the loader's own; impl synthetic repeats one batch "
+          "from memory, the most the consumer itself allows.",
     "generate": "Our Dask generator against the book's `generate_examples`: samples/s, cluster start-up excluded.",
     "load": "Input pipelines in their steady state over whole epochs after a warm-up epoch, every one shuffled "
             "unless marked unshuffled; samples/s, median of round-robin repeats.",
@@ -106,7 +109,7 @@ def _fmt(row: dict | None) -> str:
     value = row["value"]
     if value is None:
         return "-"
-    if row["metric"] == "input_bound_fraction":
+    if row["metric"] in ("input_bound_fraction", "au"):
         return f"{value:.0%}"
     if row["metric"].startswith("accuracy"):
         return f"{value:.4f}"
@@ -123,6 +126,10 @@ def _title(key: dict) -> str:
         parts.append(f"{key['readers']} readers")
     if key.get("front_end") not in (None, "tf.data"):
         parts.append(f"{key['front_end']} front end")
+    if key.get("consumer") is not None:
+        parts.append(f"consumed from {key['consumer']}")
+    if key.get("demand") is not None:
+        parts.append(f"demand {key['demand']:g}")
     if key.get("variant"):
         parts.append(f"variant {key['variant']}")
     if key.get("shuffle") is False:
@@ -139,7 +146,8 @@ def _sort_key(value):
 def _group_order(group):
     k = dict(zip(GROUP_KEYS, group))
     return (SUITES.index(k["suite"]), str(k["impl"]), str(k["feed"]), _sort_key(k["workers"]), _sort_key(k["readers"]),
-            str(k["front_end"]), str(k["variant"]), k["shuffle"] is False, str(k["precision"]),
+            str(k["front_end"]), str(k["consumer"]), _sort_key(k["demand"]), str(k["variant"]), k["shuffle"] is False,
+            str(k["precision"]),
             _sort_key(k["train_samples"]), str(k["metric"]))
 
 

@@ -91,14 +91,17 @@ def precision_scope(precision: str | None):
         keras.config.set_dtype_policy(before)
 
 
+def leaf_layers(layer) -> list:
+    """The layers inside `layer` that hold no others (nested models and wrappers such as
+    `TimeDistributed` opened), in order."""
+    inner = getattr(layer, "layers", None) or ([layer.layer] if hasattr(layer, "layer") else [])
+    return [leaf for child in inner for leaf in leaf_layers(child)] if inner else [layer]
+
+
 def precision_of(model: keras.Model) -> str:
     """The dtype policy of the layer holding most of `model`'s parameters (nested models searched):
     what its training step computes in, whatever policy was global when it was built."""
-    def leaves(layer):
-        inner = getattr(layer, "layers", None) or ([layer.layer] if hasattr(layer, "layer") else [])
-        return [leaf for child in inner for leaf in leaves(child)] if inner else [layer]
-
-    weighted = [layer for layer in leaves(model) if layer.weights]
+    weighted = [layer for layer in leaf_layers(model) if layer.weights]
     return max(weighted, key=lambda layer: layer.count_params()).dtype_policy.name
 
 

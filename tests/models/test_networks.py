@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 
 from pipeline.dataset.synth import SequenceSpec, generate  # noqa: E402
 from pipeline.models.layers import ConvPool, LookupConvPool, ProjectedLSTM  # noqa: E402
-from pipeline.models.networks import book_cnn_layers, build_model, precision_of  # noqa: E402
+from pipeline.models.networks import book_cnn_layers, build_model, leaf_layers, precision_of  # noqa: E402
 from pipeline.models.variants import build_fast_variant  # noqa: E402
 from pipeline.runtime import devices  # noqa: E402
 
@@ -257,11 +257,7 @@ def test_every_layer_computes_in_the_precision_asked_for(name, options, precisio
     assert precision_of(model) == precision
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
 
-    def leaves(layer):
-        inner = getattr(layer, "layers", None) or ([layer.layer] if hasattr(layer, "layer") else [])
-        return [leaf for child in inner for leaf in leaves(child)] if inner else [layer]
-
-    weighted = {layer.name: layer.dtype_policy.name for layer in leaves(model) if layer.weights}
+    weighted = {layer.name: layer.dtype_policy.name for layer in leaf_layers(model) if layer.weights}
     assert weighted.pop("dense") == "float32" and set(weighted.values()) == {precision}
     assert {keras.backend.standardize_dtype(w.dtype) for w in model.weights} == {"float32"}
     x = np.zeros((2, 8 ** 3 // 8), "uint8") if options.get("packed_input") else frames(8, n=2)
