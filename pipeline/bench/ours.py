@@ -13,7 +13,7 @@ def tf_dataset(directory, batch_size: int, *, packed: bool = False, mechanism: s
     from pipeline.input.loader import make_dataset
 
     return make_dataset(directory, "train", batch_size, shuffle=shuffle, seed=seed, repeat=True,
-                               drop_remainder=True, packed=packed, mechanism=mechanism, readers=readers)
+                        drop_remainder=True, packed=packed, mechanism=mechanism, readers=readers)
 
 
 def numpy_batches(directory, batch_size: int, *, packed: bool = False, readers: int | None = None,
@@ -21,7 +21,7 @@ def numpy_batches(directory, batch_size: int, *, packed: bool = False, readers: 
     from pipeline.input.reader import batch_stream
 
     return batch_stream(directory, "train", batch_size, shuffle=shuffle, seed=seed, epochs=None,
-                               drop_remainder=True, readers=readers, packed=packed)
+                        drop_remainder=True, readers=readers, packed=packed)
 
 
 def jax_batches(directory, batch_size: int, *, packed: bool = False, readers: int | None = None,
@@ -29,7 +29,7 @@ def jax_batches(directory, batch_size: int, *, packed: bool = False, readers: in
     from pipeline.input.jax_feed import prefetch_to_device
 
     return prefetch_to_device(numpy_batches(directory, batch_size, packed=packed, readers=readers,
-                                                 shuffle=shuffle, seed=seed))
+                                            shuffle=shuffle, seed=seed))
 
 
 def batches(backend: str, directory, batch_size: int, **options):
