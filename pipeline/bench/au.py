@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.bench import load, ours
-from pipeline.bench.backend import materialize
+from pipeline.bench.consumers import TRAINING_CONSUMER, graph_puller, python_puller
 from pipeline.bench.data import shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
@@ -41,9 +41,7 @@ from pipeline.bench.timing import clock
 
 METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")
 AU_TARGET = 0.95
-# front end -> how its consumer pulls a batch, per backend process
-FRONT_ENDS = {"tensorflow": ("tf.data", "numpy"), "jax": ("numpy", "jax")}
-CONSUMERS = {"tf.data": "tf.function", "numpy": "python", "jax": "python"}
+FRONT_ENDS = {"tensorflow": ("tf.data", "numpy"), "jax": ("numpy", "jax")}  # per backend process
 
 
 def utilization(compute: list[float], wall: float) -> float:
@@ -69,38 +67,14 @@ def synthetic_fetcher(front_end: str, directory: Path, batch: int) -> Callable[[
     if front_end == "tf.data":
         import tensorflow as tf
 
-        from pipeline.input.loader import PREFETCH_BATCHES
+        from pipeline.input.loader import prefetch_ahead
 
-        return graph_puller(tf.data.Dataset.from_tensors((frames, labels)).repeat().prefetch(PREFETCH_BATCHES))
+        return graph_puller(prefetch_ahead(tf.data.Dataset.from_tensors((frames, labels)).repeat()))
     if front_end == "jax":
         import jax
 
         frames, labels = jax.device_put(frames), jax.device_put(labels)
     return python_puller(itertools.repeat((frames, labels)))
-
-
-def graph_puller(dataset) -> Callable[[], int]:
-    """Pull batches of `dataset` as Keras's train function does: `next` inside a `tf.function`."""
-    import tensorflow as tf
-
-    iterator = iter(dataset)
-
-    @tf.function
-    def pull(it):
-        frames, labels = next(it)
-        return tf.shape(labels)[0] + tf.cast(frames[0, 0], tf.int32) * 0  # the batch exists on return
-
-    return lambda: int(pull(iterator))
-
-
-def python_puller(batches) -> Callable[[], int]:
-    """Pull batches from a Python loop, waiting until each one's frames exist on their device."""
-    def pull() -> int:
-        frames, labels = next(batches)
-        materialize(frames)
-        return int(labels.shape[0])
-
-    return pull
 
 
 def paced(pull: Callable[[], int], steps: int, step_s: float) -> tuple[float, int]:
@@ -148,7 +122,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
             window = math.ceil(max(grid.au_buffer_multiple * buffered, epoch_samples) / batch)
             extra = dict(window_batches=window, untimed_batches=math.ceil(buffered / batch))
             for front_end in FRONT_ENDS[backend]:
-                key = dict(size=size, batch_size=batch, front_end=front_end, consumer=CONSUMERS[front_end],
+                key = dict(size=size, batch_size=batch, front_end=front_end, consumer=TRAINING_CONSUMER[front_end],
                            packed=True, shuffle=True, **{k: v for k, v in cell.key(backend, codec).items()
                                                          if k in ("readers", "mechanism")})
                 with rec.cell("au", "ours-packed", METRICS, **key):

@@ -1,17 +1,9 @@
-"""The few things the bench does differently per Keras backend: waiting for a result, placing the
-synthetic feed on the device.
+"""The few things the bench does differently per Keras backend: placing the synthetic feed on the
+device.
 
 The backend itself is chosen by `pipeline.runtime.backends.use`, as `train`'s `--backend` is.
 """
 from __future__ import annotations
-
-
-def materialize(x) -> None:
-    """Wait until `x` (NumPy, a TensorFlow tensor or a JAX array) exists on its device."""
-    if hasattr(x, "block_until_ready"):
-        x.block_until_ready()
-    elif hasattr(x, "numpy"):
-        x.numpy()
 
 
 def on_device(backend: str, *arrays):

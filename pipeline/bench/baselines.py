@@ -10,8 +10,9 @@
   upper bound on training speed (as tf_cnn_benchmarks' `--use_synthetic_data`).
 
 Every pipeline here repeats endlessly and yields only whole batches: an epoch is
-`len(labels) // batch_size` batches. The tf.data ones prefetch as our loader does
-(`pipeline.input.loader.PREFETCH_BATCHES`), so both sides of a ratio hold as many batches ready.
+`len(labels) // batch_size` batches. The tf.data ones end as our loader does
+(`pipeline.input.loader.prefetch_ahead`: as many batches ready, on the accelerator when one is
+present), so both sides of a ratio hold as many batches ready, in the same place.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.input.loader import PREFETCH_BATCHES
+from pipeline.input.loader import prefetch_ahead
 
 
 def _steps(n: int, batch_size: int) -> int:
@@ -47,7 +48,7 @@ def in_memory_dataset(frames, labels, batch_size: int, *, shuffle: bool = True, 
     epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return (epochs.flat_map(one_epoch)
             .map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(PREFETCH_BATCHES))
+            .apply(prefetch_ahead))
 
 
 def in_memory_batches(frames: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool = True,
@@ -78,7 +79,7 @@ def from_generator_dataset(paths: list[Path], batch_size: int, size: int, *, shu
                         yield f["frames"][start:start + batch_size], f["labels"][start:start + batch_size]
 
     spec = (tf.TensorSpec((batch_size, size, size, size), tf.uint8), tf.TensorSpec((batch_size,), tf.uint8))
-    return tf.data.Dataset.from_generator(blocks, output_signature=spec).prefetch(PREFETCH_BATCHES)
+    return prefetch_ahead(tf.data.Dataset.from_generator(blocks, output_signature=spec))
 
 
 def synthetic(backend: str, frames: np.ndarray, labels: np.ndarray):

@@ -8,6 +8,10 @@ Cells, per size and batch size (impl, and the row keys `front_end`, `shuffle`, `
   packed again with 1 and 2 readers (all cores is the default cell); each mechanism also
   unshuffled, to show what shuffling costs; the in-memory baseline (a fresh permutation
   each epoch, one gather per batch), unshuffled too; `from_generator` h5py block reads.
+* Consumers: each pipeline is pulled from a Python loop (`consumer` "python"); the shuffled
+  tf.data cells at the default readers are pulled again from inside a `tf.function`
+  ("tf.function"), as `model.fit` pulls them, which costs the consumer's thread a function call
+  per batch. The summary's ratios compare cells of one consumer.
 * JAX backend: the NumPy front end (`pipeline.input.reader.batch_stream`, front end "numpy"),
   against the NumPy in-memory baseline; no TensorFlow.
 
@@ -17,7 +21,9 @@ round-robin, `load_repeats` times each. A pipeline keeps working while the other
 run, so each turn first reads, untimed, as many samples as any cell's pipeline may hold
 ready (`buffered_bound`, the same count for every cell), and only then times its window:
 at least `load_min_epochs` epochs and at least `load_min_windows` of our loader's shuffle
-windows, whichever is more samples. Each batch's frames are materialized on the host.
+windows, whichever is more samples. A pull returns once the batch is where a training step
+would read it (`pipeline.bench.consumers`): tf.data batches on the compute device, NumPy ones on
+the host (`batches_on` in the row), so both sides of every ratio end in the same place.
 `samples_per_s` is the median window; `_p10`/`_p90` its spread. `peak_rss_mb`: the peak
 RSS of the process and its children while the cell ran; `rss_growth_mb`: that peak over
 the RSS just before the cell's pipeline was built (the cell's own buffers, approximately:
@@ -25,12 +31,13 @@ other cells' pipelines stay alive meanwhile).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.bench import baselines, ours
-from pipeline.bench.backend import materialize
+from pipeline.bench.consumers import puller
 from pipeline.bench.data import read_split, shard_paths, shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.memory import RssSampler, rss_bytes
@@ -46,13 +53,15 @@ IMPLS = ("ours", "ours-packed", "ours-graph-packed", "in-memory", "from_generato
 
 @dataclass(frozen=True)
 class LoadCell:
-    """One pipeline to time. readers: our loader's readers (None: all cores)."""
+    """One pipeline to time. readers: our loader's readers (None: the default); consumer: how its
+    batches are pulled (`pipeline.bench.consumers.puller`)."""
 
     impl: str
     size: int
     batch_size: int
     shuffle: bool = True
     readers: int | None = None
+    consumer: str = "python"
 
     @property
     def ours(self) -> bool:
@@ -76,7 +85,7 @@ class LoadCell:
 
     def key(self, backend: str, codec: str | None = None) -> dict:
         return dict(size=self.size, batch_size=self.batch_size, front_end="numpy" if backend == "jax" else "tf.data",
-                    shuffle=self.shuffle, packed=self.packed, mechanism=self.mechanism(codec),
+                    consumer=self.consumer, shuffle=self.shuffle, packed=self.packed, mechanism=self.mechanism(codec),
                     readers=(self.readers or default_readers()) if self.ours else None)
 
 
@@ -91,6 +100,8 @@ def cells(grid: Grid, size: int, batch: int, backend: str) -> list[LoadCell]:
         out += [LoadCell(c.impl, size, batch, shuffle=False) for c in out if c.readers is None]
     if grid.load_from_generator and backend == "tensorflow":
         out.append(LoadCell("from_generator", size, batch))
+    if grid.load_graph_consumer and backend == "tensorflow":
+        out += [dataclasses.replace(c, consumer="tf.function") for c in out if c.shuffle and c.readers is None]
     return out
 
 
@@ -122,6 +133,11 @@ def buffered_bound(cell: LoadCell, backend: str, shuffle_samples: int, epoch_sam
 
 
 def _pipeline(cell: LoadCell, backend: str, directory: Path, naive: Path | None, arrays):
+    """A function that pulls `cell`'s next batch, as its consumer does, and returns its samples."""
+    return puller(cell.consumer, _batches(cell, backend, directory, naive, arrays))
+
+
+def _batches(cell: LoadCell, backend: str, directory: Path, naive: Path | None, arrays):
     """An endless iterator of (frames, labels) batches for `cell`."""
     if cell.ours:
         if backend == "jax":
@@ -138,21 +154,16 @@ def _pipeline(cell: LoadCell, backend: str, directory: Path, naive: Path | None,
                                                  shuffle=cell.shuffle))
 
 
-def _take(it, batches: int) -> int:
-    """Consume `batches` batches, materializing each one's frames; returns the samples."""
-    samples = 0
-    for _ in range(batches):
-        frames = next(it)[0]
-        materialize(frames)
-        samples += int(frames.shape[0])
-    return samples
+def _take(pull, batches: int) -> int:
+    """Pull `batches` batches; returns the samples."""
+    return sum(pull() for _ in range(batches))
 
 
 class _Running:
-    """A built cell: its iterator and what was measured so far."""
+    """A built cell: its pull function and what was measured so far."""
 
-    def __init__(self, cell, it, first_s, rss_before, window, shuffle_samples):
-        self.cell, self.it, self.first_s, self.rss_before = cell, it, first_s, rss_before
+    def __init__(self, cell, pull, first_s, rss_before, window, shuffle_samples):
+        self.cell, self.pull, self.first_s, self.rss_before = cell, pull, first_s, rss_before
         self.window, self.shuffle_samples = window, shuffle_samples
         self.rates: list[float] = []
         self.peak = 0
@@ -161,6 +172,7 @@ class _Running:
 def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path] | None = None) -> None:
     """naive: the same datasets in NAIVE_CODEC, read by the from_generator baseline."""
     from pipeline.dataset.manifest import load_manifest
+    from pipeline.runtime.devices import compute_device
 
     backend = rec.backend
     for size in grid.sizes:
@@ -178,6 +190,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
         codec = load_manifest(data[size]).params.codec
         window_samples = shuffle_window(data[size])  # opens the split once per size, not per cell
         naive_codec = load_manifest(naive[size]).params.codec if naive and size in naive else None
+        batches_on = "host" if backend == "jax" else compute_device()
         for batch in grid.batch_sizes:
             running: list[_Running] = []
             group = cells(grid, size, batch, backend)
@@ -186,17 +199,18 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
             for cell in group:
                 key = cell.key(backend, codec)
                 with rec.cell("load", cell.impl, METRICS, **key):
-                    log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['readers']}")
+                    log(f"load {cell.impl} size={size} batch={batch} shuffle={cell.shuffle} readers={key['readers']} "
+                        f"consumer={cell.consumer}")
                     shuffle_samples = window_samples if cell.ours else 0
                     window = window_batches(grid, batch, window_samples)
                     rss_before = rss_bytes()
                     start = clock()
-                    it = _pipeline(cell, backend, data[size], (naive or {}).get(size), arrays)
-                    _take(it, 1)
+                    pull = _pipeline(cell, backend, data[size], (naive or {}).get(size), arrays)
+                    _take(pull, 1)
                     first = clock() - start
-                    state = _Running(cell, it, first, rss_before, window, shuffle_samples)
+                    state = _Running(cell, pull, first, rss_before, window, shuffle_samples)
                     with RssSampler() as rss:
-                        _take(it, grid.steps_per_epoch(batch) - 1)  # the rest of the first epoch: warm-up
+                        _take(pull, grid.steps_per_epoch(batch) - 1)  # the rest of the first epoch: warm-up
                     state.peak = rss.peak
                     running.append(state)
             for _ in range(grid.load_repeats):
@@ -204,9 +218,9 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                     cell = state.cell
                     try:
                         with RssSampler() as rss:
-                            _take(state.it, flush)  # what it prepared while the other cells ran
+                            _take(state.pull, flush)  # what it prepared while the other cells ran
                             start = clock()
-                            samples = _take(state.it, state.window)
+                            samples = _take(state.pull, state.window)
                             seconds = clock() - start
                         state.rates.append(samples / seconds)
                         state.peak = max(state.peak, rss.peak)
@@ -217,7 +231,8 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                 cell = state.cell
                 key = cell.key(backend, codec)
                 spread = Summary.of(state.rates)
-                extra = dict(repeats=spread.count, window_batches=state.window, untimed_batches_per_window=flush,
+                extra = dict(repeats=spread.count, batches_on=batches_on, window_batches=state.window,
+                             untimed_batches_per_window=flush,
                              epochs_per_window=round(state.window * batch / (grid.steps_per_epoch(batch) * batch), 2),
                              shuffle_window=state.shuffle_samples or None,
                              codec=naive_codec if cell.impl == "from_generator" and naive_codec else codec)

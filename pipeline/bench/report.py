@@ -293,17 +293,22 @@ def plot_generation(rows: list[dict], out: Path, prefix: str = "") -> list[Path]
     return [path]
 
 
+def _plot_rank(row: dict) -> tuple:
+    return row.get("consumer") == "tf.function", row.get("readers") or 0
+
+
 def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
     """load-pipelines.png: samples/s of every shuffled input pipeline side by side, a group of bars per
     batch size, a panel per device, backend and size; a pipeline measured with several reader counts
-    shows its default (the most). [] if no such rows."""
+    shows its default (the most), and pulled from a tf.function where it was (as `fit` pulls it).
+    [] if no such rows."""
     _, plt = _pyplot()
     cells: dict[tuple, dict] = {}
     for r in rows:
         if r["suite"] == "load" and r["metric"] == "samples_per_s" and r["value"] is not None and not r["error"] \
                 and r.get("shuffle") is not False and r["batch_size"] is not None:
             key = (r["machine"], r["backend"], r["size"], r["batch_size"], r["impl"])
-            if key not in cells or (r.get("readers") or 0) > (cells[key].get("readers") or 0):
+            if key not in cells or _plot_rank(r) > _plot_rank(cells[key]):
                 cells[key] = r
     if not cells:
         return []
@@ -325,7 +330,8 @@ def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[P
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), fontsize="small", loc="lower center",
                ncol=max(1, min(len(handles), 4)))
-    fig.suptitle("load: every input pipeline shuffled, samples/s (median of round-robin windows)", fontsize="medium")
+    fig.suptitle("load: every input pipeline shuffled, samples/s (median of round-robin windows; tf.data pulled "
+                 "from a tf.function, as fit does)", fontsize="medium")
     fig.tight_layout(rect=(0, 0.06 * (1 + (len(handles) - 1) // 4), 1, 1))
     path = out / f"{prefix}load-pipelines.png"
     fig.savefig(path, dpi=110)

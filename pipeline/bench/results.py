@@ -64,6 +64,8 @@ def normalize_row(row: dict) -> dict:
         out["front_end"] = "numpy" if out["backend"] == "jax" else "tf.data"
         if out.get("mechanism") == "numpy":  # what batch_stream's "auto" reads the row's codec with
             out["mechanism"] = "isal" if out.get("codec") in ISAL_CODECS else "process"
+    if out.get("suite") == "load" and out.get("consumer") is None:  # rows that name none were pulled from a Python loop
+        out["consumer"] = "python"
     out["machine"] = machine_of(out)
     return out
 

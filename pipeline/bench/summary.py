@@ -29,32 +29,34 @@ def _generate(rows) -> list[str]:
 
 def _load(rows) -> list[str]:
     load = [r for r in rows if r["suite"] == "load" and r["metric"] == "samples_per_s"]
-    out = [f"**load** (samples/s over whole epochs after a warm-up epoch, median [p10-p90]; from_generator reads "
-           f"the same sequences stored as {NAIVE_CODEC}; vs in-memory: against the shuffled in-memory pipeline; "
-           "vs unshuffled: the same pipeline unshuffled; RSS: process and children)", ""]
+    out = [f"**load** (samples/s over whole epochs after a warm-up epoch, median [p10-p90]; consumer: a Python "
+           "loop, or a tf.function as `fit` pulls batches, the figure training gets; from_generator reads the same "
+           f"sequences stored as {NAIVE_CODEC}; vs in-memory: against the shuffled in-memory pipeline pulled by the "
+           "same consumer; vs unshuffled: the same pipeline unshuffled; RSS: process and children)", ""]
     body = []
     order = {"ours-packed": 0, "ours": 1, "ours-graph-packed": 2, "in-memory": 3, "from_generator": 4}
-    for r in sorted(load, key=lambda r: (r["size"], r["batch_size"], not r.get("shuffle", True),
-                                         order.get(r["impl"], 9), -(r.get("readers") or 0))):
+    for r in sorted(load, key=lambda r: (r["size"], r["batch_size"], r.get("consumer") != "tf.function",
+                                         not r.get("shuffle", True), order.get(r["impl"], 9),
+                                         -(r.get("readers") or 0))):
         m = dict(suite="load", impl=r["impl"], size=r["size"], batch_size=r["batch_size"], readers=r.get("readers"),
-                 shuffle=r.get("shuffle"))
+                 shuffle=r.get("shuffle"), consumer=r.get("consumer"))
+        lead = [r["size"], r["batch_size"], r["impl"], r.get("consumer") or "-", _yes(r.get("shuffle")),
+                r.get("mechanism") or "-", r.get("readers") or "-"]
         if r["error"]:
-            body.append([r["size"], r["batch_size"], r["impl"], _yes(r.get("shuffle")), r.get("mechanism") or "-",
-                         r.get("readers") or "-", f"failed: {r['error']}", "", "", "", "", ""])
+            body.append([*lead, f"failed: {r['error']}", "", "", "", "", ""])
             continue
         base = value_of(rows, suite="load", impl="in-memory", size=r["size"], batch_size=r["batch_size"], shuffle=True,
-                        metric="samples_per_s")
+                        consumer=r.get("consumer"), metric="samples_per_s")
         twin = value_of(rows, **{**m, "shuffle": False}, metric="samples_per_s") if r.get("shuffle") else None
-        body.append([r["size"], r["batch_size"], r["impl"], _yes(r.get("shuffle")), r.get("mechanism") or "-",
-                     r.get("readers") or "-",
+        body.append([*lead,
                      spread(r["value"], value_of(rows, **m, metric="samples_per_s_p10"),
                             value_of(rows, **m, metric="samples_per_s_p90")),
                      ratio(r["value"], base), ratio(r["value"], twin),
                      number(value_of(rows, **m, metric="first_batch_ms")),
                      number(value_of(rows, **m, metric="peak_rss_mb")),
                      number(value_of(rows, **m, metric="rss_growth_mb"))])
-    out += table(["size", "batch", "impl", "shuffled", "mechanism", "readers", "samples/s", "vs in-memory",
-                  "vs unshuffled", "first batch ms", "peak RSS MB", "RSS growth MB"], body, "rrlllrrrrrrr")
+    out += table(["size", "batch", "impl", "consumer", "shuffled", "mechanism", "readers", "samples/s", "vs in-memory",
+                  "vs unshuffled", "first batch ms", "peak RSS MB", "RSS growth MB"], body, "rrllllrrrrrrr")
     return out + [""]
 
 

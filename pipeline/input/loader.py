@@ -121,14 +121,18 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
         ds = ds.map(lambda rows, labels: (tf.reshape(rows, (-1, *src.frame_shape)), labels))
     elif not packed:  # unpacked here, in the pipeline's threads: unpacking costs more than inflating
         ds = ds.map(_unpacker(src.size, graph_ops=mechanism == "graph"), num_parallel_calls=readers)
-    if prefetch:
-        from pipeline.runtime.devices import compute_device, has_gpu
+    return prefetch_ahead(ds) if prefetch else ds
 
-        if has_gpu():
-            ds = ds.apply(tf.data.experimental.prefetch_to_device(compute_device(), buffer_size=PREFETCH_BATCHES))
-        else:
-            ds = ds.prefetch(PREFETCH_BATCHES)
-    return ds
+
+def prefetch_ahead(ds):
+    """`ds` with `PREFETCH_BATCHES` batches made ready ahead, on the accelerator when one is present."""
+    import tensorflow as tf
+
+    from pipeline.runtime.devices import compute_device, has_gpu
+
+    if has_gpu():
+        return ds.apply(tf.data.experimental.prefetch_to_device(compute_device(), buffer_size=PREFETCH_BATCHES))
+    return ds.prefetch(PREFETCH_BATCHES)
 
 
 def _unpacker(size: int, graph_ops: bool):

@@ -267,10 +267,10 @@ def test_load_rows_of_older_files_read_with_readers_and_front_end():
         (2, None, "numpy", "isal")
     old_tf = normalize_row({**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, workers=1,
                                   backend="tensorflow"), "mechanism": "isal"})
-    assert (old_tf["readers"], old_tf["workers"], old_tf["front_end"], old_tf["mechanism"]) == \
-        (1, None, "tf.data", "isal")
+    assert (old_tf["readers"], old_tf["workers"], old_tf["front_end"], old_tf["mechanism"], old_tf["consumer"]) == \
+        (1, None, "tf.data", "isal", "python")  # they were pulled from a Python loop
     current = {**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, backend="jax"), "readers": 3,
-               "front_end": "numpy", "mechanism": "isal"}
+               "front_end": "numpy", "mechanism": "isal", "consumer": "python"}
     assert normalize_row(current) == {**current, "workers": None, "machine": "cpu"}
     generate = row("cpu", "generate", "ours", "samples_per_s", 1.0, 50, None, workers=2)
     assert normalize_row(generate)["workers"] == 2 and "readers" not in normalize_row(generate)

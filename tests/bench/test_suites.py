@@ -25,13 +25,18 @@ def test_load_suite_times_shuffled_whole_epochs(tiny_dataset):
     rows = rec.rows
     assert [r for r in rows if r["error"]] == []
     rates = [r for r in rows if r["metric"] == "samples_per_s"]
-    assert {(r["impl"], r["shuffle"]) for r in rates} == {
-        ("ours-packed", True), ("ours", True), ("in-memory", True),
-        ("ours-packed", False), ("ours", False), ("in-memory", False)}
-    assert {r["readers"] for r in rates if r["impl"] == "ours-packed" and r["shuffle"]} == set(GRID.reader_counts())
+    assert {(r["impl"], r["shuffle"], r["consumer"]) for r in rates} == {
+        ("ours-packed", True, "python"), ("ours", True, "python"), ("in-memory", True, "python"),
+        ("ours-packed", False, "python"), ("ours", False, "python"), ("in-memory", False, "python"),
+        ("ours-packed", True, "tf.function"), ("ours", True, "tf.function"), ("in-memory", True, "tf.function")}
+    assert {r["readers"] for r in rates if r["impl"] == "ours-packed" and r["shuffle"]
+            and r["consumer"] == "python"} == set(GRID.reader_counts())
+    assert {r["readers"] for r in rates if r["impl"] == "ours-packed" and r["consumer"] == "tf.function"} == {
+        default_readers()}
     assert {r["workers"] for r in rates} == {None} and {r["front_end"] for r in rates} == {"tf.data"}
+    assert {r["batches_on"] for r in rates} == {"/CPU:0"}  # every pipeline ends on the compute device
     for r in rates:
-        m = {k: r[k] for k in ("impl", "shuffle", "readers")}
+        m = {k: r[k] for k in ("impl", "shuffle", "readers", "consumer")}
         p10, p90 = (value_of(rows, metric=f"samples_per_s_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
         assert r["window_batches"] == 96 // 8 and r["epochs_per_window"] == 1  # a whole epoch, not N batches
@@ -149,5 +154,6 @@ sys.exit(status)
     assert {r["backend"] for r in doc["rows"]} == {"jax"}
     assert [r for r in doc["rows"] if r["error"]] == []
     ours = [r for r in doc["rows"] if r["suite"] == "load" and r["impl"].startswith("ours")]
-    assert {(r["front_end"], r["mechanism"]) for r in ours} == {("numpy", "isal")}
+    assert {(r["front_end"], r["mechanism"], r["consumer"]) for r in ours} == {("numpy", "isal", "python")}
+    assert {r["batches_on"] for r in doc["rows"] if r["suite"] == "load"} == {"host"}
     assert {r["feed"] for r in doc["rows"] if r["metric"] == "ms_per_step_median"} == set(grid_module.TRAIN_FEEDS)

@@ -1,0 +1,71 @@
+"""How the bench takes batches from an input pipeline: from a Python loop, or from inside a
+`tf.function` as `model.fit` does.
+
+Either way a pull returns only once the batch is where a training step would read it: a
+TensorFlow batch on the compute device (copied there when the pipeline left it on the host, as
+a step would copy it), a JAX array on its device, a NumPy batch on the host. So every pipeline
+of a comparison ends in the same place, whichever of them prefetches to the device.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+# front end -> how training pulls it ("tf.function": as `fit` does; "python": a Python loop)
+TRAINING_CONSUMER = {"tf.data": "tf.function", "numpy": "python", "jax": "python"}
+
+
+def materialize(x) -> None:
+    """Wait until `x` exists where a step would read it (see the module docstring)."""
+    if hasattr(x, "block_until_ready"):
+        x.block_until_ready()
+    elif hasattr(x, "numpy"):
+        _on_compute_device(x)
+
+
+def _on_compute_device(x) -> None:
+    import tensorflow as tf
+
+    from pipeline.runtime.devices import compute_device
+
+    with tf.device(compute_device()):
+        # identity is a no-op where `x` already lives; reading one element back waits for the copy
+        tf.reshape(tf.identity(x), (-1,))[0].numpy()
+
+
+def python_puller(batches: Iterator) -> Callable[[], int]:
+    """Pull `(frames, labels)` batches from a Python loop; each pull returns the batch's samples."""
+    def pull() -> int:
+        frames, labels = next(batches)
+        materialize(frames)
+        return int(labels.shape[0])
+
+    return pull
+
+
+def graph_puller(batches) -> Callable[[], int]:
+    """Pull batches of a tf.data dataset or iterator as Keras's train function does: `next` inside a
+    `tf.function`, the batch then read on the compute device; each pull returns the batch's samples."""
+    import tensorflow as tf
+
+    from pipeline.runtime.devices import compute_device
+
+    iterator = iter(batches)
+    device = compute_device()
+
+    @tf.function
+    def pull(it):
+        frames, labels = next(it)
+        with tf.device(device):
+            first = tf.reshape(tf.identity(frames), (-1,))[0]
+        return tf.shape(labels)[0] + tf.cast(first, tf.int32) * 0  # returns once the batch is on the device
+
+    return lambda: int(pull(iterator))
+
+
+def puller(consumer: str, batches) -> Callable[[], int]:
+    """The pull function of `consumer` ("python" or "tf.function") over `batches`."""
+    if consumer == "tf.function":
+        return graph_puller(batches)
+    if consumer == "python":
+        return python_puller(iter(batches))
+    raise ValueError(f"unknown consumer {consumer!r}; consumers are python, tf.function")
