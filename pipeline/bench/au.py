@@ -8,9 +8,11 @@ from a Python loop. AU = compute time / wall time of a window of steps, the firs
 Per front end, size and batch size (our loader, packed, shuffled, endless, the default readers):
 
 1. `alone_samples_per_s`: the loader consumed back to back by the same consumer, after a
-   warm-up epoch and an untimed read of all its pipeline may hold ready (as the load suite).
-2. For each demand `f` of `au_demands`, a step of `batch / (f * alone)` seconds: the
-   accelerator that would ask for `f` times what the loader delivers alone. Untimed steps at
+   warm-up epoch and an untimed read of all its pipeline may hold ready (as the load suite),
+   measured afresh before each demand (a shared machine drifts); the row gives the median.
+2. For each demand `f` of `au_demands`, a step of `batch / (f * alone)` seconds, `alone` as
+   just measured: the accelerator that would ask for `f` times what the loader delivers alone
+   (`step_ms` in the row). Untimed steps at
    that pace first (as many samples as the pipeline may hold ready: the buffers settle at the
    level this pace keeps), then a window of at least `au_buffer_multiple` times those samples
    and at least one epoch. `au` is that window's AU (`demand`, `step_ms` in the row).
@@ -37,7 +39,7 @@ from pipeline.bench.data import shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
 from pipeline.bench.results import Recorder
-from pipeline.bench.timing import clock
+from pipeline.bench.timing import Summary, clock
 
 METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")
 AU_TARGET = 0.95
@@ -90,13 +92,17 @@ def paced(pull: Callable[[], int], steps: int, step_s: float) -> tuple[float, in
     return utilization(compute, clock() - start), samples
 
 
-def sweep(pull: Callable[[], int], grid: Grid, batch: int, alone: float, buffered: int,
+def sweep(pull: Callable[[], int], demands, step_for: Callable[[float], float], settle_steps: int,
           window: int) -> list[tuple[float, float, float]]:
-    """(demand, step seconds, AU) for each of `grid.au_demands`, in increasing demand; `window` timed steps."""
+    """(demand, step seconds, AU) for each of `demands`, in increasing demand: `settle_steps` untimed
+    steps at the demand's pace (the buffers settle at the level it keeps), then `window` timed ones.
+
+    step_for(demand): that demand's step time, asked for just before its point is measured.
+    """
     out = []
-    for demand in sorted(grid.au_demands):
-        step_s = batch / (demand * alone)
-        paced(pull, max(2, math.ceil(buffered / batch)), step_s)  # the buffers settle at this pace
+    for demand in sorted(demands):
+        step_s = step_for(demand)
+        paced(pull, max(2, settle_steps), step_s)
         au, _ = paced(pull, window + 1, step_s)
         out.append((demand, step_s, au))
     return out
@@ -129,20 +135,29 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                     log(f"au {front_end} size={size} batch={batch}")
                     pull, stop = fetcher(front_end, data[size], batch)
                     try:
-                        for _ in range(grid.steps_per_epoch(batch) + extra["untimed_batches"]):  # warm-up
+                        for _ in range(grid.steps_per_epoch(batch)):  # warm-up
                             pull()
-                        start, samples = clock(), sum(pull() for _ in range(window))
-                        alone = samples / (clock() - start)
-                        points = sweep(pull, grid, batch, alone, buffered, window)
+                        rates = []
+
+                        def alone() -> float:  # what it delivers back to back, past what it held ready
+                            for _ in range(extra["untimed_batches"]):
+                                pull()
+                            start, samples = clock(), sum(pull() for _ in range(window))
+                            rates.append(samples / (clock() - start))
+                            return rates[-1]
+
+                        points = sweep(pull, grid.au_demands, lambda d: batch / (d * alone()),
+                                       extra["untimed_batches"], window)
                     finally:
                         stop()
-                    rec.add("au", "ours-packed", "alone_samples_per_s", alone, **key, **extra)
+                    rec.add("au", "ours-packed", "alone_samples_per_s", Summary.of(rates).median, **key, **extra)
                     record_sweep(rec, "ours-packed", points, batch, key, extra)
                 with rec.cell("au", "synthetic", METRICS[1:], **key):
                     pull = synthetic_fetcher(front_end, data[size], batch)
                     for _ in range(extra["untimed_batches"]):
                         pull()
-                    record_sweep(rec, "synthetic", sweep(pull, grid, batch, alone, 0, window), batch, key, extra)
+                    steps = {demand: step_s for demand, step_s, _ in points}  # the very steps ours was given
+                    record_sweep(rec, "synthetic", sweep(pull, steps, steps.get, 0, window), batch, key, extra)
 
 
 def record_sweep(rec: Recorder, impl: str, points, batch: int, key: dict, extra: dict) -> None:

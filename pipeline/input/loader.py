@@ -35,6 +35,7 @@ import numpy as np
 
 from pipeline.dataset.codecs import BIT_PACKED
 from pipeline.errors import require_positive_int
+from pipeline.input.background import PREFETCH_BATCHES
 from pipeline.input.reader import (
     ISAL_CODECS,
     RAW_CODECS,
@@ -46,10 +47,6 @@ from pipeline.input.reader import (
 )
 from pipeline.input.source import Source, open_dataset, packed_width
 from pipeline.runtime.cpus import default_readers
-
-# Batches made ready ahead of the consumer. A fixed count keeps the memory bound: tf.data's AUTOTUNE
-# prefetch grows while the consumer outpaces it, up to a RAM budget of half the machine per iterator.
-PREFETCH_BATCHES = 2
 
 GRAPH_CODECS = ("nbit-gzip", "gzip", "none")  # decodable by TensorFlow ops
 MECHANISMS = ("auto", "isal", "graph", "process")
@@ -125,7 +122,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
 
 
 def prefetch_ahead(ds):
-    """`ds` with `PREFETCH_BATCHES` batches made ready ahead, on the accelerator when one is present."""
+    """`ds` with `PREFETCH_BATCHES` batches made ready ahead, on the accelerator when one is present.
+    A fixed count, not AUTOTUNE: tf.data's autotuned prefetch grows while the consumer outpaces it, up
+    to a RAM budget of half the machine per iterator."""
     import tensorflow as tf
 
     from pipeline.runtime.devices import compute_device, has_gpu

@@ -17,7 +17,10 @@ model does it on the device); otherwise the S**3 bytes of its frames.
 
 `batch_stream` is the NumPy front end (the tf.data one is `pipeline.input.loader.make_dataset`;
 both cut the same stream of windows into the same batches): windows are decoded `readers`
-ahead of the one being consumed, batches crossing window and epoch boundaries.
+ahead of the one being consumed, batches crossing window and epoch boundaries, and a background
+thread cuts `prefetch` batches ahead of the caller (`pipeline.input.background`), so that
+cutting, the copy of a batch that spans two windows and the wait for a window overlap the
+caller's step instead of adding to it.
 
 Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight;
 the process may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed buffers for reuse.
@@ -34,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.errors import DataError, require_positive_int
+from pipeline.input.background import PREFETCH_BATCHES, in_background
 from pipeline.input.order import EpochOrder, check_seed, window_chunks_for
 from pipeline.input.source import Source, open_dataset, packed_width
 from pipeline.runtime import malloc
@@ -167,7 +171,8 @@ def decode_for(mechanism: str, codec: str) -> str:
 def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  epochs: int | None = 1, drop_remainder: bool = False, readers: int | None = None,
                  packed: bool = False, shuffle_window: int | None = None, expected_size: int | None = None,
-                 source: Source | None = None, mechanism: str = "auto") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 source: Source | None = None, mechanism: str = "auto",
+                 prefetch: int = PREFETCH_BATCHES) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches `(frames, labels)` as NumPy uint8: frames (B, T, S, S), or (B, S**3 / 8) when `packed`.
 
     epochs: passes over the split (None: endless); batches run across epoch boundaries, and
@@ -177,9 +182,12 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     readers: windows decoded at once, in threads (default: `pipeline.runtime.cpus.default_readers()`).
     mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
       "process" (any codec; h5py in worker processes).
+    prefetch: batches cut ahead in a background thread; 0: cut in the caller's thread.
     """
     require_positive_int("batch_size", batch_size)
     require_positive_int("epochs", epochs, optional=True)
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
     if mechanism not in ("auto", "isal", "process"):
         raise ValueError(f"mechanism must be auto, isal or process, got {mechanism!r}")
     readers = readers or default_readers()
@@ -189,9 +197,16 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                          f"size {src.size}")
     reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=shuffle_window,
                           decode=decode_for(mechanism, src.codec), readers=readers)
-    unpack = reader.packed_rows and not packed
     epoch_ids = range(epochs) if epochs else itertools.count()
     ids = ((e, w) for e in epoch_ids for w in range(reader.windows_per_epoch()))
+    batches = _cut(reader, ids, batch_size, drop_remainder, readers, packed)
+    yield from in_background(batches, prefetch, name="batch-stream") if prefetch else batches
+
+
+def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, readers: int, packed: bool):
+    """Batches of the windows `ids` ((epoch, window) pairs), decoded `readers` ahead, as `batch_stream`."""
+    src = reader.src
+    unpack = reader.packed_rows and not packed
     with ThreadPoolExecutor(readers, thread_name_prefix="window") as pool:
         batches = rebatch(ahead(pool, reader.read, ids, readers), batch_size, drop_remainder)
         if unpack:  # in the pool too: unpacking costs more than inflating

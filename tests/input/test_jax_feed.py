@@ -1,15 +1,14 @@
-"""pipeline.input.jax_feed.prefetch_to_device: same batches, same order, `size` batches transferred ahead."""
+"""pipeline.input.jax_feed.prefetch_to_device: the same batches, in order, as JAX arrays on the device
+(the thread that runs ahead is `pipeline.input.background`, tested in test_background)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
 
-from pipeline.errors import DataError  # noqa: E402
 from pipeline.input.jax_feed import prefetch_to_device  # noqa: E402
 
 
@@ -27,34 +26,7 @@ def test_yields_the_same_values_in_the_same_order_as_jax_arrays():
             np.testing.assert_array_equal(np.asarray(a), b)
 
 
-def settled(count, expected, timeout=5.0) -> int:
-    """`count()` once it equals `expected` (the feed's thread works in the background), or after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while count() != expected and time.monotonic() < deadline:
-        time.sleep(0.001)
-    time.sleep(0.02)  # and it stays there: the thread pulls no further
-    return count()
-
-
-@pytest.mark.parametrize("size", [1, 2, 3])
-def test_transfers_size_batches_ahead_of_the_consumer(size):
-    consumed = []
-
-    def source():
-        for i, b in enumerate(batches(6)):
-            consumed.append(i)
-            yield b
-
-    feed = prefetch_to_device(source(), size=size)
-    assert consumed == []  # a generator: nothing is read before the first batch is asked for
-    for k in range(6 - size):
-        next(feed)
-        # batch k is out, batches k+1..k+size are on the device
-        assert settled(lambda: len(consumed), k + 1 + size) == k + 1 + size
-    assert len(list(feed)) == size and len(consumed) == 6
-
-
-def test_the_source_is_pulled_off_the_callers_thread():
+def test_batches_are_pulled_and_copied_off_the_callers_thread():
     threads = set()
 
     def source():
@@ -64,34 +36,6 @@ def test_the_source_is_pulled_off_the_callers_thread():
 
     assert len(list(prefetch_to_device(source()))) == 4
     assert threading.current_thread() not in threads
-
-
-def test_an_error_of_the_source_reaches_the_caller_at_its_batch():
-    def source():
-        yield from batches(2)
-        raise DataError("shard-3.h5: corrupt chunk")
-
-    feed = prefetch_to_device(source(), size=2)
-    assert len([next(feed), next(feed)]) == 2
-    with pytest.raises(DataError, match="shard-3.h5"):
-        next(feed)
-
-
-def test_closing_the_feed_stops_its_thread_and_closes_the_source():
-    closed = threading.Event()
-
-    def source():
-        try:
-            while True:
-                yield batches(1)[0]
-        finally:
-            closed.set()
-
-    feed = prefetch_to_device(source(), size=2)
-    next(feed)
-    before = threading.active_count()
-    feed.close()
-    assert closed.wait(5) and threading.active_count() == before - 1
 
 
 def test_puts_batches_on_the_given_device_and_takes_short_sources():

@@ -60,9 +60,9 @@ def test_unshuffled_is_stored_order(data):
     np.testing.assert_array_equal(labels, want_labels)
 
 
-def test_same_batches_whatever_the_number_of_readers(data):
-    runs = [list(batch_stream(data["nbit-gzip"], "train", 12, epochs=2, seed=7, shuffle_window=20, readers=r))
-            for r in (1, 2, 5)]
+def test_same_batches_whatever_the_number_of_readers_or_batches_cut_ahead(data):
+    runs = [list(batch_stream(data["nbit-gzip"], "train", 12, epochs=2, seed=7, shuffle_window=20, readers=r,
+                              prefetch=p)) for r, p in ((1, 2), (2, 2), (5, 2), (2, 0), (1, 5))]
     for other in runs[1:]:
         assert len(other) == len(runs[0])
         for (f0, l0), (f1, l1) in zip(runs[0], other):
@@ -115,6 +115,22 @@ def test_corrupt_chunk_names_the_shard(data, tmp_path):
         gather(batch_stream(d, "train", 8, source=src, shuffle=False))
 
 
+def test_batches_are_cut_off_the_callers_thread_and_closing_stops_it(data):
+    import threading
+
+    stream = batch_stream(data["nbit-gzip"], "train", 8, epochs=None, packed=True)
+    next(stream)
+    names = {t.name for t in threading.enumerate()}
+    assert "batch-stream" in names and any(n.startswith("window") for n in names)
+    stream.close()
+    names = {t.name for t in threading.enumerate()}
+    assert "batch-stream" not in names and not any(n.startswith("window") for n in names)
+    inline = batch_stream(data["nbit-gzip"], "train", 8, epochs=None, packed=True, prefetch=0)
+    next(inline)
+    assert "batch-stream" not in {t.name for t in threading.enumerate()}
+    inline.close()
+
+
 def test_window_reader_rounds_windows_to_chunks_and_refuses_other_codecs(data):
     src = open_dataset(data["gzip"], "train")
     reader = WindowReader(src, window_samples=20)
@@ -130,7 +146,8 @@ def test_window_reader_rounds_windows_to_chunks_and_refuses_other_codecs(data):
         WindowReader(src, decode="raw")
 
 
-@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(epochs=0), dict(seed=-1)])
+@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(epochs=0), dict(seed=-1), dict(prefetch=-1),
+                                 dict(prefetch=True)])
 def test_bad_arguments(data, bad):
     kwargs = dict(batch_size=8) | bad
     with pytest.raises(ValueError, match=next(iter(bad))):
