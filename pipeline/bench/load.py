@@ -117,16 +117,22 @@ def buffered_bound(cell: LoadCell, backend: str, shuffle_samples: int, epoch_sam
     """Samples that `cell`'s pipeline may hold ready ahead of its consumer, an upper bound: what it
     prepares while the other cells run, and what a timed window would then get for free.
 
-    Ours: `2 * readers + 1` shuffle windows plus the batches behind them (`pipeline.input.loader`). The
-    tf.data baselines: `PREFETCH_BATCHES` batches and one per core in their parallel map. The
-    NumPy in-memory baseline is a plain generator: nothing runs ahead.
+    Ours: `2 * readers + 1` shuffle windows plus the batches behind them (`pipeline.input.loader`),
+    and for the NumPy front end the lists of batches its thread cuts ahead (`GROUP_BYTES` of rows
+    and a batch each; rows of at least S**3 / 8 bytes). The tf.data baselines: `PREFETCH_BATCHES`
+    batches and one per core in their parallel map. The NumPy in-memory baseline is a plain
+    generator: nothing runs ahead.
     """
     from pipeline.input.loader import PREFETCH_BATCHES
+    from pipeline.input.reader import GROUP_BYTES
 
     cores = usable_cpus()
     if cell.ours:
         readers = cell.readers or default_readers()
-        return (2 * readers + 1) * min(shuffle_samples, epoch_samples) + (PREFETCH_BATCHES + readers) * cell.batch_size
+        ahead = (PREFETCH_BATCHES + readers) * cell.batch_size
+        if backend == "jax":
+            ahead += PREFETCH_BATCHES * (math.ceil(GROUP_BYTES / (cell.size ** 3 // 8)) + cell.batch_size)
+        return (2 * readers + 1) * min(shuffle_samples, epoch_samples) + ahead
     if backend == "jax":
         return 0
     return (PREFETCH_BATCHES + cores) * cell.batch_size

@@ -18,11 +18,12 @@ model does it on the device); otherwise the S**3 bytes of its frames.
 `batch_stream` is the NumPy front end (the tf.data one is `pipeline.input.loader.make_dataset`;
 both cut the same stream of windows into the same batches): windows are decoded `readers`
 ahead of the one being consumed, batches crossing window and epoch boundaries, and a background
-thread cuts `prefetch` batches ahead of the caller (`pipeline.input.background`), so that
-cutting, the copy of a batch that spans two windows and the wait for a window overlap the
-caller's step instead of adding to it.
+thread cuts the batches ahead of the caller (`pipeline.input.background`), handing them over a
+few MiB at a time, so that cutting, the copy of a batch that spans two windows and the wait for a
+window overlap the caller's step instead of adding to it.
 
-Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight;
+Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight
+(those cut ahead are views into these windows, but for a batch that spans two);
 the process may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed buffers for reuse.
 """
 from __future__ import annotations
@@ -48,6 +49,9 @@ RAW_CODECS = ("none",)
 # Default shuffle window: at most 48 MiB of rows. Below malloc.MMAP_THRESHOLD, so that a window's
 # buffer is reused from the heap rather than mapped afresh (and page-faulted in) every time.
 WINDOW_BYTES = 48 << 20
+# Batches are handed from the background thread to the caller in lists of at least this many bytes
+# of rows: one handoff per batch costs the caller more than a small batch's own cutting.
+GROUP_BYTES = 4 << 20
 ALIGN = 64  # bytes; TensorFlow takes a NumPy array without copying it only when it is this aligned
 
 
@@ -182,7 +186,8 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     readers: windows decoded at once, in threads (default: `pipeline.runtime.cpus.default_readers()`).
     mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
       "process" (any codec; h5py in worker processes).
-    prefetch: batches cut ahead in a background thread; 0: cut in the caller's thread.
+    prefetch: lists of batches (`rebatch_groups`: at least `GROUP_BYTES` of rows, or the rest of a
+      window) cut ahead in a background thread; 0: cut in the caller's thread.
     """
     require_positive_int("batch_size", batch_size)
     require_positive_int("epochs", epochs, optional=True)
@@ -199,21 +204,28 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                           decode=decode_for(mechanism, src.codec), readers=readers)
     epoch_ids = range(epochs) if epochs else itertools.count()
     ids = ((e, w) for e in epoch_ids for w in range(reader.windows_per_epoch()))
-    batches = _cut(reader, ids, batch_size, drop_remainder, readers, packed)
-    yield from in_background(batches, prefetch, name="batch-stream") if prefetch else batches
+    groups = _cut(reader, ids, batch_size, drop_remainder, readers, packed)
+    for group in in_background(groups, prefetch, name="batch-stream") if prefetch else groups:
+        yield from group
 
 
 def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, readers: int, packed: bool):
-    """Batches of the windows `ids` ((epoch, window) pairs), decoded `readers` ahead, as `batch_stream`."""
+    """Lists of consecutive batches (`rebatch_groups`) of the windows `ids` ((epoch, window) pairs),
+    decoded `readers` ahead, as `batch_stream` yields them."""
     src = reader.src
-    unpack = reader.packed_rows and not packed
+    shape = (-1, *src.frame_shape)
+
+    def unpacked(group):
+        return [(unpack_rows(rows, src.size).reshape(shape), labels) for rows, labels in group]
+
     with ThreadPoolExecutor(readers, thread_name_prefix="window") as pool:
-        batches = rebatch(ahead(pool, reader.read, ids, readers), batch_size, drop_remainder)
-        if unpack:  # in the pool too: unpacking costs more than inflating
-            batches = ahead(pool, lambda rows, labels: (unpack_rows(rows, src.size), labels), batches, readers)
+        groups = rebatch_groups(ahead(pool, reader.read, ids, readers), batch_size, drop_remainder)
+        if reader.packed_rows and not packed:  # in the pool too: unpacking costs more than inflating
+            groups = ahead(pool, unpacked, ((g,) for g in groups), readers)
+        elif not packed:  # rows are frames
+            groups = ([(rows.reshape(shape), labels) for rows, labels in group] for group in groups)
         try:
-            for frames, labels in batches:
-                yield (frames if packed else frames.reshape(-1, *src.frame_shape)), labels
+            yield from groups
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -232,10 +244,19 @@ def ahead(pool: ThreadPoolExecutor, fn, items, depth: int):
 def rebatch(windows, batch_size: int, drop_remainder: bool = False):
     """Cut a stream of (rows, labels) windows into batches of `batch_size`, across window boundaries;
     views into the windows except for a batch that spans two, which copies only its own rows (joining
-    the whole next window would copy a window in the consumer's thread at every boundary). The last,
-    short batch unless `drop_remainder`."""
+    the whole next window would copy a window at every boundary). The last, short batch unless
+    `drop_remainder`."""
+    for group in rebatch_groups(windows, batch_size, drop_remainder, group_bytes=0):
+        yield from group
+
+
+def rebatch_groups(windows, batch_size: int, drop_remainder: bool = False, group_bytes: int = GROUP_BYTES):
+    """`rebatch`'s batches, in order, in lists to hand over together: the batches each window
+    completes, in lists of at least `group_bytes` of rows (the last of a window's may be smaller;
+    0: one batch per list). A list never waits for a window that its batches do not need."""
     rest_rows = rest_labels = None  # the start of a batch that the next window completes
     for rows, labels in windows:
+        group, held = [], 0
         at = 0
         if rest_rows is not None:
             at = min(batch_size - len(rest_labels), len(labels))
@@ -243,12 +264,18 @@ def rebatch(windows, batch_size: int, drop_remainder: bool = False):
             rest_labels = np.concatenate([rest_labels, labels[:at]])
             if len(rest_labels) < batch_size:
                 continue
-            yield rest_rows, rest_labels
+            group, held = [(rest_rows, rest_labels)], rest_rows.nbytes
             rest_rows = rest_labels = None
         full = at + (len(labels) - at) // batch_size * batch_size
         for i in range(at, full, batch_size):
-            yield rows[i:i + batch_size], labels[i:i + batch_size]
+            if group and held >= group_bytes:
+                yield group
+                group, held = [], 0
+            group.append((rows[i:i + batch_size], labels[i:i + batch_size]))
+            held += group[-1][0].nbytes
+        if group:
+            yield group
         if full < len(labels):
             rest_rows, rest_labels = rows[full:], labels[full:]
     if rest_rows is not None and not drop_remainder:
-        yield rest_rows, rest_labels
+        yield [(rest_rows, rest_labels)]

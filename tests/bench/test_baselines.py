@@ -100,6 +100,9 @@ def test_each_timed_window_follows_an_untimed_read_of_all_a_pipeline_may_hold_re
     ours_cell = load.LoadCell("ours-packed", 50, 32, readers=2)
     assert load.buffered_bound(ours_cell, "tensorflow", 3200, 4096) == 5 * 3200 + (PREFETCH_BATCHES + 2) * 32
     assert load.buffered_bound(ours_cell, "tensorflow", 10 ** 6, 4096) == 5 * 4096 + (PREFETCH_BATCHES + 2) * 32
+    group = -(-(4 << 20) // (50 ** 3 // 8))  # the NumPy front end's lists of batches cut ahead
+    assert load.buffered_bound(ours_cell, "jax", 3200, 4096) == (5 * 3200 + (PREFETCH_BATCHES + 2) * 32
+                                                                 + PREFETCH_BATCHES * (group + 32))
     in_memory = load.LoadCell("in-memory", 50, 32)
     assert load.buffered_bound(in_memory, "tensorflow", 3200, 4096) == (PREFETCH_BATCHES + os.cpu_count()) * 32
     assert load.buffered_bound(in_memory, "jax", 3200, 4096) == 0

@@ -11,6 +11,7 @@ from pipeline.dataset.generate import run_generation
 from pipeline.dataset.manifest import DatasetParams, load_manifest
 from pipeline.dataset.shards import read_sequences
 from pipeline.errors import DataError
+from pipeline.input import reader as reader_module
 from pipeline.input.reader import WindowReader, batch_stream, rebatch, unpack_rows
 from pipeline.input.source import open_dataset
 
@@ -129,6 +130,21 @@ def test_batches_are_cut_off_the_callers_thread_and_closing_stops_it(data):
     next(inline)
     assert "batch-stream" not in {t.name for t in threading.enumerate()}
     inline.close()
+
+
+@pytest.mark.parametrize("group_bytes", [0, 1, 40, 10 ** 6])
+def test_rebatch_groups_hand_over_the_same_batches_a_window_at_most(group_bytes):
+    windows = [(np.arange(a, b, dtype=np.uint8)[:, None].repeat(2, 1), np.arange(a, b)) for a, b in
+               ((0, 10), (10, 13), (13, 40))]
+    groups = list(reader_module.rebatch_groups(iter(windows), 4, group_bytes=group_bytes))
+    flat = [b for g in groups for b in g]
+    want = list(rebatch(iter(windows), 4))
+    assert [y.tolist() for _, y in flat] == [y.tolist() for _, y in want]
+    for group in groups:
+        assert group and sum(rows.nbytes for rows, _ in group[:-1]) < max(group_bytes, 1)
+        assert len({np.searchsorted([10, 13, 40], y[-1], side="right") for _, y in group}) == 1  # one window's
+    if group_bytes == 0:
+        assert all(len(g) == 1 for g in groups)
 
 
 def test_window_reader_rounds_windows_to_chunks_and_refuses_other_codecs(data):
