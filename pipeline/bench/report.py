@@ -42,7 +42,9 @@ SUITE_NOTES = {
           "from memory, the most the consumer itself allows.",
     "generate": "Our Dask generator against the book's `generate_examples`: samples/s, cluster start-up excluded.",
     "load": "Input pipelines in their steady state over whole epochs after a warm-up epoch, every one shuffled "
-            "unless marked unshuffled; samples/s, median of round-robin repeats.",
+            "unless marked unshuffled; samples/s, median of round-robin repeats. Each batch is pulled to where a "
+            "step reads it (tf.data: the compute device); consumed from tf.function is how `fit` pulls tf.data, "
+            "the figure training gets; from python, a loop that costs nothing per batch.",
     "train": "Steady-state step time over at least one epoch by feed (our loader, in-memory arrays, synthetic: one "
              "batch on the device); input-bound fraction = 1 - synthetic / fed; `fit` wall time per epoch.",
     "accuracy": "Held-out accuracy after one epoch at the budget; median, min and max over initial seeds.",
