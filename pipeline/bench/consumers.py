@@ -8,6 +8,7 @@ of a comparison ends in the same place, whichever of them prefetches to the devi
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 # front end -> how training pulls it ("tf.function": as `fit` does; "python": a Python loop)
@@ -22,12 +23,23 @@ def materialize(x) -> None:
         _on_compute_device(x)
 
 
-def _on_compute_device(x) -> None:
+@functools.lru_cache(maxsize=1)
+def _compute_device():
     import tensorflow as tf
 
     from pipeline.runtime.devices import compute_device
 
-    with tf.device(compute_device()):
+    return tf.DeviceSpec.from_string(compute_device())
+
+
+def _on_compute_device(x) -> None:
+    import tensorflow as tf
+
+    target, here = _compute_device(), tf.DeviceSpec.from_string(x.device)
+    if (here.device_type, here.device_index or 0) == (target.device_type, target.device_index or 0) == ("CPU", 0):
+        x.numpy()  # already there: a host tensor's numpy() waits for it and copies nothing
+        return
+    with tf.device(target.to_string()):
         # identity is a no-op where `x` already lives; reading one element back waits for the copy
         tf.reshape(tf.identity(x), (-1,))[0].numpy()
 
