@@ -191,8 +191,9 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _plot_name(suite, metric, impl, feed, shuffle, readers, precision) -> str:
-    """suite-metric-impl[-feed][-unshuffled][-N-readers][-precision]: old result files keep their old names."""
+def _plot_name(suite, metric, impl, feed, shuffle, readers, precision, consumer=None) -> str:
+    """suite-metric-impl[-feed][-unshuffled][-N-readers][-precision][-from-tf.function]: rows pulled from a
+    Python loop keep the names they had before the load suite had consumers."""
     name = f"{suite}-{metric}-{impl}" + (f"-{feed}" if feed else "")
     if shuffle is False:
         name += "-unshuffled"
@@ -200,11 +201,13 @@ def _plot_name(suite, metric, impl, feed, shuffle, readers, precision) -> str:
         name += f"-{readers}-readers"
     if precision not in (None, "float32"):
         name += f"-{precision}"
+    if consumer not in (None, "python"):
+        name += f"-from-{consumer}"
     return name
 
 
 def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
-    """PNG per (suite, metric, impl, feed, shuffle, readers, precision) of PLOTS: value vs batch size,
+    """PNG per (suite, metric, impl, feed, shuffle, readers, precision, consumer) of PLOTS: value vs batch size,
     a line per device and backend, a panel per size."""
     matplotlib, plt = _pyplot()
     written = []
@@ -214,8 +217,8 @@ def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
             if r["suite"] == suite and r["metric"] == metric and r["batch_size"] is not None and not r["error"] \
                     and r["value"] is not None:
                 groups[(r["impl"], r.get("feed"), r.get("shuffle"), r.get("readers"),
-                        r.get("precision"))].append(r)
-        for (impl, feed, shuffle, readers, precision), members in sorted(groups.items(),
+                        r.get("precision"), r.get("consumer"))].append(r)
+        for (impl, feed, shuffle, readers, precision, consumer), members in sorted(groups.items(),
                                                                          key=lambda kv: tuple(map(str, kv[0]))):
             sizes = sorted({r["size"] for r in members})
             fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.0, 4.2 * len(sizes)), 4.0), squeeze=False)
@@ -243,12 +246,13 @@ def plot(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
             axes[0][0].legend(fontsize="small")
             details = [f"fed {feed}" if feed else "", "unshuffled" if shuffle is False else "",
                        f"{readers} readers" if readers is not None else "",
-                       precision if precision not in (None, "float32") else ""]
+                       precision if precision not in (None, "float32") else "",
+                       f"from {consumer}" if consumer not in (None, "python") else ""]
             details = ", ".join(d for d in details if d)
             fig.suptitle(f"{suite} / {impl}" + (f" ({details})" if details else "") + f": {metric}"
                          + (" (band: p10-p90)" if metric == "ms_per_step_median" else ""), fontsize="medium")
             fig.tight_layout()
-            name = _plot_name(suite, metric, impl, feed, shuffle, readers, precision)
+            name = _plot_name(suite, metric, impl, feed, shuffle, readers, precision, consumer)
             path = out / (prefix + _safe(name) + ".png")
             fig.savefig(path, dpi=110)
             plt.close(fig)
@@ -341,19 +345,58 @@ def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[P
     return [path]
 
 
+def plot_au(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """au-utilization.png: AU against demand, a line per front end and batch size (our loader solid,
+    the synthetic consumer floor dashed, in the same colour), a panel per device, backend and size; the
+    95% target dotted. [] if no au rows."""
+    _, plt = _pyplot()
+    lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        if r["suite"] == "au" and r["metric"] == "au" and not r["error"] and r["value"] is not None:
+            lines[(r["machine"], r["backend"], r["size"], r["front_end"], r["batch_size"], r["impl"])].append(
+                (r["demand"], r["value"]))
+    if not lines:
+        return []
+    panels = sorted({key[:3] for key in lines})
+    curves = sorted({key[3:5] for key in lines}, key=lambda c: (c[0], c[1]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels)), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for i, (front_end, batch) in enumerate(curves):
+            for impl, style in (("ours-packed", "-"), ("synthetic", "--")):
+                points = sorted(lines.get((*panel, front_end, batch, impl), []))
+                if points:
+                    ax.plot(*zip(*points), style, marker="o" if impl == "ours-packed" else None, color=f"C{i}",
+                            label=f"{front_end}, batch {batch}" if impl == "ours-packed" else None)
+        ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"size {panel[2]}, {_label(panel[0], panel[1])}", fontsize="small")
+        ax.set_xlabel("demand (step's samples/s over the loader's own)")
+        ax.set_ylabel("AU")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle("au: accelerator utilization against demand (solid: our loader, packed; dashed: one batch repeated "
+                 "from memory; dotted: 95%)", fontsize="medium")
+    fig.tight_layout()
+    path = out / f"{prefix}au-utilization.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _lookup(rows, points, metric):
     found = []
     for _, ref in points:
         match = [r for r in rows if r["metric"] == metric and not r["error"] and r["machine"] == ref["machine"]
                  and all(r.get(k) == ref.get(k) for k in ("suite", "impl", "feed", "size", "batch_size", "backend",
-                                                          "shuffle", "workers", "readers", "precision"))]
+                                                          "shuffle", "workers", "readers", "precision", "consumer"))]
         found.append(match[0]["value"] if match else None)
     return found
 
 
 def all_plots(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
     """Every plot of `rows` into `out`, the side-by-side comparisons first."""
-    return plot_load_pipelines(rows, out, prefix) + plot_generation(rows, out, prefix) + plot(rows, out, prefix)
+    return (plot_load_pipelines(rows, out, prefix) + plot_au(rows, out, prefix) + plot_generation(rows, out, prefix)
+            + plot(rows, out, prefix))
 
 
 def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> list[str]:

@@ -237,6 +237,39 @@ def test_pipeline_comparison_draws_each_shuffled_pipeline_at_its_default_readers
     assert report.plot_load_pipelines([r for r in rows if r["suite"] != "load"], tmp_path) == []
 
 
+def test_the_pipeline_comparison_shows_tf_data_as_fit_pulls_it_and_consumers_plot_apart(tmp_path):
+    from unittest import mock
+
+    from pipeline.bench import report
+    from pipeline.bench.results import normalize_row
+
+    rows = [normalize_row({**row("cpu", "load", "in-memory", "samples_per_s", value, 50, 32, backend="tensorflow"),
+                           "shuffle": True, "consumer": consumer})
+            for consumer, value in (("python", 100.0), ("tf.function", 60.0))]
+    with mock.patch("matplotlib.axes.Axes.bar", autospec=True) as bar:
+        report.plot_load_pipelines(rows, tmp_path)
+    assert [call.args[2] for call in bar.call_args_list] == [(60.0,)]
+    names = sorted(p.name for p in report.plot(rows, tmp_path))
+    assert names == ["load-samples_per_s-in-memory-from-tf.function.png", "load-samples_per_s-in-memory.png"]
+
+
+def test_au_plot_draws_ours_and_the_synthetic_floor_against_demand(tmp_path):
+    from unittest import mock
+
+    from pipeline.bench import report
+    from pipeline.bench.results import normalize_row
+
+    rows = [normalize_row({**row("cpu", "au", impl, "au", au, 50, 32, backend="jax"), "front_end": "numpy",
+                           "consumer": "python", "demand": demand})
+            for impl, scale in (("ours-packed", 0.9), ("synthetic", 1.0)) for demand, au in ((0.5, scale),
+                                                                                            (1.0, scale - 0.1))]
+    with mock.patch("matplotlib.axes.Axes.plot", autospec=True) as plot:
+        assert report.plot_au(rows, tmp_path) == [tmp_path / "au-utilization.png"]
+    drawn = [(call.args[1], call.args[2], call.args[3]) for call in plot.call_args_list]
+    assert drawn == [((0.5, 1.0), (0.9, 0.8), "-"), ((0.5, 1.0), (1.0, 0.9), "--")]
+    assert report.plot_au([r for r in rows if r["suite"] != "au"], tmp_path) == []
+
+
 def test_one_gpu_model_on_different_machines_stays_apart(tmp_path):
     """Same GPU name: a 1-GPU and an 8-GPU node, and two 1-GPU hosts with different CPUs, are three lines;
     the same machine measured twice keeps the newer value."""
