@@ -56,13 +56,18 @@ GRAPH_CYCLE = 8  # shards the graph mechanism reads interleaved: fixed, so the o
 def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  repeat: bool = False, drop_remainder: bool = False, readers: int | None = None,
                  shuffle_window: int | None = None, prefetch: bool = True, expected_size: int | None = None,
-                 mechanism: str = "auto", source: Source | None = None, packed: bool = False, splittable: bool = False):
+                 mechanism: str = "auto", source: Source | None = None, packed: bool = False, splittable: bool = False,
+                 start_step: int = 0):
     """Batches `(frames uint8 (B,T,S,S), labels uint8 (B,))` of split `split`, as a tf.data.Dataset.
 
     shuffle: a new order each epoch (see the module docstring); `shuffle_window` samples are
       permuted together (default: the whole chunks in 48 MiB of stored rows).
     repeat: endless epochs (`.take(n)` for n batches). Batches run across epochs.
       Without repeat, each new iteration (e.g. each `model.fit` epoch) is the next epoch.
+    start_step: the first batch, counted from the stream's start across epochs (the step a
+      `pipeline.input.reader.BatchStream.state()` gives): the batches an uninterrupted pipeline
+      yields from that step on, nothing read before the window that holds it. Without repeat,
+      the first iteration is the rest of that batch's epoch. Not with mechanism "graph".
     packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
       model that unpacks them on the device (`pipeline.models.networks.build_model(..., packed_input=True)`).
     readers: windows (isal, process) or shards (graph) decoded in parallel (default: this process's share
@@ -98,6 +103,11 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                          f"use mechanism 'graph' (a {src.codec} dataset), not {mechanism!r}")
     if splittable and repeat:
         raise ValueError("splittable=True builds one epoch for tf.data service to split; pass repeat=False")
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
+    if start_step and mechanism == "graph":
+        raise ValueError("start_step needs mechanism 'isal' or 'process': the graph mechanism's order "
+                         "interleaves whole shards and cannot start mid-stream without reading what comes before")
     if packed and src.codec not in BIT_PACKED:
         raise ValueError(f"packed=True needs a bit-packed codec ({', '.join(BIT_PACKED)}), "
                          f"this dataset is {src.codec!r}")
@@ -112,7 +122,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     else:
         reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=window,
                               decode=decode_for(mechanism, src.codec), readers=readers)
-        ds = _core_epochs(reader, repeat, readers)
+        ds = _core_epochs(reader, repeat, readers, reader.locate(start_step * batch_size))
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
     if row_bytes(src) == src.size ** 3:  # rows are frames already
         ds = ds.map(lambda rows, labels: (tf.reshape(rows, (-1, *src.frame_shape)), labels))
@@ -159,29 +169,34 @@ def mechanism_for(codec: str, splittable: bool = False) -> str:
     return "graph" if codec in GRAPH_CODECS else "process"
 
 
-def _epoch_ids(repeat: bool):
-    """int64 epoch numbers: 0, 1, 2, ... with `repeat`; else one per iteration, the next on each new one."""
+def _epoch_ids(repeat: bool, first: int = 0):
+    """int64 epoch numbers: first, first + 1, ... with `repeat`; else one per iteration, the next on each new one."""
     import tensorflow as tf
 
     if repeat:
-        return tf.data.Dataset.counter()
-    iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        return tf.data.Dataset.counter(start=first)
+    iterations = tf.Variable(first, dtype=tf.int64, trainable=False)
     return tf.data.Dataset.range(1).map(lambda _: iterations.assign_add(1) - 1)
 
 
-def _core_epochs(reader: WindowReader, repeat: bool, readers: int):
-    """Windows of rows (n, row_bytes) and labels (n,), decoded by `reader` in tf.data's threads."""
+def _core_epochs(reader: WindowReader, repeat: bool, readers: int, start: tuple[int, int, int] = (0, 0, 0)):
+    """Windows of rows (n, row_bytes) and labels (n,), decoded by `reader` in tf.data's threads, from
+    `start` (epoch, window, samples of it to skip: `WindowReader.locate`)."""
     import tensorflow as tf
 
     windows = tf.constant(reader.windows_per_epoch(), tf.int64)
+    first_epoch, first_window, skip = (tf.constant(v, tf.int64) for v in start)
 
-    def decode(epoch, w):
+    def decode(epoch, w, skip):
         rows, labels = tf.numpy_function(reader.read, [epoch, w], (tf.uint8, tf.uint8), stateful=False)
-        return tf.ensure_shape(rows, (None, reader.row_bytes)), tf.ensure_shape(labels, (None,))
+        return tf.ensure_shape(rows, (None, reader.row_bytes))[skip:], tf.ensure_shape(labels, (None,))[skip:]
 
-    ids = _epoch_ids(repeat).flat_map(
-        lambda e: tf.data.Dataset.range(windows).map(lambda w: (e, w)))
-    return ids.map(decode, num_parallel_calls=readers)
+    def windows_of(e):
+        begin = tf.where(e == first_epoch, first_window, 0)
+        return tf.data.Dataset.range(begin, windows).map(
+            lambda w: (e, w, tf.where((e == first_epoch) & (w == first_window), skip, 0)))
+
+    return _epoch_ids(repeat, start[0]).flat_map(windows_of).map(decode, num_parallel_calls=readers)
 
 
 def _graph_epochs(src: Source, seed: int, repeat: bool, splittable: bool, shuffle: bool, window: int,

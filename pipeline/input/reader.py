@@ -116,6 +116,17 @@ class WindowReader:
     def order(self, epoch: int) -> EpochOrder:
         return EpochOrder(self.src.count, self.window_chunks, self.seed, int(epoch), self.shuffle)
 
+    def locate(self, sample: int) -> tuple[int, int, int]:
+        """(epoch, window, samples before it in that window) of `sample`, counted from the stream's
+        start across epochs: what a stream resumed there reads first. Computed from the epoch's
+        order alone; nothing is read."""
+        epoch, at = divmod(int(sample), self.src.samples)
+        order = self.order(epoch)
+        counts = self.src.count[order.chunk_order]
+        ends = np.cumsum(np.add.reduceat(counts, np.arange(0, len(counts), self.window_chunks)))
+        w = int(np.searchsorted(ends, at, side="right"))
+        return epoch, w, at - (int(ends[w - 1]) if w else 0)
+
     def read(self, epoch: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Window `w` of epoch `epoch` in its output order: rows uint8 (n, row_bytes), labels uint8 (n,).
 
@@ -176,12 +187,15 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                  epochs: int | None = 1, drop_remainder: bool = False, readers: int | None = None,
                  packed: bool = False, shuffle_window: int | None = None, expected_size: int | None = None,
                  source: Source | None = None, mechanism: str = "auto",
-                 prefetch: int = PREFETCH_BATCHES) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 prefetch: int = PREFETCH_BATCHES, start_step: int = 0) -> BatchStream:
     """Batches `(frames, labels)` as NumPy uint8: frames (B, T, S, S), or (B, S**3 / 8) when `packed`.
 
     epochs: passes over the split (None: endless); batches run across epoch boundaries, and
       epoch k (from 0) is `EpochOrder(seed=seed, epoch=k)`: the same batches, in the same
       order, as `pipeline.input.loader.make_dataset` with the same arguments.
+    start_step: the first batch to yield, counted from the stream's start across epochs: the
+      stream yields exactly the batches an uninterrupted one yields from that step on, and reads
+      nothing before the window that holds it (`BatchStream.state()` gives the step to resume at).
     shuffle_window: samples permuted together (default: whole chunks in 48 MiB of rows; see `pipeline.input.order`).
     readers: windows decoded at once, in threads (default: `pipeline.runtime.cpus.default_readers()`).
     mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
@@ -191,8 +205,9 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     """
     require_positive_int("batch_size", batch_size)
     require_positive_int("epochs", epochs, optional=True)
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-        raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
+    for name, value in (("prefetch", prefetch), ("start_step", start_step)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if mechanism not in ("auto", "isal", "process"):
         raise ValueError(f"mechanism must be auto, isal or process, got {mechanism!r}")
     readers = readers or default_readers()
@@ -202,15 +217,55 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                          f"size {src.size}")
     reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=shuffle_window,
                           decode=decode_for(mechanism, src.codec), readers=readers)
-    epoch_ids = range(epochs) if epochs else itertools.count()
-    ids = ((e, w) for e in epoch_ids for w in range(reader.windows_per_epoch()))
+    first_epoch, first_window, skip = reader.locate(start_step * batch_size)
+    epoch_ids = range(first_epoch, epochs) if epochs else itertools.count(first_epoch)
+    ids = ((e, w, skip if (e, w) == (first_epoch, first_window) else 0) for e in epoch_ids
+           for w in range(first_window if e == first_epoch else 0, reader.windows_per_epoch()))
     groups = _cut(reader, ids, batch_size, drop_remainder, readers, packed)
-    for group in in_background(groups, prefetch, name="batch-stream") if prefetch else groups:
-        yield from group
+    if prefetch:
+        groups = in_background(groups, prefetch, name="batch-stream")
+    return BatchStream(_flat(groups), seed=seed, batch_size=batch_size, step=start_step, epoch_samples=src.samples)
+
+
+def _flat(groups):
+    """The batches of `groups`, one by one; closing this closes `groups`."""
+    try:
+        for group in groups:
+            yield from group
+    finally:
+        groups.close()
+
+
+class BatchStream:
+    """The iterator `batch_stream` returns: its batches, and the position it has reached."""
+
+    def __init__(self, batches: Iterator, *, seed: int, batch_size: int, step: int, epoch_samples: int):
+        self._batches, self.seed, self.batch_size, self.step = batches, seed, batch_size, step
+        self.epoch_samples = epoch_samples
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        batch = next(self._batches)
+        self.step += 1
+        return batch
+
+    def close(self) -> None:
+        """Stop the stream's threads and readers."""
+        self._batches.close()
+
+    def state(self) -> dict:
+        """Where the stream stands after the batches it has yielded, JSON-able: `step`, the next
+        batch from the stream's start (resume with `start_step=step`, the same seed and batch size),
+        and the sample it starts at, as `epoch` and `next_sample` within that epoch."""
+        epoch, next_sample = divmod(self.step * self.batch_size, self.epoch_samples)
+        return {"seed": self.seed, "batch_size": self.batch_size, "step": self.step, "epoch": epoch,
+                "next_sample": next_sample}
 
 
 def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, readers: int, packed: bool):
-    """Lists of consecutive batches (`rebatch_groups`) of the windows `ids` ((epoch, window) pairs),
+    """Lists of consecutive batches (`rebatch_groups`) of the windows `ids` ((epoch, window, skip)),
     decoded `readers` ahead, as `batch_stream` yields them."""
     src = reader.src
     shape = (-1, *src.frame_shape)
@@ -219,7 +274,11 @@ def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, reade
         return [(unpack_rows(rows, src.size).reshape(shape), labels) for rows, labels in group]
 
     with ThreadPoolExecutor(readers, thread_name_prefix="window") as pool:
-        groups = rebatch_groups(ahead(pool, reader.read, ids, readers), batch_size, drop_remainder)
+        def read(epoch, w, skip):  # window w of the epoch, less its first `skip` samples
+            rows, labels = reader.read(epoch, w)
+            return rows[skip:], labels[skip:]
+
+        groups = rebatch_groups(ahead(pool, read, ids, readers), batch_size, drop_remainder)
         if reader.packed_rows and not packed:  # in the pool too: unpacking costs more than inflating
             groups = ahead(pool, unpacked, ((g,) for g in groups), readers)
         elif not packed:  # rows are frames

@@ -6,7 +6,8 @@ A run directory holds:
 * ``config.json``  everything that produced it: model name and options, the dataset's
   parameters (size, variant, wrap, ...) and manifest hash, batch size, epochs, steps,
   seed, device and library versions,
-* ``history.json`` per-epoch loss/accuracy and the wall time of ``model.fit``.
+* ``history.json`` per-epoch loss/accuracy (with ``--validation``, ``val_loss``/``val_accuracy`` on the
+  whole test split after each epoch) and the wall time of ``model.fit``.
 
 ``--backend tensorflow`` feeds ``model.fit`` from ``pipeline.input.loader.make_dataset`` (tf.data), one
 pass over the split per epoch. ``--backend jax`` feeds it NumPy batches from
@@ -45,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stream bit-packed frames and unpack them inside the model (default: on with a GPU, "
                         "for nbit-gzip datasets of even size)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--validation", action="store_true",
+                   help="evaluate the whole test split after each epoch (val_loss, val_accuracy in history.json)")
     p.add_argument("--out", type=Path, default=None,
                    help="run directory to write (default: runs/MODEL-sSIZE-seedSEED)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -102,14 +105,21 @@ def run(args) -> int:
         raise UsageError(f"--packed needs an nbit-gzip dataset of even size; {args.data} is "
                          f"{manifest.params.codec}, size {size}")
     packed = packable and devices.has_gpu() if args.packed is None else args.packed
+    if args.validation and manifest.params.test_samples == 0:
+        raise UsageError(f"--validation needs a test split; {args.data} was generated with --test-samples 0")
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.model, size, precision=args.precision, learning_rate=args.learning_rate,
                         jit_compile=args.jit, packed_input=packed, **options)
     steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
     data, close = training_data(args, size, packed, steps)
+    validation = {}
+    if args.validation:
+        validation = dict(validation_data=validation_data(args, size, packed),
+                          validation_steps=math.ceil(manifest.params.test_samples / args.batch_size))
     start = time.perf_counter()
     try:
-        history = model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose, shuffle=False)
+        history = model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose, shuffle=False,
+                            **validation)
     finally:
         close()
     fit_seconds = time.perf_counter() - start
@@ -135,6 +145,24 @@ def run(args) -> int:
     (out / "history.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} ({model.count_params():,} parameters, fit {fit_seconds:.1f} s)")
     return 0
+
+
+def validation_data(args, size: int, packed: bool):
+    """The whole test split, in stored order, once per epoch's validation (`ceil(test / batch)` batches)."""
+    if args.backend == "jax":
+        from pipeline.input.reader import batch_stream
+        from pipeline.input.source import open_dataset
+
+        src = open_dataset(args.data, "test", size)
+
+        def passes():  # one pass per validation, the short last batch included
+            while True:
+                yield from batch_stream(None, "test", args.batch_size, shuffle=False, source=src, packed=packed,
+                                        readers=1)
+        return passes()
+    from pipeline.input.loader import make_dataset
+
+    return make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size, packed=packed)
 
 
 def training_data(args, size: int, packed: bool, steps: int):

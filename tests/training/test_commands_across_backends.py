@@ -43,7 +43,7 @@ def jax_run(tiny_dataset, tmp_path_factory):
     data = str(tiny_dataset)
     result = run_fresh([
         ["train", "--backend", "jax", "--data", data, "--model", "fast", "--steps", "2", "--batch-size", "16",
-         "--seed", "3", "--out", str(run), "--verbose", "0"],
+         "--seed", "3", "--out", str(run), "--verbose", "0", "--validation", "--epochs", "2"],
         ["evaluate", "--backend", "jax", "--run", str(run), "--data", data, "--samples", "20", "--batch-size", "16",
          "--json"],
         ["predict", "--backend", "jax", "--run", str(run), "--count", "2"],
@@ -58,6 +58,8 @@ def test_jax_backend_trains_evaluates_and_predicts_without_importing_tensorflow(
     config = json.loads((run / "config.json").read_text())
     assert config["device"]["backend"] == "jax" and config["device"]["backend_version"]
     assert config["steps_per_epoch"] == 2 and config["model"]["jit_compile"] is True
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["val_loss"]) == len(history["val_accuracy"]) == 2  # the test split after each epoch
 
 
 def test_a_run_trained_on_jax_evaluates_on_tensorflow(jax_run, tiny_dataset, capsys):

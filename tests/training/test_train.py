@@ -105,6 +105,29 @@ def test_predict_prints_the_true_label_and_the_models_answer(trained, capsys):
                      for y, p in zip(sequences.labels, predicted)]
 
 
+def test_validation_scores_the_whole_test_split_after_each_epoch(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "validated"
+    assert main(["train", "--data", str(tiny_dataset), "--epochs", "2", "--batch-size", "16", "--validation",
+                 "--out", str(run), "--verbose", "0"]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["val_loss"]) == len(history["val_accuracy"]) == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--data", str(tiny_dataset), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["samples"] == 40  # the whole test split, as validation scored it after the last epoch
+    assert result["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    assert result["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-4)
+
+
+def test_validation_needs_a_test_split(tmp_path, capsys):
+    d = tmp_path / "train-only"
+    run_generation(d, DatasetParams(size=8, samples=32, test_samples=0, shard_size=32, chunk=8), workers=1,
+                   progress=False)
+    assert status(["train", "--data", str(d), "--validation", "--out", str(tmp_path / "r")]) == 2
+    assert "--validation needs a test split" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.slow
 def test_train_book_model_with_steps(tiny_dataset, tmp_path):
     run = tmp_path / "book"
