@@ -347,8 +347,8 @@ def plot_load_pipelines(rows: list[dict], out: Path, prefix: str = "") -> list[P
 
 def plot_au(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
     """au-utilization.png: AU against demand, a line per front end and batch size (our loader solid,
-    the synthetic consumer floor dashed, in the same colour), a panel per device, backend and size; the
-    95% target dotted. [] if no au rows."""
+    the synthetic consumer floor dashed, in the same colour), a row of panels per device and backend,
+    a column per size; the 95% target dotted. [] if no au rows."""
     _, plt = _pyplot()
     lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
@@ -357,10 +357,13 @@ def plot_au(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
                 (r["demand"], r["value"]))
     if not lines:
         return []
-    panels = sorted({key[:3] for key in lines})
+    machines = sorted({key[:2] for key in lines})
+    sizes = sorted({key[2] for key in lines})
     curves = sorted({key[3:5] for key in lines}, key=lambda c: (c[0], c[1]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.6 * len(panels)), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    fig, axes = plt.subplots(len(machines), len(sizes), figsize=(5.0 * len(sizes), 3.6 * len(machines) + 0.6),
+                             squeeze=False)
+    for ax, panel in ((axes[i][j], (*machine, size)) for i, machine in enumerate(machines)
+                      for j, size in enumerate(sizes)):
         for i, (front_end, batch) in enumerate(curves):
             for impl, style in (("ours-packed", "-"), ("synthetic", "--")):
                 points = sorted(lines.get((*panel, front_end, batch, impl), []))
@@ -373,8 +376,9 @@ def plot_au(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
         ax.set_ylabel("AU")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
-    fig.suptitle("au: accelerator utilization against demand (solid: our loader, packed; dashed: one batch repeated "
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    fig.suptitle("au: AU against demand (solid: our loader, packed; dashed: one batch repeated "
                  "from memory; dotted: 95%)", fontsize="medium")
     fig.tight_layout()
     path = out / f"{prefix}au-utilization.png"
