@@ -13,6 +13,7 @@ A run directory holds:
 pass over the split per epoch. ``--backend jax`` feeds it NumPy batches from
 ``pipeline.input.reader.batch_stream`` through ``pipeline.input.jax_feed.prefetch_to_device``, and never imports
 TensorFlow; its batches run on across epoch boundaries, so an epoch is ceil(samples / batch) full batches.
+``--devices N`` trains one replica per device (`pipeline.training.replicas`); ``--batch-size`` is the global batch.
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="fast", choices=MODEL_CHOICES,
                    help="book: the book's TimeDistributed network; fast: same maths, time folded into the batch; "
                         "rowcol: row/column LSTMs over each frame's feature map")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per training step")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="sequences per training step: the global batch, split evenly over --devices")
+    p.add_argument("--devices", type=positive_int, default=None,
+                   help="devices to train on, one model replica each (default: every visible GPU; 1 on a CPU). "
+                        "JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy, over logical CPU "
+                        "devices where there is no GPU")
     p.add_argument("--epochs", type=positive_int, default=1, help="passes over the train split (or of --steps steps)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="steps per epoch, repeating the split as needed; None means one pass over the split")
@@ -105,13 +111,24 @@ def run(args) -> int:
         raise UsageError(f"--packed needs an nbit-gzip dataset of even size; {args.data} is "
                          f"{manifest.params.codec}, size {size}")
     packed = packable and devices.has_gpu() if args.packed is None else args.packed
+    from pipeline.training import replicas
+
+    device_count = args.devices or replicas.default_devices()
+    replicas.check(device_count, args.batch_size)
+    scope, strategy = replicas.strategy_scope(args.backend, device_count)
     if args.validation and manifest.params.test_samples == 0:
         raise UsageError(f"--validation needs a test split; {args.data} was generated with --test-samples 0")
     keras.utils.set_random_seed(args.seed)
-    model = build_model(args.model, size, precision=args.precision, learning_rate=args.learning_rate,
-                        jit_compile=args.jit, packed_input=packed, **options)
+    # XLA cannot compile a step whose variables are mirrored on other devices (TensorFlow's known issue)
+    if strategy is not None and args.jit:
+        raise UsageError("--jit: XLA cannot compile a step mirrored over several TensorFlow devices; "
+                         "use --no-jit, or --backend jax")
+    jit = False if strategy is not None else args.jit
+    with scope:
+        model = build_model(args.model, size, precision=args.precision, learning_rate=args.learning_rate,
+                            jit_compile=jit, packed_input=packed, **options)
     steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
-    data, close = training_data(args, size, packed, steps)
+    data, close = training_data(args, size, packed, steps, strategy)
     validation = {}
     if args.validation:
         validation = dict(validation_data=validation_data(args, size, packed),
@@ -133,7 +150,9 @@ def run(args) -> int:
                   "layers": [type(layer).__name__ for layer in model.layers]},
         "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
                     "manifest_sha256": manifest_sha256(args.data)},
-        "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps, "seed": args.seed,
+        "batch_size": args.batch_size, "devices": device_count,
+        "batch_size_per_device": args.batch_size // device_count, "epochs": args.epochs, "steps_per_epoch": steps,
+        "seed": args.seed,
         "shuffle_window": args.shuffle_window, "packed": packed,
         "device": devices.describe(), "versions": versions(), "commit": git_info()["commit"],
     }
@@ -165,8 +184,9 @@ def validation_data(args, size: int, packed: bool):
     return make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size, packed=packed)
 
 
-def training_data(args, size: int, packed: bool, steps: int):
-    """(data for ``model.fit``, a function that stops its readers) on ``args.backend``."""
+def training_data(args, size: int, packed: bool, steps: int, strategy=None):
+    """(data for ``model.fit``, a function that stops its readers) on ``args.backend``; under a
+    TensorFlow ``strategy``, per-replica pipelines of endless passes (whole global batches only)."""
     if args.backend == "jax":
         from pipeline.input.jax_feed import prefetch_to_device
         from pipeline.input.reader import batch_stream
@@ -178,6 +198,12 @@ def training_data(args, size: int, packed: bool, steps: int):
 
     from pipeline.input.loader import make_dataset
 
+    if strategy is not None:
+        from pipeline.training.replicas import distributed
+
+        return distributed(strategy, lambda per_replica: make_dataset(
+            args.data, "train", per_replica, shuffle=True, seed=args.seed, repeat=True, drop_remainder=True,
+            shuffle_window=args.shuffle_window, expected_size=size, packed=packed), args.batch_size), lambda: None
     # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
     # with --steps, endless reshuffled passes.
     data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed,

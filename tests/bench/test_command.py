@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from pipeline.bench import grid as grid_module
+from pipeline.bench import train
 from pipeline.bench.command import grid_from_args, run_bench
 from pipeline.bench.data import dataset_params, dataset_ready, ensure_dataset
 from pipeline.bench.grid import PRESETS, Grid
@@ -84,7 +85,9 @@ def test_every_row_has_the_common_keys_device_and_backend(quick_run):
         assert set(ROW_KEYS) <= set(row)
         assert row["device"] == device and row["size"] == 8
         assert (row["backend"], row["backend_version"]) == ("tensorflow", doc["environment"]["versions"]["tensorflow"])
-        assert (row["value"] is None) == (row["error"] is not None)
+        # a value is missing only for an error, or for the au suite's fastest accelerator kept busy
+        # when no step of the sweep kept it 95% busy
+        assert (row["value"] is None) == (row["error"] is not None) or row["metric"].startswith("au95_")
     assert [r for r in doc["rows"] if r["error"]] == []
 
 
@@ -101,7 +104,7 @@ def test_load_cells_are_shuffled_whole_epochs_with_spread_and_memory(quick_run):
         assert {("ours-packed", batch, False, 2, "isal"), ("ours-graph-packed", batch, False, 2, "graph"),
                 ("in-memory", batch, False, None, None)} <= cells
     for r in load:
-        m = {k: r[k] for k in ("impl", "batch_size", "shuffle", "readers")}
+        m = {k: r[k] for k in ("impl", "batch_size", "shuffle", "readers", "consumer")}
         p10, p90 = (value_of(rows, suite="load", metric=f"samples_per_s_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
         assert r["repeats"] == TINY.load_repeats
@@ -124,8 +127,9 @@ def test_train_feeds_and_input_bound_against_synthetic(quick_run):
         p10, p90 = (value_of(rows, metric=f"ms_per_step_{q}", **m) for q in ("p10", "p90"))
         assert 0 < p10 <= r["value"] <= p90
         assert r["precision"] == ("float64" if r["impl"] == "book-workflow" else "float32")
-        if r["impl"] == "book":
-            assert r["steps"] == TINY.train_steps and r["warmup"] == TINY.train_warmup
+        if r["impl"] == "book":  # at least three times what a fed cell's pipeline may hold ready
+            assert r["steps"] == max(TINY.train_steps, train.BUFFER_MULTIPLE * r["untimed_batches"])
+            assert r["warmup"] == TINY.train_warmup
     for batch in (4, 8):
         median = {feed: value_of(rows, suite="train", impl="book", feed=feed, batch_size=batch,
                                        metric="ms_per_step_median") for feed in grid_module.TRAIN_FEEDS}
@@ -176,7 +180,7 @@ def test_csv_and_markdown_beside_the_json(quick_run):
     assert book_row.endswith("| 1.00x | - |")  # the baseline against itself; no worker scaling for the book
     one_worker = next(line for line in md.splitlines() if line.startswith("| 8 | ours | 1 |"))
     assert one_worker.endswith("x | 1.00x |")  # vs book, then against itself
-    in_memory = next(line for line in md.splitlines() if line.startswith("| 8 | 4 | in-memory | yes |"))
+    in_memory = next(line for line in md.splitlines() if line.startswith("| 8 | 4 | in-memory | tf.function | yes |"))
     assert "| 1.00x |" in in_memory
 
 
