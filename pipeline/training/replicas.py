@@ -6,7 +6,9 @@ global batch along its first axis). TensorFlow: `tf.distribute.MirroredStrategy`
 GPUs, or over N logical CPU devices where there is no GPU (configured here, before TensorFlow
 starts, which is how the tests run several devices on one CPU); the loader then runs under
 `distribute_datasets_from_function`, yielding per-replica batches of `batch / N` whose N
-consecutive ones make up the global batch that one device would take.
+consecutive ones make up the global batch that one device would take. Those pipelines run
+endless passes of whole batches, as one device does with `--steps`; without `--steps` one device
+takes one pass per epoch, its short last batch included, so epoch ends are cut differently.
 """
 from __future__ import annotations
 
