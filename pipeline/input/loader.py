@@ -25,6 +25,9 @@ pipeline's threads.
 Either way a chunk whose bytes differ from those indexed at open raises an error naming the
 shard, never zeros. Same seed, same batches in the same order, for any `readers`; epochs differ.
 The core's batches equal `pipeline.input.reader.batch_stream`'s.
+Sharded (core; `shard_index`, `shard_count`): each process yields its rows of every global batch
+(`pipeline.input.sharding`) and decodes the chunks holding any of them: at the default chunk of 32,
+nearly all of each window, so a process decodes (and holds) about as much as one unsharded pipeline.
 Memory (core): at most `2 * readers + 1` windows of rows (`shuffle_window` samples each,
 48 MiB by default) plus `PREFETCH_BATCHES` batches, whatever the dataset's size; the process
 may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` (256 MiB) of freed buffers for reuse.
@@ -45,6 +48,7 @@ from pipeline.input.reader import (
     row_bytes,
     unpack_rows,
 )
+from pipeline.input.sharding import Shard
 from pipeline.input.source import Source, open_dataset, packed_width
 from pipeline.runtime.cpus import default_readers
 
@@ -57,7 +61,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                  repeat: bool = False, drop_remainder: bool = False, readers: int | None = None,
                  shuffle_window: int | None = None, prefetch: bool = True, expected_size: int | None = None,
                  mechanism: str = "auto", source: Source | None = None, packed: bool = False, splittable: bool = False,
-                 start_step: int = 0):
+                 start_step: int = 0, shard_index: int = 0, shard_count: int = 1):
     """Batches `(frames uint8 (B,T,S,S), labels uint8 (B,))` of split `split`, as a tf.data.Dataset.
 
     shuffle: a new order each epoch (see the module docstring); `shuffle_window` samples are
@@ -68,6 +72,10 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       `pipeline.input.reader.BatchStream.state()` gives): the batches an uninterrupted pipeline
       yields from that step on, nothing read before the window that holds it. Without repeat,
       the first iteration is the rest of that batch's epoch. Not with mechanism "graph".
+    shard_index, shard_count: this process's rows [i*b, (i+1)*b) of every global batch of
+      `batch_size`, b = batch_size / shard_count (`pipeline.input.sharding`; `input_context_shard`
+      gives tf.distribute's), clipped where a batch is short (possibly to none). Not with mechanism
+      "graph" (tf.data service shards by itself).
     packed: (nbit-gzip datasets of even size) yield frames bit-packed, uint8 (B, S**3 / 8), for a
       model that unpacks them on the device (`pipeline.models.networks.build_model(..., packed_input=True)`).
     readers: windows (isal, process) or shards (graph) decoded in parallel (default: this process's share
@@ -84,6 +92,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     import tensorflow as tf
 
     require_positive_int("batch_size", batch_size)
+    shard = Shard(batch_size, shard_index, shard_count)
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
     if readers is None:
@@ -108,6 +117,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     if start_step and mechanism == "graph":
         raise ValueError("start_step needs mechanism 'isal' or 'process': the graph mechanism's order "
                          "interleaves whole shards and cannot start mid-stream without reading what comes before")
+    if not shard.whole and mechanism == "graph":
+        raise ValueError("shard_count > 1 needs mechanism 'isal' or 'process': the graph mechanism is for "
+                         "tf.data service, which shards among its workers itself")
     if packed and src.codec not in BIT_PACKED:
         raise ValueError(f"packed=True needs a bit-packed codec ({', '.join(BIT_PACKED)}), "
                          f"this dataset is {src.codec!r}")
@@ -122,8 +134,12 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     else:
         reader = WindowReader(src, seed=seed, shuffle=shuffle, window_samples=window,
                               decode=decode_for(mechanism, src.codec), readers=readers)
-        ds = _core_epochs(reader, repeat, readers, reader.locate(start_step * batch_size))
+        ds = _core_epochs(reader, repeat, readers, reader.locate(start_step * batch_size), shard,
+                          start_step * batch_size)
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    if not shard.whole:  # this process's rows of each global batch (Python slicing: clipped where it is short)
+        lo, hi = shard.rows.start, shard.rows.stop
+        ds = ds.map(lambda rows, labels: (rows[lo:hi], labels[lo:hi]))
     if row_bytes(src) == src.size ** 3:  # rows are frames already
         ds = ds.map(lambda rows, labels: (tf.reshape(rows, (-1, *src.frame_shape)), labels))
     elif not packed:  # unpacked here, in the pipeline's threads: unpacking costs more than inflating
@@ -179,16 +195,28 @@ def _epoch_ids(repeat: bool, first: int = 0):
     return tf.data.Dataset.range(1).map(lambda _: iterations.assign_add(1) - 1)
 
 
-def _core_epochs(reader: WindowReader, repeat: bool, readers: int, start: tuple[int, int, int] = (0, 0, 0)):
+def _core_epochs(reader: WindowReader, repeat: bool, readers: int, start: tuple[int, int, int], shard: Shard,
+                 origin: int):
     """Windows of rows (n, row_bytes) and labels (n,), decoded by `reader` in tf.data's threads, from
-    `start` (epoch, window, samples of it to skip: `WindowReader.locate`)."""
+    `start` (epoch, window, samples of it to skip: `WindowReader.locate`), sample `origin` of the
+    stream (counted from epoch 0's start). Sharded, only the chunks holding `shard`'s rows are
+    decoded; the other rows are left unset, for the caller to cut away."""
     import tensorflow as tf
 
     windows = tf.constant(reader.windows_per_epoch(), tf.int64)
     first_epoch, first_window, skip = (tf.constant(v, tf.int64) for v in start)
+    samples, origin = tf.constant(reader.src.samples, tf.int64), tf.constant(origin, tf.int64)
+
+    def read_shard(epoch, w, batch_origin):
+        return reader.read(epoch, w, reader.shard_need(shard, epoch, w, batch_origin))
 
     def decode(epoch, w, skip):
-        rows, labels = tf.numpy_function(reader.read, [epoch, w], (tf.uint8, tf.uint8), stateful=False)
+        if shard.whole:
+            rows, labels = tf.numpy_function(reader.read, [epoch, w], (tf.uint8, tf.uint8), stateful=False)
+        else:  # without repeat each iteration, an epoch, is batched from its own start
+            batch_origin = origin if repeat else tf.where(epoch == first_epoch, origin, epoch * samples)
+            rows, labels = tf.numpy_function(read_shard, [epoch, w, batch_origin], (tf.uint8, tf.uint8),
+                                             stateful=False)
         return tf.ensure_shape(rows, (None, reader.row_bytes))[skip:], tf.ensure_shape(labels, (None,))[skip:]
 
     def windows_of(e):

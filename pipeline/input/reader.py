@@ -22,6 +22,12 @@ thread cuts the batches ahead of the caller (`pipeline.input.background`), handi
 few MiB at a time, so that cutting, the copy of a batch that spans two windows and the wait for a
 window overlap the caller's step instead of adding to it.
 
+Sharded (`shard_index`, `shard_count`; `pipeline.input.sharding`): the global stream is cut as
+above, and each process keeps rows [i*b, (i+1)*b) of every global batch, b = batch_size / shard_count,
+decoding only the chunks that hold any of its rows: at the default chunk of 32 samples that is
+still nearly every chunk of a window, so a process decodes about as much as an unsharded stream.
+Windows stay whole (the rows of chunks not decoded left unset): memory is an unsharded stream's.
+
 Memory: at most `2 * readers + 1` windows of rows (`window_bytes` each) plus batches in flight
 (those cut ahead are views into these windows, but for a batch that spans two);
 the process may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed buffers for reuse.
@@ -40,6 +46,7 @@ import numpy as np
 from pipeline.errors import DataError, require_positive_int
 from pipeline.input.background import PREFETCH_BATCHES, in_background
 from pipeline.input.order import EpochOrder, check_seed, window_chunks_for
+from pipeline.input.sharding import Shard, chunks_needed
 from pipeline.input.source import Source, open_dataset, packed_width
 from pipeline.runtime import malloc
 from pipeline.runtime.cpus import default_readers
@@ -116,22 +123,35 @@ class WindowReader:
     def order(self, epoch: int) -> EpochOrder:
         return EpochOrder(self.src.count, self.window_chunks, self.seed, int(epoch), self.shuffle)
 
+    @lru_cache(maxsize=4)  # noqa: B019 (as `order`)
+    def window_ends(self, epoch: int) -> np.ndarray:
+        """int64 (windows,): samples of epoch `epoch` up to the end of each window."""
+        counts = self.src.count[self.order(epoch).chunk_order]
+        return np.cumsum(np.add.reduceat(counts, np.arange(0, len(counts), self.window_chunks)))
+
     def locate(self, sample: int) -> tuple[int, int, int]:
         """(epoch, window, samples before it in that window) of `sample`, counted from the stream's
         start across epochs: what a stream resumed there reads first. Computed from the epoch's
         order alone; nothing is read."""
         epoch, at = divmod(int(sample), self.src.samples)
-        order = self.order(epoch)
-        counts = self.src.count[order.chunk_order]
-        ends = np.cumsum(np.add.reduceat(counts, np.arange(0, len(counts), self.window_chunks)))
+        ends = self.window_ends(epoch)
         w = int(np.searchsorted(ends, at, side="right"))
         return epoch, w, at - (int(ends[w - 1]) if w else 0)
 
-    def read(self, epoch: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def shard_need(self, shard: Shard, epoch: int, w: int, origin: int) -> np.ndarray:
+        """bool (n,): the samples of window `w` of `epoch`, in output order, that `shard` takes from a
+        stream whose batches are cut from sample `origin` (counted from epoch 0's start)."""
+        ends = self.window_ends(int(epoch))
+        start = int(ends[w - 1]) if w else 0
+        return shard.takes(int(epoch) * self.src.samples + start - int(origin), int(ends[w]) - start)
+
+    def read(self, epoch: int, w: int, need: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Window `w` of epoch `epoch` in its output order: rows uint8 (n, row_bytes), labels uint8 (n,).
 
         Each chunk's samples go straight to their places in the window's permutation
         (`EpochOrder.permutation`), so a sample is copied once after inflating.
+        need: bool (n,), the rows wanted (`shard_need`): only the chunks holding any of them are
+        read, and the other rows are left as they were allocated (not zeros).
         """
         if self.decode != "process":
             # again for every window: TensorFlow's from_generator, for one, lowers glibc's trim
@@ -143,13 +163,15 @@ class WindowReader:
         n = int(self.src.count[chunks].sum())
         perm = order.permutation(int(w))
         to = None if perm is None else np.argsort(perm)  # where stored sample i of the window goes
+        wanted = None if need is None else chunks_needed(order, int(w), need)
         rows, labels = aligned_empty((n, self.row_bytes)), aligned_empty((n,))
         at = 0
-        for c in chunks:
+        for i, c in enumerate(chunks):
             shard, start, count, offset, nbytes, crc, first = (int(v) for v in self._table[c])
-            dest = slice(at, at + count) if to is None else to[at:at + count]
-            rows[dest] = self._chunk_rows(shard, start, count, offset, nbytes, crc)
-            labels[dest] = self.src.labels[first:first + count]
+            if wanted is None or wanted[i]:
+                dest = slice(at, at + count) if to is None else to[at:at + count]
+                rows[dest] = self._chunk_rows(shard, start, count, offset, nbytes, crc)
+                labels[dest] = self.src.labels[first:first + count]
             at += count
         return rows, labels
 
@@ -187,7 +209,8 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
                  epochs: int | None = 1, drop_remainder: bool = False, readers: int | None = None,
                  packed: bool = False, shuffle_window: int | None = None, expected_size: int | None = None,
                  source: Source | None = None, mechanism: str = "auto",
-                 prefetch: int = PREFETCH_BATCHES, start_step: int = 0) -> BatchStream:
+                 prefetch: int = PREFETCH_BATCHES, start_step: int = 0, shard_index: int = 0,
+                 shard_count: int = 1) -> BatchStream:
     """Batches `(frames, labels)` as NumPy uint8: frames (B, T, S, S), or (B, S**3 / 8) when `packed`.
 
     epochs: passes over the split (None: endless); batches run across epoch boundaries, and
@@ -202,8 +225,13 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       "process" (any codec; h5py in worker processes).
     prefetch: lists of batches (`rebatch_groups`: at least `GROUP_BYTES` of rows, or the rest of a
       window) cut ahead in a background thread; 0: cut in the caller's thread.
+    shard_index, shard_count: this process's part of the stream (`pipeline.input.sharding`;
+      `jax_shard()` gives JAX's): rows [i*b, (i+1)*b) of every global batch of `batch_size`,
+      b = batch_size / shard_count, clipped where the last batch is short (possibly to none).
+      `start_step` and `state()` count global batches, so a position taken with n processes resumes with m.
     """
     require_positive_int("batch_size", batch_size)
+    shard = Shard(batch_size, shard_index, shard_count)
     require_positive_int("epochs", epochs, optional=True)
     for name, value in (("prefetch", prefetch), ("start_step", start_step)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -221,10 +249,11 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     epoch_ids = range(first_epoch, epochs) if epochs else itertools.count(first_epoch)
     ids = ((e, w, skip if (e, w) == (first_epoch, first_window) else 0) for e in epoch_ids
            for w in range(first_window if e == first_epoch else 0, reader.windows_per_epoch()))
-    groups = _cut(reader, ids, batch_size, drop_remainder, readers, packed)
+    groups = _cut(reader, ids, batch_size, drop_remainder, readers, packed, shard, start_step * batch_size)
     if prefetch:
         groups = in_background(groups, prefetch, name="batch-stream")
-    return BatchStream(_flat(groups), seed=seed, batch_size=batch_size, step=start_step, epoch_samples=src.samples)
+    return BatchStream(_flat(groups), seed=seed, batch_size=batch_size, step=start_step, epoch_samples=src.samples,
+                       shard=shard)
 
 
 def _flat(groups):
@@ -237,11 +266,17 @@ def _flat(groups):
 
 
 class BatchStream:
-    """The iterator `batch_stream` returns: its batches, and the position it has reached."""
+    """The iterator `batch_stream` returns: its batches, and the position it has reached.
 
-    def __init__(self, batches: Iterator, *, seed: int, batch_size: int, step: int, epoch_samples: int):
+    `batch_size` is the global batch's; `shard_index` and `shard_count` say which of its rows this stream yields.
+    """
+
+    def __init__(self, batches: Iterator, *, seed: int, batch_size: int, step: int, epoch_samples: int,
+                 shard: Shard | None = None):
         self._batches, self.seed, self.batch_size, self.step = batches, seed, batch_size, step
         self.epoch_samples = epoch_samples
+        shard = shard or Shard(batch_size)
+        self.shard_index, self.shard_count = shard.index, shard.count
 
     def __iter__(self) -> BatchStream:
         return self
@@ -258,15 +293,18 @@ class BatchStream:
     def state(self) -> dict:
         """Where the stream stands after the batches it has yielded, JSON-able: `step`, the next
         batch from the stream's start (resume with `start_step=step`, the same seed and batch size),
-        and the sample it starts at, as `epoch` and `next_sample` within that epoch."""
+        and the sample it starts at, as `epoch` and `next_sample` within that epoch. Global: the
+        same on every shard, and a resume may use any `shard_count`."""
         epoch, next_sample = divmod(self.step * self.batch_size, self.epoch_samples)
         return {"seed": self.seed, "batch_size": self.batch_size, "step": self.step, "epoch": epoch,
                 "next_sample": next_sample}
 
 
-def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, readers: int, packed: bool):
+def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, readers: int, packed: bool,
+         shard: Shard, origin: int):
     """Lists of consecutive batches (`rebatch_groups`) of the windows `ids` ((epoch, window, skip)),
-    decoded `readers` ahead, as `batch_stream` yields them."""
+    decoded `readers` ahead, as `batch_stream` yields them: `shard`'s rows of each, the stream's
+    batches cut from sample `origin` (counted from epoch 0's start)."""
     src = reader.src
     shape = (-1, *src.frame_shape)
 
@@ -275,10 +313,16 @@ def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, reade
 
     with ThreadPoolExecutor(readers, thread_name_prefix="window") as pool:
         def read(epoch, w, skip):  # window w of the epoch, less its first `skip` samples
-            rows, labels = reader.read(epoch, w)
+            if shard.whole:
+                rows, labels = reader.read(epoch, w)
+            else:
+                rows, labels = reader.read(epoch, w, reader.shard_need(shard, epoch, w, origin))
             return rows[skip:], labels[skip:]
 
         groups = rebatch_groups(ahead(pool, read, ids, readers), batch_size, drop_remainder)
+        if not shard.whole:  # the global batches, then this shard's rows of each: views, never repeats
+            mine = shard.rows
+            groups = ([(rows[mine], labels[mine]) for rows, labels in group] for group in groups)
         if reader.packed_rows and not packed:  # in the pool too: unpacking costs more than inflating
             groups = ahead(pool, unpacked, ((g,) for g in groups), readers)
         elif not packed:  # rows are frames
