@@ -61,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated Keras dtype policies for the train suite, of {','.join(PRECISIONS)} "
                         "(default: the preset's; else this device's: mixed_bfloat16 on GPUs of compute capability "
                         ">= 8.0, mixed_float16 on 7.x, float32 elsewhere)")
+    p.add_argument("--devices", type=_int_list, metavar="COUNTS",
+                   help="comma-separated device counts for the train suite's scaling rows: fit on our loader, the "
+                        "global batch split over N replicas, beside N=1 (default: every visible GPU where there are "
+                        "several, else no scaling rows; on a CPU the N devices are logical ones sharing its cores)")
     p.add_argument("--train-steps", type=positive_int,
                    help="timed steps per train cell, at least (default: one epoch of the bench dataset; a fed cell "
                         "also times three times what its pipeline may hold ready)")
@@ -82,7 +86,8 @@ def grid_from_args(args) -> tuple[str, Grid]:
     name = preset_name(args)
     overrides = {key: value for key, value in (("suites", args.suites), ("sizes", args.sizes),
                                                ("batch_sizes", args.batch_sizes), ("workers", args.workers),
-                                               ("train_steps", args.train_steps), ("precisions", args.precision))
+                                               ("train_steps", args.train_steps), ("precisions", args.precision),
+                                               ("devices", args.devices))
                  if value is not None}
     if args.sizes is not None:  # --sizes names every size measured, the accuracy suite's too
         overrides["accuracy_sizes"] = None
@@ -123,7 +128,7 @@ def _datasets(grid: Grid, data_root: Path, verify: bool, datasets: dict) -> dict
 def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bool = False,
               backend: str = "tensorflow") -> tuple[dict, Path]:
     """Run every suite of `grid` on `backend` (already selected); write and return the result document and its path."""
-    from pipeline.bench import accuracy, au, generate, load, train
+    from pipeline.bench import accuracy, au, generate, load, scaling, train
     from pipeline.bench.data import NAIVE_CODEC, dataset_params, ensure_dataset
     from pipeline.bench.progress import log
     from pipeline.bench.results import FORMAT, FORMAT_VERSION, Recorder, collect_environment, write_result
@@ -132,6 +137,8 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     from pipeline.runtime import devices, environment
 
     started = dt.datetime.now(dt.UTC)
+    if "train" in grid.suites:  # before anything starts the backend, which then fixes its device count
+        scaling.configure(backend, grid.devices)
     device = devices.describe()
     rec = Recorder(device["name"], backend, environment.version(backend), device_count=device.get("gpu_count") or 1,
                    host_cpu=f"{device['cpu_model']} ({device['cpu_cores']} cores)")
@@ -178,7 +185,7 @@ def _argv(args, backend: str) -> list[str]:
     """The `bench` command line of `args`, for one backend."""
     argv = ["bench", *(f"--{flag.replace('_', '-')}" for flag in PRESET_FLAGS if getattr(args, flag, False)),
             "--backend", backend, "--out", str(args.out), "--data-root", str(args.data_root)]
-    for option in ("suites", "sizes", "batch_sizes", "workers", "models", "precision"):
+    for option in ("suites", "sizes", "batch_sizes", "workers", "models", "precision", "devices"):
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", ",".join(map(str, value))]

@@ -38,7 +38,13 @@ class Grid:
       timed epochs after a first, untimed one).
     accuracy_seeds: initial seeds per accuracy cell; accuracy_sizes: None -> sizes.
     precisions: Keras dtype policies (`PRECISIONS`) of the train suite; None -> this device's default
-      (`pipeline.runtime.devices.default_precision`), which the fit and accuracy suites always use.
+      (`pipeline.runtime.devices.default_precision`), which `fit`, the scaling cells and the accuracy suite
+      always use.
+    devices: device counts of the train suite's scaling cells (`pipeline.bench.scaling`: `fit` on our
+      loader, the global batch split over N replicas); None -> this machine's default
+      (`replicas.default_devices()`), which on a CPU (1) measures no scaling cells.
+      scaling_repeats: `fit` calls per count, round-robin across the counts, each of one untimed
+      epoch and `scaling_epochs` timed ones (an epoch: one pass of the bench dataset).
     au_demands: the `au` suite's step times, as fractions of the loader's own throughput;
       au_buffer_multiple: its timed windows hold at least that many times what the pipeline buffers.
     dataset_*: the train/test dataset each size's load/au/train/accuracy suites read.
@@ -78,6 +84,9 @@ class Grid:
     fit_epochs: int = 2
     book_workflow_max_size: int = 50
     book_workflow_steps: int = 6
+    devices: tuple[int, ...] | None = None
+    scaling_repeats: int = 2
+    scaling_epochs: int = 2
     accuracy_models: tuple[str, ...] = ("book", "fast")
     accuracy_sizes: tuple[int, ...] | None = (50,)
     accuracy_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -102,6 +111,9 @@ class Grid:
         for w in self.workers:
             if not _positive_ints(w) or w > 1024:
                 raise ValueError(f"workers must be integers in 1..1024, got {w!r}")
+        if self.devices is not None and (not self.devices or any(not _positive_ints(d) or d > 1024
+                                                                 for d in self.devices)):
+            raise ValueError(f"devices must be integers in 1..1024, got {self.devices!r}")
         bad = [m for m in (*self.train_models, *self.accuracy_models) if m not in MODELS]
         if bad:
             raise ValueError(f"unknown model {bad[0]!r}; models are {', '.join(MODELS)}")
@@ -122,7 +134,7 @@ class Grid:
             raise ValueError(f"accuracy seeds must be non-negative integers, got {self.accuracy_seeds!r}")
         for name in ("gen_max_samples", "gen_shard_size", "gen_repeats", "book_repeats", "load_repeats",
                      "load_min_epochs", "load_min_windows", "train_reference_max_batch", "train_reference_steps",
-                     "fit_epochs", "book_workflow_steps", "au_buffer_multiple",
+                     "fit_epochs", "book_workflow_steps", "au_buffer_multiple", "scaling_repeats", "scaling_epochs",
                      "accuracy_train_samples", "accuracy_batch", "dataset_samples", "dataset_test_samples",
                      "dataset_shard_size"):
             if not _positive_ints(getattr(self, name)):
@@ -142,6 +154,20 @@ class Grid:
         from pipeline.runtime.devices import default_precision
 
         return self.precisions or (default_precision(),)
+
+    def device_counts(self) -> tuple[int, ...]:
+        """`devices`, or this machine's default: every visible GPU, 1 on a CPU (imports Keras)."""
+        from pipeline.training.replicas import default_devices
+
+        return self.devices or (default_devices(),)
+
+    def scaling_counts(self) -> tuple[int, ...]:
+        """Device counts of the train suite's scaling cells, ascending, 1 always among them (the
+        baseline of `scaling_efficiency`); () where none was asked for and this machine has one device."""
+        counts = self.device_counts()
+        if self.devices is None and counts == (1,):
+            return ()
+        return tuple(sorted({1, *counts}))
 
     def reader_counts(self) -> tuple[int, ...]:
         """Our loader's readers in the load suite: 1, 2 and its default (`default_readers()`)."""

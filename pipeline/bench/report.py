@@ -31,10 +31,14 @@ from pipeline.bench.results import FORMAT, READABLE_VERSIONS, current_name, norm
 from pipeline.errors import UsageError
 
 DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
-                   "accuracy_min", "accuracy_max", "alone_samples_per_s", "au", "au95_samples_per_s")
+                   "accuracy_min", "accuracy_max", "alone_samples_per_s", "au", "au95_samples_per_s",
+                   "scaling_samples_per_s", "scaling_efficiency")
+# tabulated by `scaling_table` (a column per device count), not a table per count
+SCALING_METRICS = ("scaling_samples_per_s", "scaling_samples_per_s_p10", "scaling_samples_per_s_p90",
+                   "scaling_efficiency")
 PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "samples_per_s"))
 GROUP_KEYS = ("suite", "impl", "feed", "workers", "readers", "front_end", "consumer", "demand", "variant", "shuffle",
-              "precision", "train_samples", "metric")
+              "precision", "train_samples", "devices", "processes", "metric")
 REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
 SUITE_NOTES = {
     "au": "Accelerator utilization (DLIO): an emulated accelerator sleeps a fixed step and pulls batches as "
@@ -46,7 +50,9 @@ SUITE_NOTES = {
             "step reads it (tf.data: the compute device); consumed from tf.function is how `fit` pulls tf.data, "
             "the figure training gets; from python, a loop that costs nothing per batch.",
     "train": "Steady-state step time over at least one epoch by feed (our loader, in-memory arrays, synthetic: one "
-             "batch on the device); input-bound fraction = 1 - synthetic / fed; `fit` wall time per epoch.",
+             "batch on the device); input-bound fraction = 1 - synthetic / fed; `fit` wall time per epoch; with "
+             "several device counts, `fit` on our loader with a replica per device, the global batch split over "
+             "them (on a CPU the devices are logical ones sharing its cores).",
     "accuracy": "Held-out accuracy after one epoch at the budget; median, min and max over initial seeds.",
 }
 
@@ -138,6 +144,10 @@ def _title(key: dict) -> str:
         parts.append("unshuffled")
     if key.get("precision") not in (None, "float32"):
         parts.append(key["precision"])
+    if key.get("devices") not in (None, 1):
+        parts.append(f"{key['devices']} devices")
+    if key.get("processes") not in (None, 1):
+        parts.append(f"{key['processes']} processes")
     return ", ".join(parts) + f": {key['metric']}"
 
 
@@ -149,15 +159,17 @@ def _group_order(group):
     k = dict(zip(GROUP_KEYS, group))
     return (SUITES.index(k["suite"]), str(k["impl"]), str(k["feed"]), _sort_key(k["workers"]), _sort_key(k["readers"]),
             str(k["front_end"]), str(k["consumer"]), _sort_key(k["demand"]), str(k["variant"]), k["shuffle"] is False,
-            str(k["precision"]),
-            _sort_key(k["train_samples"]), str(k["metric"]))
+            str(k["precision"]), _sort_key(k["train_samples"]), _sort_key(k["devices"]), _sort_key(k["processes"]),
+            str(k["metric"]))
 
 
 def tables(rows: list[dict]) -> str:
-    """One Markdown table per quantity: rows = device and backend, columns = size x batch."""
+    """One Markdown table per quantity: rows = device and backend, columns = size x batch; then the
+    scaling rows' table (`scaling_table`)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[tuple(row.get(k) for k in GROUP_KEYS)].append(row)
+        if row["metric"] not in SCALING_METRICS:
+            groups[tuple(row.get(k) for k in GROUP_KEYS)].append(row)
     out = []
     for group in sorted(groups, key=_group_order):
         members = groups[group]
@@ -171,7 +183,41 @@ def tables(rows: list[dict]) -> str:
                      [[device, backend, *(_fmt(cell.get((device, backend, s, b))) for s, b in columns)]
                       for device, backend in lines], "ll" + "r" * len(columns))
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + scaling_table(rows))
+
+
+def _scaling_line(row: dict) -> tuple:
+    return (row["machine"], row["backend"], row["impl"], row["size"], row["batch_size"], row.get("precision"),
+            row["processes"])
+
+
+def scaling_table(rows: list[dict]) -> list[str]:
+    """The train suite's scaling rows: a line per device, backend, model, size, batch and precision, a
+    column per device count: samples/s, and (efficiency) beside N > 1. [] if there are none."""
+    rates = {(*_scaling_line(r), r["devices"]): r for r in rows
+             if r["suite"] == "train" and r["metric"] == "scaling_samples_per_s"}
+    if not rates:
+        return []
+    gains = {(*_scaling_line(r), r["devices"]): r["value"] for r in rows
+             if r["suite"] == "train" and r["metric"] == "scaling_efficiency" and not r["error"]}
+    counts = sorted({key[-1] for key in rates})
+    lines = sorted({key[:-1] for key in rates}, key=lambda k: (*map(str, k[:3]), k[3], k[4], str(k[5]), k[6]))
+
+    def cell(key):
+        if key not in rates:
+            return ""
+        text = _fmt(rates[key])
+        if key[-1] != 1 and gains.get(key) is not None:
+            text += f" ({gains[key]:.0%})"
+        return text
+
+    out = ["#### train / scaling: `fit` on our loader, samples/s on N devices (efficiency = samples/s(N) / "
+           "(N x samples/s(1)), the same run)", ""]
+    out += table(["device", "backend", "model", "size", "batch", "precision", "processes",
+                  *(f"{n} device{'s' if n > 1 else ''}" for n in counts)],
+                 [[*map(str, line), *(cell((*line, n)) for n in counts)] for line in lines],
+                 "lllrrlr" + "r" * len(counts))
+    return out + [""]
 
 
 def _pyplot():
@@ -387,6 +433,59 @@ def plot_au(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
     return [path]
 
 
+def plot_scaling(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """train-scaling.png: `fit` samples/s against device count, a panel per model, batch size and
+    precision, a line per device, backend and size (band: p10-p90), and dashed in the same colour
+    ideal scaling, N x samples/s(1). [] if there are no scaling rows."""
+    matplotlib, plt = _pyplot()
+    found = {}
+    for r in rows:
+        if r["suite"] == "train" and r["metric"].startswith("scaling_samples_per_s") and not r["error"] \
+                and r["value"] is not None:
+            found[(r["impl"], r["batch_size"], r.get("precision"), r["machine"], r["backend"], r["size"],
+                   r["processes"], r["devices"], r["metric"])] = r["value"]
+    if not any(key[-1] == "scaling_samples_per_s" for key in found):
+        return []
+    panels = sorted({key[:3] for key in found}, key=lambda k: (str(k[0]), k[1], str(k[2])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 5.0 * len(panels)), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        lines = sorted({key[3:7] for key in found if key[:3] == panel}, key=lambda k: (*map(str, k[:2]), k[2], k[3]))
+        for i, line in enumerate(lines):
+            def series(metric, line=line):
+                return {key[7]: v for key, v in found.items() if key[:7] == (*panel, *line) and key[8] == metric}
+
+            median, low, high = (series(f"scaling_samples_per_s{q}") for q in ("", "_p10", "_p90"))
+            if not median:
+                continue
+            xs = sorted(median)
+            device, backend, size, processes = line
+            label = f"{_label(device, backend)}, size {size}" + (f", {processes} processes" if processes != 1 else "")
+            ax.plot(xs, [median[n] for n in xs], marker="o", color=f"C{i}", label=label)
+            if all(n in low and n in high for n in xs):
+                ax.fill_between(xs, [low[n] for n in xs], [high[n] for n in xs], alpha=0.2, color=f"C{i}")
+            if 1 in median:
+                ax.plot(xs, [n * median[1] for n in xs], linestyle="--", color=f"C{i}", linewidth=1)
+        ticks = sorted({key[7] for key in found if key[:3] == panel})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks)
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        impl, batch, precision = panel
+        ax.set_title(f"{impl}, batch {batch}" + (f", {precision}" if precision not in (None, "float32") else ""),
+                     fontsize="small")
+        ax.set_xlabel("devices (the global batch split over them)")
+        ax.set_ylabel("samples/s")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    fig.suptitle("train: fit on our loader, samples/s against devices (band: p10-p90; dashed: N x one device)",
+                 fontsize="medium")
+    fig.tight_layout()
+    path = out / f"{prefix}train-scaling.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _lookup(rows, points, metric):
     found = []
     for _, ref in points:
@@ -400,7 +499,7 @@ def _lookup(rows, points, metric):
 def all_plots(rows: list[dict], out: Path, prefix: str = "") -> list[Path]:
     """Every plot of `rows` into `out`, the side-by-side comparisons first."""
     return (plot_load_pipelines(rows, out, prefix) + plot_au(rows, out, prefix) + plot_generation(rows, out, prefix)
-            + plot(rows, out, prefix))
+            + plot_scaling(rows, out, prefix) + plot(rows, out, prefix))
 
 
 def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> list[str]:

@@ -9,7 +9,8 @@ book's workflow by its former names (`seed`, `seed-workflow`) as `book`, `book-w
 (`normalize_row`; `current_name` also renames the former `seed-budget` preset). Load rows name
 their reader count `readers` and their front end `front_end` ("tf.data" or "numpy"); older
 files, which put the readers under `workers` and wrote mechanism "numpy" for the NumPy front
-end, read under these keys.
+end, read under these keys. Every row names the `devices` its measurement ran on and the
+`processes` it ran in; rows of files that name neither ran on one device, in one process.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ FORMAT = "moving-square-bench"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ROW_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "metric", "value", "unit", "error", "device",
-            "backend", "backend_version")
+            "backend", "backend_version", "devices", "processes")
 DEFAULT_BACKEND = "tensorflow"  # what every version-1 row ran on
 # the book's workflow, its rows and its preset, as older result files name them
 FORMER_NAMES = {"seed": "book", "seed-workflow": "book-workflow", "seed-budget": "book-budget"}
@@ -40,7 +41,8 @@ UNITS = {"samples_per_s": "samples/s", "samples_per_s_p10": "samples/s", "sample
          "cluster_startup_s": "s", "run_overhead_s": "s", "ms_per_step_median": "ms", "ms_per_step_p10": "ms",
          "ms_per_step_p90": "ms", "first_step_ms": "ms", "first_batch_ms": "ms", "peak_rss_mb": "MB",
          "rss_growth_mb": "MB", "fit_s_per_epoch": "s", "fit_ms_per_step": "ms", "input_bound_fraction": "",
-         "accuracy": "", "accuracy_min": "", "accuracy_max": "", "loss": ""}
+         "accuracy": "", "accuracy_min": "", "accuracy_max": "", "loss": "", "scaling_samples_per_s": "samples/s",
+         "scaling_samples_per_s_p10": "samples/s", "scaling_samples_per_s_p90": "samples/s", "scaling_efficiency": ""}
 
 
 def current_name(name):
@@ -50,9 +52,12 @@ def current_name(name):
 
 def normalize_row(row: dict) -> dict:
     """A row with every ROW_KEY and current impl names; rows from version-1 files gain backend
-    tensorflow (and float32 for train)."""
+    tensorflow (and float32 for train), rows naming no `devices` or `processes` one of each."""
     out = {**{k: row.get(k) for k in ROW_KEYS}, **row}
     out["impl"] = current_name(out["impl"])
+    for key in ("devices", "processes"):
+        if out[key] is None:
+            out[key] = 1
     if out.get("backend") is None:
         out["backend"] = DEFAULT_BACKEND
     if out.get("suite") in ("train", "accuracy") and out.get("precision") is None:
@@ -91,8 +96,8 @@ def value_of(rows, **match):
 
 
 class Recorder:
-    """Collects result rows, each stamped with the device and the backend; `cell()` turns a failing
-    measurement into error rows and goes on."""
+    """Collects result rows, each stamped with the device and the backend, and `devices` and `processes`
+    1 unless the row names others; `cell()` turns a failing measurement into error rows and goes on."""
 
     def __init__(self, device: str, backend: str = DEFAULT_BACKEND, backend_version: str | None = None, *,
                  device_count: int = 1, host_cpu: str | None = None):
@@ -106,7 +111,7 @@ class Recorder:
         row = {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch_size,
                "workers": workers, "metric": metric, "value": None if value is None else float(value),
                "unit": UNITS.get(metric, ""), "error": error, "device": self.device, "backend": self.backend,
-               "backend_version": self.backend_version, **self.machine, **extra}
+               "backend_version": self.backend_version, **self.machine, "devices": 1, "processes": 1, **extra}
         self.rows.append(row)
         return row
 

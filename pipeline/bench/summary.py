@@ -106,7 +106,31 @@ def _train(rows) -> list[str]:
                          number(value_of(rows, feed="in-memory", metric="fit_ms_per_step", **m)), ratio(ours, mem)])
         out += table(["size", "batch", "model", "our loader s", "ms/step", "in-memory arrays s", "ms/step",
                       "loader / arrays"], body, "rrlrrrrr")
-    return out + [""]
+    return out + _scaling(rows) + [""]
+
+
+def _scaling(rows) -> list[str]:
+    """The scaling rows: a line per size, batch, model, precision and device count."""
+    rates = [r for r in rows if r["suite"] == "train" and r["metric"] == "scaling_samples_per_s"]
+    if not rates:
+        return []
+    out = ["", "`fit` on our loader with a replica per device (the global batch split over them; samples/s "
+           "median [p10-p90] over the timed epochs; efficiency = samples/s(N) / (N x samples/s(1))):", ""]
+    body = []
+    for r in sorted(rates, key=lambda r: (r["size"], r["batch_size"], r["impl"], r.get("precision") or "",
+                                          r.get("processes") or 1, r.get("devices") or 1)):
+        m = dict(suite="train", impl=r["impl"], size=r["size"], batch_size=r["batch_size"],
+                 precision=r.get("precision"), devices=r.get("devices"), processes=r.get("processes"))
+        lead = [r["size"], r["batch_size"], r["impl"], r.get("precision") or "-", r.get("devices"),
+                r.get("processes"), r.get("batch_size_per_device") or "-"]
+        if r["error"]:
+            body.append([*lead, f"failed: {r['error']}", "-"])
+            continue
+        body.append([*lead, spread(r["value"], value_of(rows, metric="scaling_samples_per_s_p10", **m),
+                                   value_of(rows, metric="scaling_samples_per_s_p90", **m)),
+                     percent(value_of(rows, metric="scaling_efficiency", **m))])
+    return out + table(["size", "batch", "model", "precision", "devices", "processes", "per device", "samples/s",
+                        "efficiency"], body, "rrllrrrrr")
 
 
 def _accuracy(rows) -> list[str]:

@@ -24,6 +24,10 @@ our loader (a repeated dataset, `steps_per_epoch` = one epoch) or by the in-memo
 (`fit(x, y, shuffle=True)`); epochs after the first are timed, median reported.
 
 Impl ``book-workflow`` is the book's own float64 TimeDistributed model on `generate_examples` arrays.
+
+With several device counts (`--devices`), `fit` on our loader with one replica per device as
+`train --devices N` runs it: `pipeline.bench.scaling` (``scaling_samples_per_s``,
+``scaling_efficiency``). Every other row here ran on one device (`devices` 1).
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench import baselines, load, ours
+from pipeline.bench import baselines, load, ours, scaling
 from pipeline.bench.data import read_split, shuffle_window
 from pipeline.bench.grid import FIT_FEEDS, Grid
 from pipeline.bench.progress import log
@@ -139,6 +143,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                 keras.backend.clear_session()
         if size in grid.fit_sizes:
             fit(rec, grid, size, data[size], frames, labels)
+        scaling.run(rec, grid, size, data[size])
         if size <= grid.book_workflow_max_size:
             book_workflow(rec, grid, size)
 

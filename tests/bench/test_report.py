@@ -304,7 +304,7 @@ def test_load_rows_of_older_files_read_with_readers_and_front_end():
         (1, None, "tf.data", "isal", "python")  # they were pulled from a Python loop
     current = {**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, backend="jax"), "readers": 3,
                "front_end": "numpy", "mechanism": "isal", "consumer": "python"}
-    assert normalize_row(current) == {**current, "workers": None, "machine": "cpu"}
+    assert normalize_row(current) == {**current, "workers": None, "machine": "cpu", "devices": 1, "processes": 1}
     generate = row("cpu", "generate", "ours", "samples_per_s", 1.0, 50, None, workers=2)
     assert normalize_row(generate)["workers"] == 2 and "readers" not in normalize_row(generate)
 
