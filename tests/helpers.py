@@ -82,3 +82,24 @@ def manifest_hashes(directory: Path) -> dict[str, str | None]:
     """{shard path: SHA-256 the manifest records for it (None: not yet written)}."""
     doc = json.loads((Path(directory) / "manifest.json").read_text())
     return {e["path"]: e["sha256"] for s in doc["splits"].values() for e in s["shards"]}
+
+
+def run_arrays(run: Path) -> dict:
+    """Every array a `train` run's model.keras stores (the model's weights and the optimizer's
+    variables), by name, as NumPy arrays."""
+    import io
+    import zipfile
+
+    import h5py
+
+    arrays = {}
+    with zipfile.ZipFile(run / "model.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def run_history(run: Path) -> dict:
+    """A `train` run's history.json less its wall time."""
+    record = json.loads((run / "history.json").read_text())
+    record.pop("fit_seconds")
+    return record

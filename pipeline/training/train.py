@@ -7,20 +7,26 @@ A run directory holds:
   parameters (size, variant, wrap, ...) and manifest hash, batch size, epochs, steps,
   seed, device and library versions,
 * ``history.json`` per-epoch loss/accuracy (with ``--validation``, ``val_loss``/``val_accuracy`` on the
-  whole test split after each epoch) and the wall time of ``model.fit``.
+  whole test split after each epoch) and the wall time of ``model.fit``,
+* ``checkpoints/`` the last checkpoint (`pipeline.training.checkpoints`), taken at each epoch's end and,
+  with ``--checkpoint-every K``, every K steps; config.json is written before the first step.
 
-``--backend tensorflow`` feeds ``model.fit`` from ``pipeline.input.loader.make_dataset`` (tf.data), one
-pass over the split per epoch. ``--backend jax`` feeds it NumPy batches from
-``pipeline.input.reader.batch_stream`` through ``pipeline.input.jax_feed.prefetch_to_device``, and never imports
-TensorFlow; its batches run on across epoch boundaries, so an epoch is ceil(samples / batch) full batches.
+Either backend reads one endless shuffled stream whose batches run on across epoch boundaries,
+so an epoch is ``--steps`` or ceil(samples / batch) full batches, and step k of the run is batch
+k of the stream: ``--backend tensorflow`` feeds ``model.fit`` from
+``pipeline.input.loader.make_dataset`` (tf.data), ``--backend jax`` NumPy batches from
+``pipeline.input.reader.batch_stream`` through ``pipeline.input.jax_feed.prefetch_to_device`` (it
+never imports TensorFlow). ``--resume RUN`` goes on from RUN's last checkpoint with RUN's own
+options: the stream restarts at the checkpoint's step, so the resumed run takes exactly the batches
+the uninterrupted one would have taken.
 ``--devices N`` trains one replica per device (`pipeline.training.replicas`); ``--batch-size`` is the global batch.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,10 +35,11 @@ from pipeline.runtime import backends, devices
 
 MODEL_CHOICES = ("book", "fast", "rowcol")
 RUN_FILES = ("model.keras", "config.json", "history.json")
+RESUMABLE = ("verbose",)  # the options --resume may change: the others are the run's own
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="dataset directory (made by `generate`)")
+    p.add_argument("--data", type=Path, help="dataset directory (made by `generate`); required unless --resume")
     p.add_argument("--model", default="fast", choices=MODEL_CHOICES,
                    help="book: the book's TimeDistributed network; fast: same maths, time folded into the batch; "
                         "rowcol: row/column LSTMs over each frame's feature map")
@@ -57,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="run directory to write (default: runs/MODEL-sSIZE-seedSEED)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="K",
+                   help="also checkpoint every K steps (always at each epoch's end): model, optimizer, "
+                        "input position and random state, written atomically under RUN/checkpoints")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN",
+                   help="go on from RUN's last checkpoint at the exact next sample, with RUN's own options "
+                        "(only --verbose may be given beside it)")
     p.add_argument("--style", default="per_layer", choices=("per_layer", "nested"),
                    help="book model only: TimeDistributed around each CNN layer or around one CNN sub-model")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
@@ -85,7 +98,40 @@ def model_options(args) -> dict:
     return {"backbone": args.backbone, "backbone_weights": args.backbone_weights}
 
 
+def stored_options(args) -> dict:
+    """`args` as config.json keeps them, JSON-able, for `--resume`."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+            if k not in ("command", "resume")}
+
+
+def resumed_args(args) -> argparse.Namespace:
+    """The options RUN (``args.resume``) was started with; UsageError for any other option given."""
+    run_dir = args.resume
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"--resume {run_dir}: no such run (no config.json)")
+    if (run_dir / "model.keras").exists():
+        raise UsageError(f"--resume {run_dir}: the run is complete (it holds model.keras)")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    given = [k for k, v in vars(args).items() if k in defaults and k not in (*RESUMABLE, "resume")
+             and v != defaults[k]]
+    if given:
+        raise UsageError(f"--resume takes the run's own options; drop --{given[0].replace('_', '-')}")
+    stored = json.loads(config_path.read_text())["args"]
+    resumed = argparse.Namespace(**{**defaults, **stored, "verbose": args.verbose, "resume": run_dir,
+                                    "command": "train", "force": False})
+    for k in ("data", "out"):
+        resumed.__dict__[k] = Path(stored[k])
+    return resumed
+
+
 def run(args) -> int:
+    if args.resume is not None:
+        args = resumed_args(args)
+    elif args.data is None:
+        raise UsageError("--data is required (or --resume RUN)")
     if args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
     if not args.learning_rate > 0:
@@ -96,8 +142,12 @@ def run(args) -> int:
     size = manifest.params.size
     options = model_options(args)
     out = args.out or Path("runs") / f"{args.model}-s{size}-seed{args.seed}"
-    if (out / "model.keras").exists() and not args.force:
-        raise UsageError(f"{out} already holds a model (use --force to overwrite)")
+    args.out = out
+    if args.resume is None and not args.force:
+        if (out / "model.keras").exists():
+            raise UsageError(f"{out} already holds a model (use --force to overwrite)")
+        if (out / "config.json").exists():
+            raise UsageError(f"{out} holds an unfinished run: --resume {out}, or --force to start it afresh")
 
     backends.use(args.backend)
     import keras
@@ -105,12 +155,14 @@ def run(args) -> int:
     from pipeline.dataset.codecs import BIT_PACKED
     from pipeline.models.networks import build_model, precision_of
     from pipeline.runtime.environment import git_info, versions
+    from pipeline.training import checkpoints
 
     packable = manifest.params.codec in BIT_PACKED and size % 2 == 0
     if args.packed and not packable:
         raise UsageError(f"--packed needs an nbit-gzip dataset of even size; {args.data} is "
                          f"{manifest.params.codec}, size {size}")
     packed = packable and devices.has_gpu() if args.packed is None else args.packed
+    args.packed = packed  # a resumed run streams what this one streams, whatever the machine
     from pipeline.training import replicas
 
     device_count = args.devices or replicas.default_devices()
@@ -128,21 +180,6 @@ def run(args) -> int:
         model = build_model(args.model, size, precision=args.precision, learning_rate=args.learning_rate,
                             jit_compile=jit, packed_input=packed, **options)
     steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
-    data, close = training_data(args, size, packed, steps, strategy)
-    validation = {}
-    if args.validation:
-        validation = dict(validation_data=validation_data(args, size, packed),
-                          validation_steps=math.ceil(manifest.params.test_samples / args.batch_size))
-    start = time.perf_counter()
-    try:
-        history = model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose, shuffle=False,
-                            **validation)
-    finally:
-        close()
-    fit_seconds = time.perf_counter() - start
-
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.keras")
     config = {
         "model": {"name": args.model, "options": options, "params": model.count_params(),
                   "learning_rate": args.learning_rate, "jit_compile": bool(model.jit_compile),
@@ -153,62 +190,114 @@ def run(args) -> int:
         "batch_size": args.batch_size, "devices": device_count,
         "batch_size_per_device": args.batch_size // device_count, "epochs": args.epochs, "steps_per_epoch": steps,
         "seed": args.seed,
-        "shuffle_window": args.shuffle_window, "packed": packed,
+        "shuffle_window": args.shuffle_window, "packed": packed, "checkpoint_every": args.checkpoint_every,
         "device": devices.describe(), "versions": versions(), "commit": git_info()["commit"],
+        "args": stored_options(args),
     }
+    state = {"step": 0, "history": [], "fit_seconds": 0.0, "metrics": None}
+    if args.resume is not None:
+        checkpoints.discard_partial(out)
+        last = checkpoints.latest(out)
+        if last is not None:
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():  # its slots mirrored too
+                state = checkpoints.restore(last, model)
+        print(f"resuming {out} at step {state['step']} of {args.epochs * steps}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoints.clear(out)  # an earlier run's, under --force: never resume into it
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    seen = sum(len(v) for v in history.history.values()) // max(len(history.history), 1)
-    record = {"epoch": list(range(1, seen + 1)),
-              **{k: [float(x) for x in v] for k, v in history.history.items()},
-              "fit_seconds": fit_seconds}
+
+    saver = checkpoints.callback(out, args.checkpoint_every, steps, state)
+    callbacks = [saver]
+    if args.validation:  # before the saver, which records the epoch's logs
+        callbacks.insert(0, validation_callback(args, size, packed, manifest.params.test_samples))
+    for first_epoch, last_epoch, epoch_steps in segments(state["step"], steps, args.epochs):
+        data, close = training_data(args, size, packed, first_epoch * steps + (steps - epoch_steps), strategy)
+        try:
+            model.fit(data, initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=epoch_steps,
+                      verbose=args.verbose, shuffle=False, callbacks=callbacks)
+        finally:
+            close()
+
+    model.save(out / "model.keras")
+    history = saver.history
+    record = {"epoch": list(range(1, len(history) + 1)),
+              **{k: [float(h[k]) for h in history] for k in (history[0] if history else {})},
+              "fit_seconds": saver.fit_seconds}
     (out / "history.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {out} ({model.count_params():,} parameters, fit {fit_seconds:.1f} s)")
+    print(f"wrote {out} ({model.count_params():,} parameters, fit {saver.fit_seconds:.1f} s)")
     return 0
 
 
+def segments(step: int, steps: int, epochs: int) -> list[tuple[int, int, int]]:
+    """The `model.fit` calls that take a run from global step `step` to its end, as (initial_epoch,
+    epochs, steps_per_epoch): the rest of a part-done epoch on its own, then the whole ones."""
+    epoch, done = divmod(step, steps)
+    parts = []
+    if done:
+        parts.append((epoch, epoch + 1, steps - done))
+        epoch += 1
+    if epoch < epochs:
+        parts.append((epoch, epochs, steps))
+    return parts
+
+
+def validation_callback(args, size: int, packed: bool, samples: int):
+    """A Keras callback that scores the whole test split, in stored order, after each epoch, into the
+    epoch's logs as ``val_loss`` and ``val_accuracy``. Each score reads a fresh one-pass stream: fit's
+    own validation keeps one iterator across epochs, which (Keras's JAX feed prefetching ahead) would
+    start each later score a few batches into the next pass."""
+    import keras
+
+    steps = math.ceil(samples / args.batch_size)
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            scores = self.model.evaluate(validation_data(args, size, packed), steps=steps, verbose=0,
+                                         return_dict=True)
+            if logs is not None:
+                logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+
+    return Validation()
+
+
 def validation_data(args, size: int, packed: bool):
-    """The whole test split, in stored order, once per epoch's validation (`ceil(test / batch)` batches)."""
+    """One pass over the whole test split, in stored order: `ceil(test / batch)` batches, the short
+    last one included."""
     if args.backend == "jax":
         from pipeline.input.reader import batch_stream
-        from pipeline.input.source import open_dataset
 
-        src = open_dataset(args.data, "test", size)
-
-        def passes():  # one pass per validation, the short last batch included
-            while True:
-                yield from batch_stream(None, "test", args.batch_size, shuffle=False, source=src, packed=packed,
-                                        readers=1)
-        return passes()
+        def one_pass():  # a generator: what Keras takes from Python under JAX
+            yield from batch_stream(args.data, "test", args.batch_size, shuffle=False, packed=packed, readers=1,
+                                    expected_size=size)
+        return one_pass()
     from pipeline.input.loader import make_dataset
 
     return make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size, packed=packed)
 
 
-def training_data(args, size: int, packed: bool, steps: int, strategy=None):
-    """(data for ``model.fit``, a function that stops its readers) on ``args.backend``; under a
-    TensorFlow ``strategy``, per-replica pipelines of endless passes (whole global batches only)."""
+def training_data(args, size: int, packed: bool, start_step: int, strategy=None):
+    """(data for ``model.fit``, a function that stops its readers) on ``args.backend``: the endless
+    shuffled stream from global step `start_step` on; under a TensorFlow ``strategy``, per-replica
+    pipelines of whole global batches."""
     if args.backend == "jax":
         from pipeline.input.jax_feed import prefetch_to_device
         from pipeline.input.reader import batch_stream
 
         stream = batch_stream(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, epochs=None,
-                              shuffle_window=args.shuffle_window, expected_size=size, packed=packed)
+                              shuffle_window=args.shuffle_window, expected_size=size, packed=packed,
+                              start_step=start_step)
         return prefetch_to_device(stream), stream.close
-    import tensorflow as tf
-
     from pipeline.input.loader import make_dataset
 
     if strategy is not None:
         from pipeline.training.replicas import distributed
 
+        replicas = strategy.num_replicas_in_sync  # one pipeline whose consecutive batches go to the replicas in turn
         return distributed(strategy, lambda per_replica: make_dataset(
             args.data, "train", per_replica, shuffle=True, seed=args.seed, repeat=True, drop_remainder=True,
-            shuffle_window=args.shuffle_window, expected_size=size, packed=packed), args.batch_size), lambda: None
-    # One pass over the split per epoch (cardinality asserted so Keras knows the epoch length);
-    # with --steps, endless reshuffled passes.
-    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed,
-                        repeat=args.steps is not None, shuffle_window=args.shuffle_window, expected_size=size,
-                        packed=packed)
-    if args.steps is None:
-        data = data.apply(tf.data.experimental.assert_cardinality(steps))
+            shuffle_window=args.shuffle_window, expected_size=size, packed=packed,
+            start_step=start_step * replicas), args.batch_size), lambda: None
+    data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=True,
+                        shuffle_window=args.shuffle_window, expected_size=size, packed=packed, start_step=start_step)
     return data, lambda: None

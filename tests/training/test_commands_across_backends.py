@@ -67,6 +67,10 @@ def test_a_run_trained_on_jax_evaluates_on_tensorflow(jax_run, tiny_dataset, cap
     assert main(["evaluate", "--run", str(run), "--data", str(tiny_dataset), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["backend"] == "tensorflow" and result["samples"] == 40 and 0 <= result["accuracy"] <= 1
+    # the last epoch's validation scored the same whole split, from its start (each epoch's afresh)
+    history = json.loads((run / "history.json").read_text())
+    assert result["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    assert result["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
 
 
 def test_help_imports_no_backend():
