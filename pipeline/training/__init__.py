@@ -1,5 +1,6 @@
 """Training: the commands that fit, score and use a model, over run directories.
 
 `train` fits a model from a dataset and writes `runs/NAME/` (`model.keras`, `config.json`,
-`history.json`); `evaluate` scores a run on a test split; `predict` classifies fresh sequences.
+`history.json`, `checkpoints/`; `checkpoints` writes and restores them, `replicas` spreads a run over
+devices); `evaluate` scores a run on a test split; `predict` classifies fresh sequences.
 """
