@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -293,8 +294,12 @@ def _write_shards(client, out: Path, manifest: Manifest, todo: list[ShardPlan], 
 
     print(f"dask: {where}; dashboard: {client.dashboard_link}")
     directory = out.absolute()
+    # Keys unique to this run: a scheduler takes a key it already holds for the same task, and two
+    # clients on one shared scheduler may write shards of the same names from processes of the same
+    # PID (each in its own container).
+    run = uuid.uuid4().hex
     futures = client.map(write_shard, [directory] * len(todo), todo, retries=2,
-                         key=[f"write-{plan.name}-{os.getpid()}" for plan in todo])  # one message for all tasks
+                         key=[f"write-{plan.name}-{run}" for plan in todo])  # one message for all tasks
     plan_of = dict(zip((f.key for f in futures), todo))
     bar = tqdm(total=sum(p.samples for p in todo), unit=" seq", unit_scale=True, disable=not progress,
                smoothing=0.1, desc=f"{out.name}")

@@ -102,3 +102,35 @@ def test_unreachable_scheduler_is_a_one_line_error_and_nothing_is_written(addres
     ok = r.returncode == 2 and len(lines) == 1 and "scheduler" in lines[0] and not out.exists()
     tally("malformed input: unreachable --scheduler", ok, 0)
     assert ok, (r.returncode, r.stderr[-2000:], out.exists() and sorted(p.name for p in out.iterdir()))
+
+
+def test_two_clients_on_one_scheduler_write_shards_of_the_same_names(dask_cluster, tmp_path, tally):
+    """Two generators on one shared scheduler at once, from one process (so one PID, as two containers
+    may have), writing datasets whose shards have the same names: each gets its own shards."""
+    import threading
+
+    params = [DatasetParams(size=16, samples=480, test_samples=40, shard_size=8, chunk=8, seed=seed)
+              for seed in (21, 22)]
+    local = [tmp_path / f"local-{i}" for i in range(2)]
+    for out, p in zip(local, params):
+        run_generation(out, p, workers=1, progress=False)
+    remote = [tmp_path / f"remote-{i}" for i in range(2)]
+    errors = []
+
+    def generate(out, p):
+        try:
+            run_generation(out, p, workers=1, scheduler=dask_cluster.address, progress=False)
+        except Exception as e:  # reported below, with the other thread's outcome
+            errors.append(f"{out.name}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=generate, args=pair) for pair in zip(remote, params)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    lost = sum(bytes_lost(a, b) for a, b in zip(local, remote))
+    problems = [p for out in remote if (out / "manifest.json").exists() for p in find_problems(out)]
+    ok = not errors and not problems and lost == 0
+    tally("scale-out: two clients, one scheduler, the same shard names", ok, lost)
+    assert not errors, errors
+    assert not problems and lost == 0, problems
