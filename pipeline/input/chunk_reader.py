@@ -3,8 +3,11 @@
 h5py serializes every HDF5 call in a process behind one lock, decompression included, so
 threads do not read a Zstd dataset in parallel. Each worker process here opens the shards
 with its own h5py, checks a chunk's stored bytes against the CRC-32 taken when the dataset
-was opened, decodes the chunk into a slot of a shared-memory ring (a file under /dev/shm),
-and the parent copies the slot out once. Nothing here imports TensorFlow.
+was opened, decodes the chunk into its slot of shared memory, and the parent copies the slot
+out once. A slot is a file under /dev/shm removed as soon as it is made: parent and worker
+share it through an inherited descriptor, so nothing is left there when either is killed.
+A worker that dies is replaced and the chunk read again once; a second death is an error
+naming the chunk. Nothing here imports TensorFlow.
 
     reader = shared_reader(workers=2)        # one pool per process, shared by every dataset
     frames = reader.read(path, start, count, offset, nbytes, crc, frame_shape)   # (count, T, S, S) uint8
@@ -12,6 +15,7 @@ and the parent copies the slot out once. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import atexit
+import mmap
 import os
 import queue
 import subprocess
@@ -55,7 +59,15 @@ class ChunkReader:
         """Samples [start, start+count) of `frames` in shard `path`; DataError naming it if corrupt."""
         slot = self._idle.get()
         try:
-            return self._workers[slot].read(path, start, count, offset, nbytes, crc, frame_shape)
+            try:
+                return self._workers[slot].read(path, start, count, offset, nbytes, crc, frame_shape)
+            except WorkerDied:  # a fresh worker in its place, and the chunk once more
+                self._workers[slot].close()
+                self._workers[slot] = _Worker()
+                try:
+                    return self._workers[slot].read(path, start, count, offset, nbytes, crc, frame_shape)
+                except WorkerDied as again:
+                    raise DataError(str(again)) from None
         finally:
             self._idle.put(slot)
 
@@ -67,44 +79,56 @@ class ChunkReader:
             self._idle = queue.Queue()
 
 
+class WorkerDied(RuntimeError):
+    """A worker process exited (or closed its pipe) before answering."""
+
+
+def _mapping(fd: int, size: int) -> np.ndarray:
+    """The first `size` bytes of the shared file `fd`, mapped read-write: uint8 (size,)."""
+    return np.frombuffer(mmap.mmap(fd, size), np.uint8)
+
+
 class _Worker:
     def __init__(self):
-        fd, self.shm_path = tempfile.mkstemp(prefix="chunk-reader-", dir=_SHM_DIR)
-        os.close(fd)
-        self.capacity = 0
-        self.view = None
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.input.chunk_reader", self.shm_path],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        fd, path = tempfile.mkstemp(prefix="chunk-reader-", dir=_SHM_DIR)
+        os.unlink(path)  # the memory lives while a descriptor or mapping does, the name not at all
+        self.fd, self.capacity, self.view = fd, 0, None
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.input.chunk_reader", str(fd)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(fd,))
 
     def read(self, path, start, count, offset, nbytes, crc, frame_shape) -> np.ndarray:
         needed = count * int(np.prod(frame_shape))
         if needed > self.capacity:
             self.capacity = needed
-            os.truncate(self.shm_path, needed)
-            self.view = np.memmap(self.shm_path, np.uint8, "r+", shape=(needed,))
+            os.ftruncate(self.fd, needed)
+            self.view = _mapping(self.fd, needed)
         try:
             self.proc.stdin.write(f"{path}\t{start}\t{count}\t{offset}\t{nbytes}\t{crc}\t{self.capacity}\n".encode())
             self.proc.stdin.flush()
             reply = self.proc.stdout.readline().decode()
         except OSError:
             reply = ""
+        if not reply:
+            self.proc.poll()
+            raise WorkerDied(f"{path}: chunk reader process {self.proc.pid} died (exit status "
+                             f"{self.proc.returncode}) reading samples {start}..{start + count}")
         if reply != "ok\n":
-            raise DataError(reply.strip() or f"{path}: chunk reader process {self.proc.pid} died "
-                            f"(exit status {self.proc.poll()}) reading samples {start}..{start + count}")
-        return np.array(self.view[:needed]).reshape(count, *frame_shape)
+            raise DataError(reply.strip())
+        return self.view[:needed].copy().reshape(count, *frame_shape)
 
     def close(self) -> None:
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except OSError:  # the worker is gone and the pipe broken
+            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()
-        try:
-            os.unlink(self.shm_path)
-        except FileNotFoundError:
-            pass
+        self.view = None
+        os.close(self.fd)
 
 
 _shared: ChunkReader | None = None
@@ -138,8 +162,9 @@ def _read_chunk(path: str, raw_file, frames, out: np.ndarray, start: int, count:
         raise DataError(f"{path}: cannot read samples {start}..{start + count}: {type(e).__name__}: {e}") from None
 
 
-def _serve(shm_path: str) -> None:
-    """Worker loop: one request per line (path, start, count, offset, nbytes, crc, slot bytes)."""
+def _serve(shm_fd: int) -> None:
+    """Worker loop over the shared file `shm_fd`: one request per line (path, start, count, offset,
+    nbytes, crc, slot bytes)."""
     import h5py
 
     from pipeline.dataset import codecs  # noqa: F401  (registers the Zstd/LZ4/Blosc filters)
@@ -152,7 +177,7 @@ def _serve(shm_path: str) -> None:
         start, count, offset, nbytes, crc, size = (int(v) for v in numbers)
         try:
             if size != capacity:
-                view, capacity = np.memmap(shm_path, np.uint8, "r+", shape=(size,)), size
+                view, capacity = _mapping(shm_fd, size), size
             if path not in files:
                 if len(files) >= OPEN_FILES:
                     raw_file, _ = files.pop(next(iter(files)))
@@ -171,4 +196,4 @@ def _serve(shm_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(int(sys.argv[1]))

@@ -103,7 +103,8 @@ class WindowReader:
         require_positive_int("window_samples", window_samples)
         self.src, self.seed, self.shuffle, self.decode = src, check_seed(seed), shuffle, decode
         self.window_chunks = window_chunks_for(window_samples, src.chunk)
-        self.row_bytes = row_bytes(src)
+        # worker processes decode through h5py, which hands back whole frames, packed codec or not
+        self.row_bytes = src.size ** 3 if decode == "process" else row_bytes(src)
         self.packed_rows = self.row_bytes != src.size ** 3
         self._table = np.stack([src.shard, src.start, src.count, src.offset, src.nbytes, src.crc, src.first], 1)
         self._process = None
