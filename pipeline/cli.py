@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from pipeline.errors import DataError, UsageError
+from pipeline.errors import DataError, UsageError, data_error_in
 
 COMMANDS = {
     "generate": ("pipeline.dataset.generate", "write a sharded HDF5 dataset of moving-square sequences"),
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except DataError as e:
         print(f"pipeline {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # damage found mid-read reaches here through tf.data as an op error
+        message = data_error_in(e)
+        if message is None:
+            raise
+        print(f"pipeline {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pipeline {args.command}: interrupted", file=sys.stderr)

@@ -202,3 +202,48 @@ def test_packed_needs_a_packable_dataset(other_size_dataset, tmp_path, capsys):
                    progress=False)
     assert status(["train", "--data", str(odd), "--model", "fast", "--packed", "--out", str(tmp_path / "r")]) == 2
     assert "--packed needs" in capsys.readouterr().err
+
+
+@pytest.fixture
+def damaged_after_open(tiny_dataset, tmp_path, monkeypatch):
+    """A copy of the tiny dataset whose split's first shard gets a flipped byte in its second chunk
+    right after the loader has opened (and checked) it: damage that only reading can find. Yields
+    the directory and a list that receives the damaged shard's path."""
+    import shutil
+
+    import h5py
+
+    from pipeline.input import loader
+
+    d = tmp_path / "d"
+    shutil.copytree(tiny_dataset, d)
+    damaged = []
+    real_open = loader.open_dataset
+
+    def open_then_damage(*args, **kwargs):
+        src = real_open(*args, **kwargs)
+        shard = src.paths[0]
+        with h5py.File(shard, "r") as f:
+            info = f["frames"].id.get_chunk_info(1)
+        data = bytearray(open(shard, "rb").read())
+        data[info.byte_offset + info.size // 2] ^= 0xFF
+        open(shard, "wb").write(bytes(data))
+        damaged.append(shard)
+        return src
+
+    monkeypatch.setattr(loader, "open_dataset", open_then_damage)
+    return d, damaged
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_damage_found_mid_read_is_one_line_naming_the_file_exit_1(command, damaged_after_open, trained, tmp_path,
+                                                                   capsys):
+    d, damaged = damaged_after_open
+    argv = (["train", "--data", str(d), "--batch-size", "16", "--out", str(tmp_path / "r"), "--verbose", "0"]
+            if command == "train" else ["evaluate", "--run", str(trained), "--data", str(d)])
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"pipeline {command}: error: {damaged[0]}: corrupt chunk at sample 8 "
+        "(CRC-32 differs from the one read at open)"]
+    assert not (tmp_path / "r" / "model.keras").exists()
