@@ -19,7 +19,10 @@ k of the stream: ``--backend tensorflow`` feeds ``model.fit`` from
 never imports TensorFlow). ``--resume RUN`` goes on from RUN's last checkpoint with RUN's own
 options: the stream restarts at the checkpoint's step, so the resumed run takes exactly the batches
 the uninterrupted one would have taken.
-``--devices N`` trains one replica per device (`pipeline.training.replicas`); ``--batch-size`` is the global batch.
+``--devices N`` trains one replica per device (`pipeline.training.replicas`); ``--processes N`` (with
+``--process-index`` and ``--addresses``, or ``auto``) trains on several processes, one host or many
+(`pipeline.training.processes`), process 0 writing RUN. ``--batch-size`` is always the global batch;
+the launch options may change at ``--resume``, so a run checkpointed on n processes goes on with m.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,7 +39,10 @@ from pipeline.runtime import backends, devices
 
 MODEL_CHOICES = ("book", "fast", "rowcol")
 RUN_FILES = ("model.keras", "config.json", "history.json")
-RESUMABLE = ("verbose",)  # the options --resume may change: the others are the run's own
+# how a launch runs, not what the run computes: always this command line's (the run stores process 0's)
+LAUNCH = ("processes", "process_index", "addresses")
+# the options --resume may be given: the launch's, and these, which replace the run's own where given
+RESUMABLE = ("verbose", "devices", *LAUNCH)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,9 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="book: the book's TimeDistributed network; fast: same maths, time folded into the batch; "
                         "rowcol: row/column LSTMs over each frame's feature map")
     p.add_argument("--batch-size", type=positive_int, default=32,
-                   help="sequences per training step: the global batch, split evenly over --devices")
+                   help="sequences per training step: the global batch, split evenly over --processes x --devices")
     p.add_argument("--devices", type=positive_int, default=None,
-                   help="devices to train on, one model replica each (default: every visible GPU; 1 on a CPU). "
+                   help="devices each process trains on, one model replica each (default: every GPU it sees; 1 on "
+                        "a CPU). "
                         "JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy, over logical CPU "
                         "devices where there is no GPU")
     p.add_argument("--epochs", type=positive_int, default=1, help="passes over the train split (or of --steps steps)")
@@ -69,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "input position and random state, written atomically under RUN/checkpoints")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
                    help="go on from RUN's last checkpoint at the exact next sample, with RUN's own options "
-                        "(only --verbose may be given beside it)")
+                        "(only --verbose, --devices and the launch options --processes, --process-index, "
+                        "--addresses may be given beside it: they are this launch's)")
     p.add_argument("--style", default="per_layer", choices=("per_layer", "nested"),
                    help="book model only: TimeDistributed around each CNN layer or around one CNN sub-model")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
@@ -83,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     backends.add_argument(p)
     devices.add_precision_argument(p)
+    from pipeline.training import processes
+
+    processes.add_arguments(p)
 
 
 def model_options(args) -> dict:
@@ -120,7 +132,10 @@ def resumed_args(args) -> argparse.Namespace:
     if given:
         raise UsageError(f"--resume takes the run's own options; drop --{given[0].replace('_', '-')}")
     stored = json.loads(config_path.read_text())["args"]
-    resumed = argparse.Namespace(**{**defaults, **stored, "verbose": args.verbose, "resume": run_dir,
+    launch = {k: getattr(args, k) for k in LAUNCH}
+    if args.devices is not None:
+        launch["devices"] = args.devices
+    resumed = argparse.Namespace(**{**defaults, **stored, **launch, "verbose": args.verbose, "resume": run_dir,
                                     "command": "train", "force": False})
     for k in ("data", "out"):
         resumed.__dict__[k] = Path(stored[k])
@@ -148,8 +163,16 @@ def run(args) -> int:
             raise UsageError(f"{out} already holds a model (use --force to overwrite)")
         if (out / "config.json").exists():
             raise UsageError(f"{out} holds an unfinished run: --resume {out}, or --force to start it afresh")
+    from pipeline.training import processes
+
+    spec = processes.launch(args)
+    if args.validation and not spec.single:
+        raise UsageError("--validation scores the test split on one process; drop it beside --processes")
 
     backends.use(args.backend)
+    # every check above ran on every process before any of them joins, and so before the chief writes
+    cluster = processes.join(args.backend, spec, args.devices)
+    cluster.barrier()
     import keras
 
     from pipeline.dataset.codecs import BIT_PACKED
@@ -166,8 +189,8 @@ def run(args) -> int:
     from pipeline.training import replicas
 
     device_count = args.devices or replicas.default_devices()
-    replicas.check(device_count, args.batch_size)
-    scope, strategy = replicas.strategy_scope(args.backend, device_count)
+    replicas.check(device_count, args.batch_size, cluster.count)
+    scope, strategy = replicas.strategy_scope(args.backend, device_count, cluster)
     if args.validation and manifest.params.test_samples == 0:
         raise UsageError(f"--validation needs a test split; {args.data} was generated with --test-samples 0")
     keras.utils.set_random_seed(args.seed)
@@ -179,6 +202,8 @@ def run(args) -> int:
     with scope:
         model = build_model(args.model, size, precision=args.precision, learning_rate=args.learning_rate,
                             jit_compile=jit, packed_input=packed, **options)
+    if cluster.strategy is not None:
+        replicas.fit_on_workers(model)
     steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
     config = {
         "model": {"name": args.model, "options": options, "params": model.count_params(),
@@ -187,39 +212,47 @@ def run(args) -> int:
                   "layers": [type(layer).__name__ for layer in model.layers]},
         "dataset": {"dir": str(Path(args.data).resolve()), "params": asdict(manifest.params),
                     "manifest_sha256": manifest_sha256(args.data)},
-        "batch_size": args.batch_size, "devices": device_count,
-        "batch_size_per_device": args.batch_size // device_count, "epochs": args.epochs, "steps_per_epoch": steps,
+        "batch_size": args.batch_size, "processes": cluster.count, "devices": device_count,
+        "batch_size_per_device": args.batch_size // (device_count * cluster.count), "epochs": args.epochs,
+        "steps_per_epoch": steps,
         "seed": args.seed,
         "shuffle_window": args.shuffle_window, "packed": packed, "checkpoint_every": args.checkpoint_every,
         "device": devices.describe(), "versions": versions(), "commit": git_info()["commit"],
         "args": stored_options(args),
     }
     state = {"step": 0, "history": [], "fit_seconds": 0.0, "metrics": None}
+    writes = cluster.writes(out)  # RUN on the chief; the others save as it does, privately
     if args.resume is not None:
-        checkpoints.discard_partial(out)
-        last = checkpoints.latest(out)
+        if cluster.chief:
+            checkpoints.discard_partial(out)
+        last = checkpoints.latest(out)  # every process reads it
         if last is not None:
             with strategy.scope() if strategy is not None else contextlib.nullcontext():  # its slots mirrored too
                 state = checkpoints.restore(last, model)
-        print(f"resuming {out} at step {state['step']} of {args.epochs * steps}")
-    else:
+        if cluster.chief:
+            print(f"resuming {out} at step {state['step']} of {args.epochs * steps}")
+    elif cluster.chief:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.clear(out)  # an earlier run's, under --force: never resume into it
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    if cluster.chief:
+        write_atomically(out / "config.json", json.dumps(config, indent=1) + "\n")
 
-    saver = checkpoints.callback(out, args.checkpoint_every, steps, state)
+    saver = checkpoints.callback(writes, args.checkpoint_every, steps, state)
     callbacks = [saver]
     if args.validation:  # before the saver, which records the epoch's logs
         callbacks.insert(0, validation_callback(args, size, packed, manifest.params.test_samples))
     for first_epoch, last_epoch, epoch_steps in segments(state["step"], steps, args.epochs):
-        data, close = training_data(args, size, packed, first_epoch * steps + (steps - epoch_steps), strategy)
+        data, close = training_data(args, size, packed, first_epoch * steps + (steps - epoch_steps), strategy,
+                                    cluster.count)
         try:
             model.fit(data, initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=epoch_steps,
-                      verbose=args.verbose, shuffle=False, callbacks=callbacks)
+                      verbose=args.verbose if cluster.chief else 0, shuffle=False, callbacks=callbacks)
         finally:
             close()
 
-    model.save(out / "model.keras")
+    model.save(writes / "model.keras")
+    if not cluster.chief:
+        return 0
     history = saver.history
     record = {"epoch": list(range(1, len(history) + 1)),
               **{k: [float(h[k]) for h in history] for k in (history[0] if history else {})},
@@ -227,6 +260,13 @@ def run(args) -> int:
     (out / "history.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} ({model.count_params():,} parameters, fit {saver.fit_seconds:.1f} s)")
     return 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """`path` holds `text`, or what it held before: the other processes of a resumed run may be reading it."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def segments(step: int, steps: int, epochs: int) -> list[tuple[int, int, int]]:
@@ -276,28 +316,39 @@ def validation_data(args, size: int, packed: bool):
     return make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size, packed=packed)
 
 
-def training_data(args, size: int, packed: bool, start_step: int, strategy=None):
+def training_data(args, size: int, packed: bool, start_step: int, strategy=None, processes: int = 1):
     """(data for ``model.fit``, a function that stops its readers) on ``args.backend``: the endless
-    shuffled stream from global step `start_step` on; under a TensorFlow ``strategy``, per-replica
-    pipelines of whole global batches."""
+    shuffled stream from global step `start_step` on, this process's rows of each global batch where
+    there are several `processes`; under a TensorFlow ``strategy``, one pipeline per process, cut
+    into per-replica batches."""
     if args.backend == "jax":
         from pipeline.input.jax_feed import prefetch_to_device
         from pipeline.input.reader import batch_stream
+        from pipeline.input.sharding import jax_shard
 
+        shard_index, shard_count = jax_shard() if processes > 1 else (0, 1)
         stream = batch_stream(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, epochs=None,
                               shuffle_window=args.shuffle_window, expected_size=size, packed=packed,
-                              start_step=start_step)
+                              start_step=start_step, shard_index=shard_index, shard_count=shard_count)
+        if processes > 1:  # NumPy, as a generator (what Keras takes): Keras makes global batches of the parts
+            return (batch for batch in stream), stream.close
         return prefetch_to_device(stream), stream.close
-    from pipeline.input.loader import make_dataset
+    from pipeline.input.loader import make_dataset, prefetch_ahead
 
     if strategy is not None:
+        from pipeline.input.sharding import input_context_shard
         from pipeline.training.replicas import distributed
 
-        replicas = strategy.num_replicas_in_sync  # one pipeline whose consecutive batches go to the replicas in turn
-        return distributed(strategy, lambda per_replica: make_dataset(
-            args.data, "train", per_replica, shuffle=True, seed=args.seed, repeat=True, drop_remainder=True,
-            shuffle_window=args.shuffle_window, expected_size=size, packed=packed,
-            start_step=start_step * replicas), args.batch_size), lambda: None
+        def per_process(context):
+            shard_index, shard_count = input_context_shard(context)
+            ds = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=True,
+                              drop_remainder=True, shuffle_window=args.shuffle_window, expected_size=size,
+                              packed=packed, start_step=start_step, shard_index=shard_index, shard_count=shard_count,
+                              prefetch=False)
+            # this process's replicas take its consecutive per-replica batches in turn
+            return prefetch_ahead(ds.rebatch(context.get_per_replica_batch_size(args.batch_size)))
+
+        return distributed(strategy, per_process), lambda: None
     data = make_dataset(args.data, "train", args.batch_size, shuffle=True, seed=args.seed, repeat=True,
                         shuffle_window=args.shuffle_window, expected_size=size, packed=packed, start_step=start_step)
     return data, lambda: None
