@@ -145,7 +145,8 @@ def _data(backend: str, directory: Path, batch: int, strategy):
         return ours.tf_dataset(directory, batch, seed=SEED)
     from pipeline.training.replicas import distributed
 
-    return distributed(strategy, lambda per_replica: ours.tf_dataset(directory, per_replica, seed=SEED), batch)
+    return distributed(strategy, lambda context: ours.tf_dataset(
+        directory, context.get_per_replica_batch_size(batch), seed=SEED))
 
 
 def run(rec: Recorder, grid: Grid, size: int, directory: Path) -> None:

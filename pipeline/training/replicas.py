@@ -96,7 +96,6 @@ def distributed(strategy, per_process):
                                                       tf.distribute.InputOptions(experimental_fetch_to_device=True))
 
 
-
 def fit_on_workers(model) -> None:
     """Let `model.fit` run under a `MultiWorkerMirroredStrategy` of several workers, where Keras 3's
     TensorFlow trainer fails twice (keras-team/keras#20585):
