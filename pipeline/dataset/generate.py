@@ -3,9 +3,12 @@
 Each task opens its own HDF5 file (HDF5 files are not safe to share between
 processes) and derives its random stream from (seed, split, shard index), so the
 bytes do not depend on the number of workers or the order in which shards finish.
-The client alone writes the manifest, after each shard lands. A rerun of the same
-command resumes: shards already recorded (or renamed into place but not yet
-recorded) are kept, the rest are written; a crash's temporary files are removed.
+The client alone writes the manifest, after each shard lands, and, once every shard
+has landed, each split's chunk index (`pipeline.dataset.chunk_index`) from the entries
+the workers computed. A rerun of the same command resumes: shards already recorded (or
+renamed into place but not yet recorded) are kept, the rest are written; a crash's
+temporary files are removed; shards the index lacks are indexed from their files (a
+complete dataset written before indexes existed gets its index this way).
 Only files the dataset owns are ever deleted (see `owned_files`); anything else in the
 directory is left alone, with or without --overwrite.
 """
@@ -21,16 +24,25 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.dataset import codecs
+from pipeline.dataset import chunk_index, codecs
 from pipeline.dataset.manifest import (
     DEFAULT_SHARD_SIZE,
     MANIFEST,
+    SPLITS,
     DatasetParams,
     Manifest,
     listed_shards,
     load_manifest,
 )
-from pipeline.dataset.shards import ShardPlan, ShardRecord, check_shard, sha256_of, temporary_files, write_shard
+from pipeline.dataset.shards import (
+    ShardIndex,
+    ShardPlan,
+    ShardRecord,
+    check_shard,
+    sha256_of,
+    temporary_files,
+    write_shard,
+)
 from pipeline.dataset.synth import VARIANTS
 from pipeline.errors import DataError, UsageError
 from pipeline.runtime import malloc
@@ -145,9 +157,10 @@ def prepare(out: Path, params: DatasetParams, overwrite: bool) -> tuple[Manifest
 
 
 def owned_files(out: Path, params: DatasetParams) -> list[Path]:
-    """The shard files in `out` that a dataset there owns: those its manifest lists and those `params` would
-    write. Other files, `*.h5` or not, are the user's. (Temporary files: `remove_leftovers`.)"""
-    names = listed_shards(out) | {plan.name for plan in params.plans()}
+    """The shard and index files in `out` that a dataset there owns: the shards its manifest lists and those
+    `params` would write, and the splits' chunk indexes. Other files, `*.h5` or not, are the user's.
+    (Temporary files: `remove_leftovers`.)"""
+    names = listed_shards(out) | {plan.name for plan in params.plans()} | {chunk_index.index_name(s) for s in SPLITS}
     return sorted(out / name for name in names if (out / name).is_file())
 
 
@@ -252,13 +265,16 @@ def run_generation(out: Path, params: DatasetParams, *, workers: int, scheduler:
             manifest, todo = prepare(out, params, overwrite)
             manifest.save(out)
             if not todo:
+                write_indexes(out, manifest, {})  # one stat per shard where they are current
                 print(f"{out}: complete, nothing to do")
                 return manifest
             if client is None:  # a local cluster only when there is work, and inside the lock
                 client = stack.enter_context(dask_client(workers, None, dashboard_address))
+            indexes: dict[str, ShardIndex] = {}
             _write_shards(client, out, manifest, todo, scheduler or f"local cluster, {workers} worker process"
-                          f"{'es' if workers > 1 else ''}", progress, on_shard)
+                          f"{'es' if workers > 1 else ''}", progress, on_shard, indexes)
             remove_leftovers(out)  # of workers killed mid-shard: their tasks were redone elsewhere
+            write_indexes(out, manifest, indexes)
             manifest.complete = True
             manifest.save(out)
         return manifest
@@ -272,9 +288,19 @@ def _reason(e: OSError) -> str:
     return os.strerror(e.errno) if e.errno else (str(e).splitlines() or [type(e).__name__])[0]
 
 
+def write_indexes(out: Path, manifest: Manifest, known: dict[str, ShardIndex]) -> None:
+    """Bring each split's chunk index in `out` up to date, from `known` (this run's workers' entries) where it
+    can, else from the shards (`chunk_index.refresh`, which raises DataError naming a shard that fails its
+    check). Written in `out` itself: an OSError (a full disk) ends the run as a shard's would, and a rerun
+    writes them."""
+    for split in SPLITS:
+        if manifest.shards[split]:
+            chunk_index.refresh(out, manifest, split, known=known, anywhere=False)
+
+
 def remove_leftovers(out: Path) -> None:
-    """Delete the temporary files (`train-00003.h5.tmp-PID`, `manifest.json.tmp-PID`) of writers that died
-    before renaming them."""
+    """Delete the temporary files (`train-00003.h5.tmp-PID`, `manifest.json.tmp-PID`, `index-train.npz.tmp-PID`)
+    of writers that died before renaming them."""
     for leftover in temporary_files(out):
         leftover.unlink(missing_ok=True)
 
@@ -287,8 +313,9 @@ RECORD_INTERVAL_S = 0.25
 
 
 def _write_shards(client, out: Path, manifest: Manifest, todo: list[ShardPlan], where: str, progress: bool,
-                  on_shard: Callable[[ShardRecord], None] | None) -> None:
-    """Run one task per shard on `client`; record finished shards in the manifest as they land."""
+                  on_shard: Callable[[ShardRecord], None] | None, indexes: dict[str, ShardIndex]) -> None:
+    """Run one task per shard on `client`; record finished shards in the manifest as they land, and their
+    chunk index entries in `indexes` (by shard name)."""
     from dask.distributed import as_completed
     from tqdm import tqdm
 
@@ -309,7 +336,7 @@ def _write_shards(client, out: Path, manifest: Manifest, todo: list[ShardPlan], 
             landed.append(future)
             bar.update(plan_of[future.key].samples)
             if done == len(futures) or future.status == "error" or time.monotonic() - recorded >= RECORD_INTERVAL_S:
-                _record(client, out, manifest, landed, plan_of, on_shard)
+                _record(client, out, manifest, landed, plan_of, on_shard, indexes)
                 landed, recorded = [], time.monotonic()
     finally:
         bar.close()
@@ -318,8 +345,9 @@ def _write_shards(client, out: Path, manifest: Manifest, todo: list[ShardPlan], 
 
 
 def _record(client, out: Path, manifest: Manifest, landed: list, plan_of: dict,
-            on_shard: Callable[[ShardRecord], None] | None) -> None:
-    """Fetch the records of the `landed` futures in one gather, enter them in the manifest and save it.
+            on_shard: Callable[[ShardRecord], None] | None, indexes: dict[str, ShardIndex]) -> None:
+    """Fetch the records of the `landed` futures in one gather, enter them in the manifest (and their index
+    entries in `indexes`) and save it.
 
     A failed shard ends the run with a DataError naming it (after its siblings' records are saved)."""
     failed = next((f for f in landed if f.status == "error"), None)
@@ -327,6 +355,8 @@ def _record(client, out: Path, manifest: Manifest, landed: list, plan_of: dict,
     for future, record in zip(finished, client.gather(finished)):
         plan = plan_of[future.key]
         manifest.entry(plan.split, plan.name).update(sha256=record.sha256, bytes=record.bytes)
+        if record.index is not None:
+            indexes[plan.name] = record.index
         if on_shard:
             on_shard(record)
     manifest.save(out)

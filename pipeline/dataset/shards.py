@@ -1,4 +1,4 @@
-"""One HDF5 shard: write it atomically, check it, hash it.
+"""One HDF5 shard: write it atomically, check it, hash it, index its chunks.
 
 A shard holds, for n sequences of side S (T = S frames):
 
@@ -9,16 +9,20 @@ A shard holds, for n sequences of side S (T = S frames):
   index of its first sample within the split.
 
 A shard is written to ``NAME.tmp-<pid>``, flushed to disk and renamed to ``NAME``:
-a file under its final name is always complete.
+a file under its final name is always complete. Its writer also indexes it (`ShardIndex`:
+where each chunk of ``frames`` lies, their CRC-32 and Adler-32, the labels), from the bytes it
+hashed, for the split's chunk index (`pipeline.dataset.chunk_index`).
 
-A dataset owns only files with the names below (shards, their temporary files); anything
-else in its directory is the user's and is never deleted.
+A dataset owns only files with the names below (shards, the chunk indexes, their temporary
+files); anything else in its directory is the user's and is never deleted.
 """
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +37,12 @@ FORMAT_VERSION = 1
 TMP_MARK = ".tmp-"
 SPLIT_KEYS = {"train": 0, "test": 1}
 SHARD_NAME = re.compile(r"(train|test)-\d{5}\.h5")
-_TEMPORARY_NAME = re.compile(r"((train|test)-\d{5}\.h5|manifest\.json)\.tmp-\d+")
+INDEX_NAME = re.compile(r"index-(train|test)\.npz")
+_TEMPORARY_NAME = re.compile(r"((train|test)-\d{5}\.h5|manifest\.json|index-(train|test)\.npz)\.tmp-\d+")
+# The filters a `frames` chunk of each codec passed through, for the codecs whose chunks readers decode
+# outside HDF5 (zlib streams, or raw bytes): a shard that skipped one would decode to garbage.
+EXPECTED_FILTERS = {"nbit-gzip": (h5py.h5z.FILTER_NBIT, h5py.h5z.FILTER_DEFLATE),
+                    "gzip": (h5py.h5z.FILTER_DEFLATE,), "none": ()}
 
 
 def is_shard_name(name: str) -> bool:
@@ -41,8 +50,14 @@ def is_shard_name(name: str) -> bool:
     return SHARD_NAME.fullmatch(name) is not None
 
 
+def is_index_name(name: str) -> bool:
+    """True for the name of a split's chunk index (`index-train.npz`)."""
+    return INDEX_NAME.fullmatch(name) is not None
+
+
 def is_temporary_name(name: str) -> bool:
-    """True for the name of a shard or manifest that a writer had not yet renamed (`train-00012.h5.tmp-4242`)."""
+    """True for the name of a shard, manifest or chunk index that a writer had not yet renamed
+    (`train-00012.h5.tmp-4242`)."""
     return _TEMPORARY_NAME.fullmatch(name) is not None
 
 
@@ -81,14 +96,40 @@ class ShardPlan:
 
 
 @dataclass(frozen=True)
+class ShardIndex:
+    """One shard's entry in its split's chunk index: what a reader needs to fetch and check any chunk
+    of `frames` without opening the file as HDF5, and the file's identity when those bytes were read.
+
+    name: the shard's file name; sha256, bytes: of the whole file; mtime_ns, inode: its `os.stat`
+    signature, taken before its bytes were read (a file rewritten, copied in or renamed over it since
+    has another). Per chunk, in stored order (chunk k holds samples [k*c, (k+1)*c), c the shard's
+    chunk): offset, nbytes int64 (chunks,) where its stored bytes lie in the file; crc, adler uint32
+    (chunks,) their zlib CRC-32 and Adler-32 (TensorFlow ops can compute the latter). labels uint8
+    (samples,).
+    """
+
+    name: str
+    sha256: str
+    bytes: int
+    mtime_ns: int
+    inode: int
+    offset: np.ndarray
+    nbytes: np.ndarray
+    crc: np.ndarray
+    adler: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
 class ShardRecord:
-    """What the manifest keeps of a finished shard."""
+    """What the manifest keeps of a finished shard, and its chunk index entry."""
 
     path: str
     samples: int
     sha256: str
     bytes: int
     peak_rss_bytes: int  # of the process that wrote it, when it finished (not kept in the manifest)
+    index: ShardIndex | None = None
 
 
 def sha256_of(path: Path, block: int = 1 << 20) -> str:
@@ -144,7 +185,9 @@ def write_shard(directory: Path, plan: ShardPlan) -> ShardRecord:
                 attrs[key] = value
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        record = ShardRecord(plan.name, plan.samples, sha256_of(tmp), tmp.stat().st_size, peak_rss_bytes())
+        # the rename keeps the file's inode and mtime: the index's stat signature holds for `final`
+        index = index_shard(tmp, plan, labels=labels, name=plan.name)
+        record = ShardRecord(plan.name, plan.samples, index.sha256, index.bytes, peak_rss_bytes(), index)
         os.replace(tmp, final)
         return record
     except RuntimeError as e:  # h5py reports some HDF5 I/O failures (e.g. closing a file on a full disk) as a
@@ -196,6 +239,69 @@ def check_shard(path: Path, plan: ShardPlan) -> None:
     problem = trajectory_problem(labels, rows, cols, plan.spec)
     if problem:
         raise DataError(f"{path}: {problem}")
+
+
+def index_shard(path: Path, plan: ShardPlan, *, labels: np.ndarray | None = None, name: str | None = None,
+                sha256: str | None = None) -> ShardIndex:
+    """Hash `path` whole and index the chunks of its `frames`; DataError naming `path` if they are not
+    what a reader can fetch: chunked as the plan says (whole samples), the codec's filters, one chunk
+    per `plan.chunk` samples, none with a filter skipped, each inside the file, none overlapping.
+
+    sha256: the digest the file must have (the manifest's); DataError if it differs.
+    labels: the shard's labels if the caller holds them (else read from the file). The file is
+    memory-mapped, so its bytes pass through the page cache rather than this process's heap.
+    Does not check attributes or trajectories (`check_shard`).
+    """
+    st = os.stat(path)  # before the bytes are read: a change while reading shows at the next check
+    n, size = plan.samples, plan.spec.size
+    if st.st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        with h5py.File(path, "r") as f:
+            frames = f["frames"]
+            step = min(plan.chunk, n)
+            if frames.chunks != (step, size, size, size):
+                raise DataError(f"{path}: frames chunked as {frames.chunks}, expected {(step, size, size, size)}")
+            plist = frames.id.get_create_plist()
+            filters = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
+            if filters != EXPECTED_FILTERS.get(plan.codec, filters):
+                raise DataError(f"{path}: frames filters do not match codec {plan.codec!r}")
+            expected = -(-n // step)
+            if frames.id.get_num_chunks() != expected:
+                raise DataError(f"{path}: {frames.id.get_num_chunks()} chunks stored, expected {expected}")
+            infos = [frames.id.get_chunk_info(k) for k in range(expected)]
+            if labels is None:
+                labels = f["labels"][:]
+    except DataError:
+        raise
+    except (OSError, RuntimeError, KeyError) as e:  # not HDF5, no frames, a damaged chunk of labels
+        raise DataError(f"{path}: cannot be opened as HDF5 ({e})") from None
+    if len(labels) != n:
+        raise DataError(f"{path}: {len(labels)} labels, the manifest says {n}")
+    offset = np.array([info.byte_offset for info in infos], np.int64)
+    nbytes = np.array([info.size for info in infos], np.int64)
+    for k, info in enumerate(infos):
+        if info.chunk_offset[0] != k * step:
+            raise DataError(f"{path}: chunk {k} holds sample {info.chunk_offset[0]}, expected {k * step}")
+        if info.filter_mask != 0:
+            raise DataError(f"{path}: chunk at sample {k * step} was stored with a filter skipped")
+        if info.byte_offset + info.size > st.st_size:
+            raise DataError(f"{path}: chunk at sample {k * step} lies past the end of the file")
+    ends = np.sort(offset + nbytes)
+    if np.any(np.sort(offset)[1:] < ends[:-1]):
+        raise DataError(f"{path}: chunks of frames overlap")
+    crc, adler = np.empty(expected, np.uint32), np.empty(expected, np.uint32)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        with memoryview(mapped) as view:
+            digest = hashlib.sha256(view).hexdigest()
+            for k in range(expected):
+                stored = view[offset[k]:offset[k] + nbytes[k]]
+                crc[k], adler[k] = zlib.crc32(stored), zlib.adler32(stored)
+                stored.release()
+    if sha256 is not None and digest != sha256:
+        raise DataError(f"{path}: SHA-256 differs from the manifest (corrupt or replaced)")
+    return ShardIndex(name or Path(path).name, digest, st.st_size, st.st_mtime_ns, st.st_ino, offset, nbytes,
+                      crc, adler, np.asarray(labels, np.uint8))
 
 
 def trajectory_problem(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, spec: SequenceSpec) -> str | None:

@@ -3,8 +3,8 @@
     ds = make_dataset("datasets/moving-square-50", "train", 32, repeat=True)
     model.fit(ds, steps_per_epoch=..., epochs=...)      # elements: frames (B,T,S,S) uint8, labels (B,) uint8
 
-`pipeline.input.source.open_dataset` validates the whole split before any training and indexes
-every chunk of `frames`. Two ways to read it:
+`pipeline.input.source.open_dataset` validates the split before any training, from its manifest,
+its chunk index and one `stat` per shard (no shard is read unless it changed). Two ways to read it:
 
 * the reading core (`pipeline.input.reader.WindowReader`, mechanisms "isal" and "process"): each
   epoch visits every chunk once in a random order and permutes the samples of each window of
@@ -12,18 +12,19 @@ every chunk of `frames`. Two ways to read it:
   `tf.numpy_function` call per window of thousands of samples, so tf.data's per-element cost
   is paid per window, not per sample), and `rebatch` cuts batches across windows while the
   next windows decode. Not under tf.data service, which runs no Python.
-* graph (nbit-gzip, gzip, none): TensorFlow ops only (`tf.io.read_file`, `decode_compressed`,
-  `decode_raw`), what tf.data service runs. Each epoch reads the shards in a random order,
-  GRAPH_CYCLE at a time, each shard's chunks in a random order, and permutes the samples of
-  each window; windows are assembled `readers` ahead of the one being consumed.
+* graph (nbit-gzip, gzip, none): TensorFlow ops only (`FixedLengthRecordDataset` reads of byte
+  ranges, `decode_compressed`, `decode_raw`), what tf.data service runs. Each epoch reads the
+  shards in a random order, GRAPH_CYCLE at a time, each shard's chunks in stored order from a
+  random one on (wrapping around), read in blocks as the pipeline needs them, and permutes the
+  samples of each window; windows are assembled `readers` ahead of the one being consumed.
 
 nbit-gzip stores frames bit-packed (1 bit per pixel). With `packed=True` batches stay packed,
 uint8 (B, S**3 / 8), and the model unpacks them on the device (`pipeline.models.layers.UnpackFrames`):
 8x fewer bytes through the pipeline and to the device. Otherwise batches are unpacked in the
 pipeline's threads.
 
-Either way a chunk whose bytes differ from those indexed at open raises an error naming the
-shard, never zeros. Same seed, same batches in the same order, for any `readers`; epochs differ.
+Either way a chunk whose bytes differ from those indexed (CRC-32; Adler-32 in graph ops) raises
+an error naming the shard, never zeros. Same seed, same batches in the same order, for any `readers`; epochs differ.
 The core's batches equal `pipeline.input.reader.batch_stream`'s.
 Sharded (core; `shard_index`, `shard_count`): each process yields its rows of every global batch
 (`pipeline.input.sharding`) and decodes the chunks holding any of them: at the default chunk of 32,
@@ -31,6 +32,10 @@ nearly all of each window, so a process decodes (and holds) about as much as one
 Memory (core): at most `2 * readers + 1` windows of rows (`shuffle_window` samples each,
 48 MiB by default) plus `PREFETCH_BATCHES` batches, whatever the dataset's size; the process
 may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` (256 MiB) of freed buffers for reuse.
+Memory (graph, `graph_memory_bound`): the chunk table and labels (about 120 bytes per chunk and
+2 per sample: at size 50, 6 MB per million sequences), 2 * readers + 3 windows, for each of up to
+2 * GRAPH_CYCLE shards being read 6 blocks of GRAPH_BLOCK (256 KiB, or the largest chunk) and 2
+decoded chunks, PREFETCH_BATCHES + readers batches, and the same 256 MiB of freed buffers.
 """
 from __future__ import annotations
 
@@ -55,6 +60,7 @@ from pipeline.runtime.cpus import default_readers
 GRAPH_CODECS = ("nbit-gzip", "gzip", "none")  # decodable by TensorFlow ops
 MECHANISMS = ("auto", "isal", "graph", "process")
 GRAPH_CYCLE = 8  # shards the graph mechanism reads interleaved: fixed, so the order does not depend on readers
+GRAPH_BLOCK = 256 << 10  # bytes the graph mechanism reads from a shard at a time (or its largest chunk)
 
 
 def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
@@ -229,13 +235,15 @@ def _core_epochs(reader: WindowReader, repeat: bool, readers: int, start: tuple[
 
 def _graph_epochs(src: Source, seed: int, repeat: bool, splittable: bool, shuffle: bool, window: int,
                   readers: int, packed: bool):
-    """Windows of rows and labels with TensorFlow ops only (GRAPH_CODECS); rows (n, row_bytes) as the core's."""
+    """Windows of rows and labels with TensorFlow ops only (GRAPH_CODECS); rows (n, row_bytes) as the core's.
+
+    Each epoch: the shards in a random order, GRAPH_CYCLE interleaved; each shard's chunks in stored
+    order from a random one on, wrapping around (`_graph_reader`); the samples of each window permuted.
+    """
     import tensorflow as tf
 
     read_shard = _graph_reader(src, packed)
-    lo = np.searchsorted(src.shard, np.arange(len(src.paths)), side="left")
-    hi = np.searchsorted(src.shard, np.arange(len(src.paths)), side="right")
-    lo, hi = tf.constant(lo, tf.int64), tf.constant(hi, tf.int64)
+    chunks_in = tf.constant(np.bincount(src.shard, minlength=len(src.paths)), tf.int64)
     seed_value, seed = seed, tf.constant(seed, tf.int64)
 
     def one_epoch(epoch):
@@ -246,10 +254,11 @@ def _graph_epochs(src: Source, seed: int, repeat: bool, splittable: bool, shuffl
             order = tf.random.experimental.stateless_shuffle(order, seed=fold(key, 0))
 
         def chunks_of(shard):
-            ids = tf.range(lo[shard], hi[shard])
+            first = tf.constant(0, tf.int64)
             if shuffle:
-                ids = tf.random.experimental.stateless_shuffle(ids, seed=fold(fold(key, 1), shard))
-            return read_shard(shard, tf.data.Dataset.from_tensor_slices(ids))
+                first = tf.random.stateless_uniform([], fold(fold(key, 1), shard), minval=0,
+                                                    maxval=chunks_in[shard], dtype=tf.int64)
+            return read_shard(shard, first)
 
         chunks = tf.data.Dataset.from_tensor_slices(order).interleave(
             chunks_of, cycle_length=min(GRAPH_CYCLE, len(src.paths)), block_length=1,
@@ -277,40 +286,124 @@ def _graph_epochs(src: Source, seed: int, repeat: bool, splittable: bool, shuffl
     return epochs.flat_map(one_epoch)
 
 
-def _graph_reader(src: Source, packed: bool):
-    """(shard, dataset of its chunk ids) -> (rows, labels) with TensorFlow ops only (GRAPH_CODECS).
+def graph_block_bytes(src: Source) -> np.ndarray:
+    """int64 (shards,): the bytes the graph mechanism reads from each shard at a time: GRAPH_BLOCK, or
+    the shard's largest stored chunk where that is larger."""
+    block = np.full(len(src.paths), GRAPH_BLOCK, np.int64)
+    np.maximum.at(block, src.shard, src.nbytes)
+    return block
 
-    Runs under tf.data service. The shard is read whole, once, and its chunks cut from it; a
-    chunk is checked against a fingerprint (farmhash) of the bytes indexed at open.
+
+# What the graph mechanism's memory bound counts (see `graph_memory_bound`):
+GRAPH_TABLE_BYTES = 8 * 8 + 7 * 8 + 1  # per chunk: the Source's table, and its copy as graph constants
+GRAPH_READ_BLOCKS = 6  # blocks a shard being read holds: the reader's buffer, its record, the cut's input and output
+GRAPH_WINDOWS = 3  # windows beside the 2 per reader the permutation holds: one being assembled, one prefetched, one cut
+
+
+def graph_memory_bound(src: Source, batch_size: int, *, readers: int | None = None, window: int | None = None,
+                       packed: bool = False) -> int:
+    """Bytes the graph mechanism holds for `src` at most, beyond what the process held before the open.
+
+    The chunk table and labels (`GRAPH_TABLE_BYTES` per chunk, 2 bytes per sample, as the Source's
+    arrays and as graph constants); for each of up to 2 * GRAPH_CYCLE shards being read (the
+    interleave's cycle and as many opened ahead) GRAPH_READ_BLOCKS blocks (`graph_block_bytes`) and
+    2 decoded chunks; 2 * readers + GRAPH_WINDOWS windows of rows (`window` samples: default
+    `default_window`); PREFETCH_BATCHES + readers batches (unpacked unless `packed`); and
+    `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed buffers glibc may keep for reuse. Only the
+    table grows with the dataset.
+    """
+    from pipeline.runtime.malloc import TRIM_THRESHOLD
+
+    readers = readers or default_readers()
+    window = window or default_window(src)
+    rows = row_bytes(src)
+    table = src.chunks * GRAPH_TABLE_BYTES + 2 * src.samples + sum(len(p) for p in src.paths)
+    reading = 2 * GRAPH_CYCLE * (GRAPH_READ_BLOCKS * int(graph_block_bytes(src).max()) + 2 * src.chunk * rows)
+    windows = (2 * readers + GRAPH_WINDOWS) * window * rows
+    batches = (PREFETCH_BATCHES + readers) * batch_size * (rows if packed else src.size ** 3)
+    return table + reading + windows + batches + TRIM_THRESHOLD
+
+
+def _graph_reader(src: Source, packed: bool):
+    """(shard, first chunk) -> dataset of (rows, labels) per chunk, with TensorFlow ops only (GRAPH_CODECS).
+
+    Runs under tf.data service. The shard's chunks come in stored order from chunk `first` to the
+    last, then from the first up to `first`. Each run of those chunks that lie in the file one after
+    another (all of a shard, but where the writer placed a chunk out of turn) is read front to back in
+    blocks (`graph_block_bytes`) by a `FixedLengthRecordDataset`, its chunks cut out as they complete:
+    nothing but the chunk index (and the labels) is held for chunks not being read.
+    FixedLengthRecordDataset skips to a run's start by reading the bytes before it, so a shard costs
+    up to twice its size in reads (more only for runs broken by misplaced chunks). Each chunk is
+    checked against its Adler-32 from the index, and a run that ends early (a shard truncated since
+    open) fails, naming the shard.
     rows: uint8 (count, S**3 / 8) bit-packed at even sizes of nbit-gzip, else (count, S**3).
     """
     import tensorflow as tf
 
-    stored = [src.stored(c) for c in range(src.chunks)]  # the bytes open_dataset checked, or DataError
-    fingerprint = tf.strings.to_hash_bucket_fast(tf.constant(stored), 2**62)
-    paths = tf.constant(src.paths)
-    offset, nbytes = tf.constant(src.offset), tf.constant(src.nbytes)
+    ends = src.offset + src.nbytes
+    opens_run = np.ones(src.chunks, bool)  # chunk c does not follow chunk c - 1 of its shard in the file
+    opens_run[1:] = (src.shard[1:] != src.shard[:-1]) | (src.offset[1:] < ends[:-1])
+    lo = np.searchsorted(src.shard, np.arange(len(src.paths)), side="left")
+    hi = np.searchsorted(src.shard, np.arange(len(src.paths)), side="right")
+    lo, hi, opens_run = tf.constant(lo, tf.int64), tf.constant(hi, tf.int64), tf.constant(opens_run)
+    offset, nbytes, end = tf.constant(src.offset), tf.constant(src.nbytes), tf.constant(ends)
+    paths, file_bytes = tf.constant(src.paths), tf.constant(src.file_bytes, tf.int64)
+    block = tf.constant(graph_block_bytes(src), tf.int64)
     count, start = tf.constant(src.count), tf.constant(src.start)
+    adler, first = tf.constant(src.adler, tf.int64), tf.constant(src.first)
     labels = tf.constant(src.labels)
-    first = tf.constant(src.first)
     zlib_coded = src.codec in ("gzip", *BIT_PACKED)
     width = row_bytes(src)
     bits_of_byte = tf.constant(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1))  # (256, 8)
 
-    shard_end = np.zeros(len(src.paths), np.int64)  # where each shard's last chunk ends
-    np.maximum.at(shard_end, src.shard, src.offset + src.nbytes)
-    shard_end = tf.constant(shard_end)
+    def runs(a, b):
+        """int64 (runs, 2): [start, stop) of the runs of chunks [a, b); one empty run if a == b."""
+        inner = tf.range(tf.minimum(a + 1, b), b)
+        edges = tf.concat([[a], tf.boolean_mask(inner, tf.gather(opens_run, inner)), [b]], 0)
+        return tf.stack([edges[:-1], edges[1:]], 1)
 
-    def read_chunk(shard, ids):
-        content = tf.io.read_file(paths[shard])
-        fits = tf.debugging.Assert(shard_end[shard] <= tf.cast(tf.strings.length(content), tf.int64),
-                                   ["truncated shard", paths[shard]])
-        with tf.control_dependencies([fits]):  # checked once per shard, not once per chunk
-            content = tf.identity(content)
+    def read_run(shard, a, b):
+        """(chunk id, stored bytes) of chunks [a, b), which lie in the file in that order, read front to back."""
+        path, size, blk = paths[shard], file_bytes[shard], block[shard]
+        begin, stop = offset[a], end[b - 1]
+        n = (stop - begin + blk - 1) // blk
+        padded = begin + n * blk <= size  # whole blocks, the last one running past the run
+        full = tf.where(padded, n, n - 1)
+        tail = tf.where(padded, tf.constant(0, tf.int64), stop - begin - full * blk)
+        blocks = tf.data.FixedLengthRecordDataset(path, blk, header_bytes=begin, footer_bytes=size - begin - full * blk,
+                                                  buffer_size=blk)
+        last = tf.data.Dataset.range(tf.cast(tail > 0, tf.int64)).flat_map(  # a shorter block to end on
+            lambda _: tf.data.FixedLengthRecordDataset(path, tail, header_bytes=begin + full * blk,
+                                                       footer_bytes=size - stop, buffer_size=blk))
+        pieces = blocks.concatenate(last).map(lambda piece: (piece, False)).concatenate(
+            tf.data.Dataset.from_tensors((tf.constant(b""), True)))  # marks the end
 
-        def decode(c):
-            data = tf.strings.substr(content, offset[c], nbytes[c])
-            same = tf.debugging.Assert(tf.strings.to_hash_bucket_fast(data, 2**62) == fingerprint[c],
+        def cut(state, element):
+            pending, at, done = state  # bytes kept from file position `at` on; chunks before `done` cut
+            piece, ended = element
+            data = tf.strings.join([pending, piece])
+            held = tf.cast(tf.strings.length(data), tf.int64)
+            whole = a + tf.searchsorted(end[a:b], tf.reshape(at + held, [1]), side="right", out_type=tf.int64)[0]
+            ready = tf.range(done, whole)
+            chunks = tf.strings.substr(data, tf.gather(offset, ready) - at, tf.gather(nbytes, ready))
+            keep = tf.where(whole < b, offset[tf.minimum(whole, b - 1)], at + held)  # the next chunk's start
+            drop = tf.clip_by_value(keep - at, 0, held)
+            complete = tf.debugging.Assert(tf.logical_or(tf.logical_not(ended), whole == b),
+                                           ["truncated shard", path, "ends before byte", stop])
+            with tf.control_dependencies([complete]):
+                ready = tf.identity(ready)
+            return (tf.strings.substr(data, drop, held - drop), at + drop, whole), (ready, chunks)
+
+        return pieces.scan((tf.constant(b""), begin, a), cut).unbatch()
+
+    def read_shard(shard, first_chunk):
+        a, b = lo[shard], hi[shard]
+        pairs = tf.concat([runs(a + first_chunk, b), runs(a, a + first_chunk)], 0)
+        chunks = tf.data.Dataset.from_tensor_slices(pairs).filter(lambda r: r[0] < r[1]).flat_map(
+            lambda r: read_run(shard, r[0], r[1]))
+
+        def decode(c, data):
+            same = tf.debugging.Assert(_adler32(data) == adler[c],
                                        ["corrupt chunk in shard", paths[shard], "at sample", start[c]])
             with tf.control_dependencies([same]):
                 raw = tf.io.decode_compressed(data, "ZLIB") if zlib_coded else tf.identity(data)
@@ -324,6 +417,30 @@ def _graph_reader(src: Source, packed: bool):
                 rows = tf.reshape(tf.io.decode_raw(whole, tf.uint8), (-1, width))
             return rows, tf.slice(labels, [first[c]], [n])
 
-        return ids.map(decode)
+        return chunks.map(decode)
 
-    return read_chunk
+    return read_shard
+
+
+ADLER_ROW = 2048  # bytes summed per row in int32 by `_adler32`: sum(j * byte) over a row stays below 2**31
+
+
+def _adler32(data):
+    """zlib's Adler-32 of the bytes of scalar string `data` (int64 scalar), in TensorFlow ops.
+
+    A = 1 + sum(d_i), B = n + sum((n - i) * d_i), both mod 65521, Adler = B * 65536 + A. The bytes
+    are summed in rows of ADLER_ROW in int32 (9 bytes of memory per byte of data), the rows in int64.
+    """
+    import tensorflow as tf
+
+    d = tf.io.decode_raw(data, tf.uint8)
+    n = tf.size(d, out_type=tf.int64)
+    rows = (n + ADLER_ROW - 1) // ADLER_ROW
+    d = tf.reshape(tf.cast(tf.pad(d, [[0, rows * ADLER_ROW - n]]), tf.int32), (-1, ADLER_ROW))
+    sums = tf.cast(tf.reduce_sum(d, axis=1), tf.int64)
+    weighted = tf.cast(tf.reduce_sum(d * tf.range(ADLER_ROW, dtype=tf.int32), axis=1), tf.int64)
+    # byte j of row r is byte i = r * ADLER_ROW + j: (n - i) * d_i = (n - r * ADLER_ROW) * d_i - j * d_i
+    lead = tf.math.floormod(n - tf.range(rows, dtype=tf.int64) * ADLER_ROW, 65521)
+    a = tf.math.floormod(1 + tf.reduce_sum(sums), 65521)
+    b = tf.math.floormod(n + tf.reduce_sum(lead * tf.math.floormod(sums, 65521) - weighted), 65521)
+    return b * 65536 + a

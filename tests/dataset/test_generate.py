@@ -91,7 +91,8 @@ def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, tiny_params):
             "--workers", 1, "--quiet", "--overwrite")
     assert r.returncode == 0, r.stderr
     left = {p.name for p in out.iterdir()}
-    assert left == {*mine, "manifest.json", ".lock", "train-00000.h5", "train-00001.h5", "test-00000.h5"}
+    assert left == {*mine, "manifest.json", ".lock", "train-00000.h5", "train-00001.h5", "test-00000.h5",
+                    "index-train.npz", "index-test.npz"}
     assert all((out / name).read_bytes() == data for name, data in mine.items())
     assert not find_problems(out)
 

@@ -122,7 +122,7 @@ def test_loader_refuses_or_names_the_damaged_shard(codec, mechanism, kind, when,
     src = open_dataset(d, "train")
     bad = damage(d, datasets[codec, 4], kind, rng)
     got_frames, got_labels, error = [], [], None
-    try:  # the graph mechanism checks the chunks while it builds the pipeline, the others while they read
+    try:  # every mechanism checks a chunk against the index as it reads it
         ds = loader.make_dataset(d, "train", 8, source=src, shuffle=False, readers=1, prefetch=False,
                                  mechanism=mechanism)
         for frames, labels in ds:

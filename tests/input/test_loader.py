@@ -253,7 +253,7 @@ def test_damage_after_open_names_the_shard_while_reading(datasets, tmp_path, cod
         offset, size = chunk_position(shard, 1)
         with open(shard, "r+b") as f:
             f.truncate(offset + size // 2)
-    # the graph mechanism fingerprints the chunks as it builds the pipeline, the others check them as they read
+    # every mechanism checks a chunk against the index as it reads it (the graph one in TensorFlow ops)
     with pytest.raises((tf.errors.OpError, DataError), match=r"train-00002\.h5"):
         collect(make_dataset(d, "train", 16, source=src, shuffle=False, readers=1, mechanism=mechanism))
 
