@@ -109,7 +109,10 @@ class _Worker:
         except OSError:
             reply = ""
         if not reply:
-            self.proc.poll()
+            try:  # its pipe closed as it died: reap it for its exit status
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             raise WorkerDied(f"{path}: chunk reader process {self.proc.pid} died (exit status "
                              f"{self.proc.returncode}) reading samples {start}..{start + count}")
         if reply != "ok\n":
