@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.dataset.manifest import Manifest
-from pipeline.dataset.shards import TMP_MARK, ShardIndex, check_shard, index_shard
+from pipeline.dataset.shards import TMP_MARK, ShardIndex, ShardPlan, check_shard, index_shard
 from pipeline.errors import DataError
 
 VERSION = 1
@@ -181,21 +181,28 @@ def refresh(directory: Path, manifest: Manifest, split: str, *, known: dict[str,
     """
     directory = Path(directory)
     rows = manifest.shards[split]
-    plans = {plan.name: plan for plan in manifest.params.plans() if plan.split == split}
     names = [row["path"] for row in rows]
     samples = np.array([row["samples"] for row in rows], np.int64)
-    chunks = np.array([-(-plans[n].samples // min(plans[n].chunk, plans[n].samples)) for n in names], np.int64)
-    stats = []
+    per_chunk = np.minimum(min(manifest.params.chunk, manifest.params.shard_size), samples)  # as the writer's plans
+    chunks = -(-samples // per_chunk)
+    plans = {}  # made only for shards that are checked: a manifest's plans cost more than its stats
+
+    def plan_of(name: str) -> ShardPlan:
+        if not plans:
+            plans.update((plan.name, plan) for plan in manifest.params.plans() if plan.split == split)
+        return plans[name]
+
+    stats, base = [], str(directory)
     for row in rows:
-        path = directory / row["path"]
         try:
-            st = os.stat(path)
+            st = os.stat(os.path.join(base, row["path"]))
         except FileNotFoundError:
-            raise DataError(f"{path}: missing") from None
+            raise DataError(f"{directory / row['path']}: missing") from None
         except OSError as e:
-            raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+            raise DataError(f"{directory / row['path']}: cannot be read ({e.strerror})") from None
         if row.get("bytes") is not None and st.st_size != row["bytes"]:
-            check_shard(path, plans[row["path"]])  # names what is wrong with it, where it can
+            path = directory / row["path"]
+            check_shard(path, plan_of(row["path"]))  # names what is wrong with it, where it can
             raise DataError(f"{path}: {st.st_size:,} bytes, the manifest says {row['bytes']:,} "
                             "(truncated or replaced?)")
         stats.append(st)
@@ -223,7 +230,7 @@ def refresh(directory: Path, manifest: Manifest, split: str, *, known: dict[str,
         if fresh[i]:
             entries.append(old[i])
             continue
-        path, plan, st = directory / row["path"], plans[row["path"]], stats[i]
+        path, plan, st = directory / row["path"], plan_of(row["path"]), stats[i]
         mine = (known or {}).get(row["path"])
         if (mine is not None and not check_all and mine.sha256 == row.get("sha256")
                 and (mine.bytes, mine.mtime_ns, mine.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)):

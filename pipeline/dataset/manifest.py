@@ -81,12 +81,12 @@ class DatasetParams:
 
     def plans(self) -> list[ShardPlan]:
         """Every shard of both splits, in manifest order."""
-        out = []
+        out, spec = [], self.spec
         for split in SPLITS:
             total = self.split_samples(split)
             for index, first in enumerate(range(0, total, self.shard_size)):
                 out.append(ShardPlan(split, index, first, min(self.shard_size, total - first), self.seed,
-                                     self.spec, min(self.chunk, self.shard_size), self.codec))
+                                     spec, min(self.chunk, self.shard_size), self.codec))
         return out
 
 

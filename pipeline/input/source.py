@@ -24,6 +24,7 @@ What is found where (each a DataError naming the file, never zeros):
 """
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +141,8 @@ def open_dataset(data_dir, split: str, expected_size: int | None = None, *, chec
     start = (np.arange(len(shard), dtype=np.int64) - first_chunk[shard]) * step[shard]
     count = np.minimum(step[shard], samples[shard] - start)
     first = np.concatenate([[0], np.cumsum(samples)[:-1]])[shard] + start
-    root = directory.resolve()
-    paths = tuple(str(root / row["path"]) for row in rows)
+    root = str(directory.resolve())
+    paths = tuple(os.path.join(root, row["path"]) for row in rows)
     return Source(directory, split, params.size, params.codec, chunk, paths, index.labels, shard=shard, start=start,
                   count=count, offset=index.offset, nbytes=index.nbytes, crc=index.crc.astype(np.int64), first=first,
                   adler=index.adler.astype(np.int64), file_bytes=index.bytes)
