@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from faultlib import bytes_lost, free_port
+from faultlib import bytes_lost, file_bytes, free_port
 from helpers import PY, cli, held_generator, kill_group, manifest_hashes, spawn, wait_for
 from pipeline.dataset.generate import run_generation
 from pipeline.dataset.manifest import DatasetParams
@@ -34,9 +34,13 @@ def test_dask_cluster_gives_the_same_bytes_as_a_local_run(dask_cluster, tmp_path
     v = cli("verify", remote, "--quiet")
     lost = bytes_lost(local, remote)
     tally("scale-out: Dask cluster vs local (same bytes)", lost == 0 and v.returncode == 0, lost)
-    assert manifest_hashes(remote) == manifest_hashes(local) and lost == 0
-    assert (remote / "manifest.json").read_bytes() == (local / "manifest.json").read_bytes()
-    assert v.returncode == 0, v.stdout
+    # each assertion names what differs, so that a failure says which of them it was
+    ours, theirs = file_bytes(local), file_bytes(remote)
+    assert sorted(theirs) == sorted(ours), ("shards missing or extra", sorted(set(ours) ^ set(theirs)))
+    assert lost == 0, ("shards whose bytes or recorded hash differ", [n for n in ours if theirs[n] != ours[n]],
+                       {n: h for n, h in manifest_hashes(remote).items() if h != manifest_hashes(local)[n]})
+    assert (remote / "manifest.json").read_text() == (local / "manifest.json").read_text()
+    assert v.returncode == 0, v.stdout + v.stderr
 
 
 @pytest.mark.parametrize("trial", range(2))
