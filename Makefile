@@ -57,7 +57,8 @@ report: $(STAMP)
 	$(PY) -m pipeline report $(RESULTS) --out bench/report
 
 docs: $(STAMP)
-	$(PY) -m pipeline report bench/results/reference/*.json --page docs/performance.md
+	$(PY) -m pipeline report bench/results/reference/*.json --page docs/performance.md \
+		--startup bench/results/reference/startup/open-scaling.json
 
 clean:
 	rm -rf .pytest_cache .benchmarks

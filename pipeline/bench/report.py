@@ -28,6 +28,7 @@ from pathlib import Path
 from pipeline.bench.grid import SUITES
 from pipeline.bench.markdown import table
 from pipeline.bench.results import FORMAT, READABLE_VERSIONS, current_name, normalize_row, write_csv
+from pipeline.bench.startup import load_startup, startup_section
 from pipeline.errors import UsageError
 
 DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
@@ -66,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--page", type=Path, metavar="PATH",
                    help="write a performance page (e.g. docs/performance.md) with its PNGs beside it, instead of --out")
+    p.add_argument("--startup", type=Path, metavar="FILE",
+                   help="also a start-up section from a result file of bench/open_scaling.py")
 
 
 def load_result(path: Path) -> dict:
@@ -509,17 +512,22 @@ def _sources(docs: list[tuple[Path, dict]], relative_to: Path | None = None) -> 
         env = doc.get("environment", {})
         backend = doc.get("config", {}).get("backend") or "tensorflow"
         version = env.get("versions", {}).get(backend)
-        shown = Path(path)
-        if relative_to is not None:
-            try:
-                shown = Path(path).resolve().relative_to(relative_to.resolve())
-            except ValueError:
-                shown = Path(os.path.relpath(Path(path).resolve(), relative_to.resolve()))
+        shown = _shown_path(path, relative_to)
         commit = (env.get("git") or {}).get("commit")
         body.append([f"`{shown}`", doc.get("created", "?"), env.get("device", {}).get("name", "?"),
                      f"{backend} {version or ''}".strip(), current_name(doc.get("config", {}).get("preset", "?")),
                      (commit or "?")[:10]])
     return table(["file", "created", "device", "backend", "preset", "commit"], body, "llllll")
+
+
+def _shown_path(path: Path, relative_to: Path | None) -> Path:
+    """`path` as a page in `relative_to` links it."""
+    if relative_to is None:
+        return Path(path)
+    try:
+        return Path(path).resolve().relative_to(relative_to.resolve())
+    except ValueError:
+        return Path(os.path.relpath(Path(path).resolve(), relative_to.resolve()))
 
 
 def _linked_plots(path: Path, prefix: str) -> set[str]:
@@ -531,15 +539,23 @@ def _linked_plots(path: Path, prefix: str) -> set[str]:
             if name.startswith(prefix)}
 
 
-def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], path: Path, plots: bool = True) -> str:
-    """The performance page's Markdown: provenance, then per suite its tables and plots; PNGs are written
-    beside `path`, named `<page stem>-<plot>.png`."""
+def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], path: Path, plots: bool = True,
+         startup: tuple[Path, dict] | None = None) -> str:
+    """The performance page's Markdown: provenance, then per suite its tables and plots, then the start-up
+    section of `startup` (a result file of bench/open_scaling.py and its document) if given; PNGs are
+    written beside `path`, named `<page stem>-<plot>.png`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{path.stem}-"
     pngs = all_plots(rows, path.parent, prefix) if plots else []
+    startup_lines = []
+    if startup is not None:
+        startup_lines, startup_pngs = startup_section(startup[1], _shown_path(startup[0], path.parent),
+                                                      path.parent if plots else None, prefix)
+        pngs += startup_pngs
     for stale in _linked_plots(path, prefix) - {p.name for p in pngs}:
         (path.parent / stale).unlink(missing_ok=True)
-    command = " ".join(["python -m pipeline report", *(f"{Path(p)}" for p, _ in docs), "--page", str(path)])
+    command = " ".join(["python -m pipeline report", *(f"{Path(p)}" for p, _ in docs), "--page", str(path),
+                        *(["--startup", str(startup[0])] if startup is not None else [])])
     out = ["# Performance", "",
            "Generated from committed bench result files; do not edit by hand. Regenerate with:", "",
            f"    {command}", "", "## Sources", "", *_sources(docs, path.parent), ""]
@@ -550,6 +566,7 @@ def page(docs: list[tuple[Path, dict]], rows: list[dict], shown: list[dict], pat
         out += [f"## {suite}", "", SUITE_NOTES[suite], "", tables(members)]
         out += [f"![{p.stem}]({p.name})" for p in pngs if p.name.startswith(f"{prefix}{suite}-")]
         out.append("")
+    out += startup_lines
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -567,6 +584,7 @@ def run(args) -> int:
     if page_path is not None and (page_path.is_dir() or page_path.suffix != ".md"):
         raise UsageError(f"--page {page_path}: expected a Markdown file path ending in .md")
     docs = [(path, load_result(path)) for path in args.files]
+    startup = (args.startup, load_startup(args.startup)) if getattr(args, "startup", None) else None
     rows = [r for r in merge(docs) if r["suite"] in suites]
     if not rows:
         raise UsageError(f"no rows for suites {', '.join(suites)} in {len(docs)} file(s): empty grid")
@@ -574,7 +592,7 @@ def run(args) -> int:
     if not shown:
         raise UsageError(f"none of the metrics {', '.join(sorted(metrics))} in the selected rows")
     if page_path is not None:
-        text = page(docs, rows, shown, page_path, plots=not args.no_plots)
+        text = page(docs, rows, shown, page_path, plots=not args.no_plots, startup=startup)
         page_path.write_text(text)
         print(text)
         print(f"wrote {page_path} and its PNGs beside it", file=sys.stderr)
@@ -583,9 +601,13 @@ def run(args) -> int:
     text = (f"## Bench report: {len(docs)} file(s), {len({d for d, _, _ in lines})} device(s)\n\n"
             + "".join(f"- {d}, {b}{' ' + v if v else ''}\n" for d, b, v in lines) + "\n" + tables(shown))
     args.out.mkdir(parents=True, exist_ok=True)
+    pngs = [] if args.no_plots else all_plots(rows, args.out)
+    if startup is not None:
+        section, startup_pngs = startup_section(startup[1], str(startup[0]), None if args.no_plots else args.out)
+        text += "\n\n" + "\n".join(section).rstrip()
+        pngs += startup_pngs
     (args.out / "report.md").write_text(text + "\n")
     write_csv(args.out / "report.csv", rows)
-    pngs = [] if args.no_plots else all_plots(rows, args.out)
     print(text)
     print(f"wrote {args.out / 'report.md'}, {args.out / 'report.csv'} and {len(pngs)} PNG(s)", file=sys.stderr)
     return 0
