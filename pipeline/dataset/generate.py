@@ -215,15 +215,26 @@ def local_cluster(workers: int, silence_logs: int = logging.ERROR, dashboard_add
     """A LocalCluster of `workers` single-threaded worker processes, with WORKER_MALLOC and LOCAL_DASK_CONFIG.
 
     The scheduler listens on loopback, and so does its dashboard unless `dashboard_address` (HOST:PORT)
-    names another interface; Dask binds ':PORT' to every interface."""
+    names another interface; Dask binds ':PORT' to every interface.
+
+    Dask sets the workers' environment (allocator and thread settings, PYTHONHASHSEED) and the scheduler's
+    address in this process's own `os.environ`, and leaves them there: the environment is put back as it
+    was on exit, so that processes this one starts later (a benchmark's cells, a training run) do not
+    inherit them."""
     import dask
     from dask.distributed import LocalCluster
 
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **LOCAL_DASK_CONFIG}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=dashboard_address, silence_logs=silence_logs) as cluster:
-        yield cluster
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **LOCAL_DASK_CONFIG}), \
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=dashboard_address, silence_logs=silence_logs) as cluster:
+            yield cluster
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update({key: value for key, value in saved.items() if os.environ.get(key) != value})
 
 
 def _quiet_local_worker():

@@ -236,8 +236,12 @@ def test_local_workers_start_with_the_malloc_and_dask_settings():
     """Both are speedups: a worker that silently lost them would only be slower, so nothing else would notice."""
     from dask.distributed import Client
 
+    before = dict(os.environ)
     with local_cluster(2) as cluster, Client(cluster) as client:
         found = client.run(_worker_settings)
     assert len(found) == 2
     for settings in found.values():
         assert settings == {"malloc": WORKER_MALLOC, "dask": LOCAL_DASK_CONFIG}
+    # the nanny sets them in this process's environment to spawn the workers: put back afterwards, or every
+    # process started from here later would run with the workers' allocator and thread settings
+    assert dict(os.environ) == before
