@@ -35,7 +35,8 @@ may also keep up to `pipeline.runtime.malloc.TRIM_THRESHOLD` (256 MiB) of freed 
 Memory (graph, `graph_memory_bound`): the chunk table and labels (about 120 bytes per chunk and
 2 per sample: at size 50, 6 MB per million sequences), 2 * readers + 3 windows, for each of up to
 2 * GRAPH_CYCLE shards being read 6 blocks of GRAPH_BLOCK (256 KiB, or the largest chunk) and 2
-decoded chunks, PREFETCH_BATCHES + readers batches, and the same 256 MiB of freed buffers.
+decoded chunks, PREFETCH_BATCHES + readers batches, and the same 256 MiB of freed buffers, in a
+process that leaves glibc's allocator thresholds as they are (see `graph_memory_bound`).
 """
 from __future__ import annotations
 
@@ -311,6 +312,10 @@ def graph_memory_bound(src: Source, batch_size: int, *, readers: int | None = No
     `default_window`); PREFETCH_BATCHES + readers batches (unpacked unless `packed`); and
     `pipeline.runtime.malloc.TRIM_THRESHOLD` of freed buffers glibc may keep for reuse. Only the
     table grows with the dataset.
+    It holds under glibc's own allocator thresholds, which this mechanism leaves alone. In a process that
+    keeps buffers on the heap (the other mechanisms call `pipeline.runtime.malloc.keep_buffers_on_heap`;
+    or MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ in its environment) each of glibc's arenas, one
+    per busy thread up to 8 per core, may keep TRIM_THRESHOLD of freed tensors.
     """
     from pipeline.runtime.malloc import TRIM_THRESHOLD
 

@@ -96,4 +96,5 @@ def test_the_script_summarizes_repeats_as_median_and_range():
     row = script.summarize(runs)
     assert (row["open_s"], row["open_s_min"], row["open_s_max"]) == (2.0, 1.0, 3.0)
     assert (row["first_batch_s"], row["growth_mb"], row["peak_mb"], row["repeats"]) == (4.0, 3.0, 903.0, 3)
+    assert row["growth_mb_median"] == 2.0
     assert row["bound_mb"] == 50.0 and row["variant"] == "index"
