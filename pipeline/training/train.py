@@ -23,6 +23,10 @@ the uninterrupted one would have taken.
 ``--process-index`` and ``--addresses``, or ``auto``) trains on several processes, one host or many
 (`pipeline.training.processes`), process 0 writing RUN. ``--batch-size`` is always the global batch;
 the launch options may change at ``--resume``, so a run checkpointed on n processes goes on with m.
+
+Each of RUN's files is written under a hidden `.partial-` name and renamed whole, model.keras last:
+a run is complete when it holds model.keras, and ``--resume`` of a complete run (a kill that came
+after its last write) has nothing to do and says so, exit status 0.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -122,8 +127,6 @@ def resumed_args(args) -> argparse.Namespace:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise UsageError(f"--resume {run_dir}: no such run (no config.json)")
-    if (run_dir / "model.keras").exists():
-        raise UsageError(f"--resume {run_dir}: the run is complete (it holds model.keras)")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     defaults = vars(parser.parse_args([]))
@@ -145,6 +148,9 @@ def resumed_args(args) -> argparse.Namespace:
 def run(args) -> int:
     if args.resume is not None:
         args = resumed_args(args)
+        if (args.resume / "model.keras").exists():
+            print(f"{args.resume}: complete (it holds model.keras), nothing to resume")
+            return 0
     elif args.data is None:
         raise UsageError("--data is required (or --resume RUN)")
     if args.seed < 0:
@@ -225,6 +231,7 @@ def run(args) -> int:
     if args.resume is not None:
         if cluster.chief:
             checkpoints.discard_partial(out)
+            discard_partial_files(out)
         last = checkpoints.latest(out)  # every process reads it
         if last is not None:
             with strategy.scope() if strategy is not None else contextlib.nullcontext():  # its slots mirrored too
@@ -234,6 +241,8 @@ def run(args) -> int:
     elif cluster.chief:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.clear(out)  # an earlier run's, under --force: never resume into it
+        for name in RUN_FILES:  # nor take its model.keras, which marks a run complete, for this one's
+            (out / name).unlink(missing_ok=True)
     if cluster.chief:
         write_atomically(out / "config.json", json.dumps(config, indent=1) + "\n")
 
@@ -250,23 +259,41 @@ def run(args) -> int:
         finally:
             close()
 
-    model.save(writes / "model.keras")
+    if cluster.chief:
+        history = saver.history
+        record = {"epoch": list(range(1, len(history) + 1)),
+                  **{k: [float(h[k]) for h in history] for k in (history[0] if history else {})},
+                  "fit_seconds": saver.fit_seconds}
+        write_atomically(out / "history.json", json.dumps(record, indent=1) + "\n")
+    partial = partial_path(writes / "model.keras")
+    model.save(partial)  # every process saves (Keras's multi-worker saving); the chief's is RUN's
+    os.replace(partial, writes / "model.keras")  # last: it marks the run complete
     if not cluster.chief:
         return 0
-    history = saver.history
-    record = {"epoch": list(range(1, len(history) + 1)),
-              **{k: [float(h[k]) for h in history] for k in (history[0] if history else {})},
-              "fit_seconds": saver.fit_seconds}
-    (out / "history.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} ({model.count_params():,} parameters, fit {saver.fit_seconds:.1f} s)")
     return 0
 
 
+def partial_path(path: Path) -> Path:
+    """Where this process writes `path` before renaming it into place: a hidden name that keeps the
+    suffix (Keras saves a model only under a `.keras` name)."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+
+
 def write_atomically(path: Path, text: str) -> None:
     """`path` holds `text`, or what it held before: the other processes of a resumed run may be reading it."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial = partial_path(path)
     partial.write_text(text)
     os.replace(partial, path)
+
+
+def discard_partial_files(run: Path) -> None:
+    """Remove the RUN_FILES a kill left under their `partial_path` names (no other file of RUN)."""
+    for name in RUN_FILES:
+        pattern = re.compile(rf"\.{re.escape(name)}\.partial-\d+{re.escape(Path(name).suffix)}")
+        for p in run.glob(f".{name}.partial-*"):
+            if pattern.fullmatch(p.name):
+                p.unlink(missing_ok=True)
 
 
 def segments(step: int, steps: int, epochs: int) -> list[tuple[int, int, int]]:

@@ -1,6 +1,6 @@
 """train --checkpoint-every K / --resume RUN: a run stopped after any checkpoint and resumed ends with
 the very weights, optimizer state and history of an uninterrupted one (bit for bit, on this CPU,
-under both backends); checkpoints are complete or ignored; usage errors exit 2."""
+under both backends); checkpoints are complete or ignored; usage errors exit 2, and resuming a complete run exits 0."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,8 @@ from pipeline.training import checkpoints
 pytest.importorskip("keras")
 
 INTERRUPTED = ROOT / "tests" / "training" / "interrupted_train.py"
-# 96 samples / 16 = 6 steps an epoch, 12 in all; a checkpoint at steps 4, 6, 8, 12
+# 96 samples / 16 = 6 steps an epoch, 12 in all; a checkpoint at steps 4, 6, 8, 12 (the last: a run stopped
+# there has fitted every step, and its resume writes history.json and model.keras)
 # The resumed epoch's running metric means under MirroredStrategy: float32 rounding of re-split sums
 METRIC_TOLERANCE = 1e-6
 RUN_ARGS = ["--epochs", "2", "--batch-size", "16", "--checkpoint-every", "4", "--seed", "5", "--verbose", "0"]
@@ -40,13 +41,13 @@ def uninterrupted(request, tiny_dataset, tmp_path_factory):
     return request.param, out
 
 
-@pytest.mark.parametrize("stop", [4, 6], ids=["mid-epoch", "epoch-end"])
+@pytest.mark.parametrize("stop", [4, 6, 12], ids=["mid-epoch", "epoch-end", "run-end"])
 def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted, stop, tiny_dataset, tmp_path):
     backend, reference = uninterrupted
     out = tmp_path / "run"
     stopped = train(backend, tiny_dataset, out, stop_after=stop)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
-    assert not (out / "model.keras").exists()
+    assert not (out / "model.keras").exists() and not (out / "history.json").exists()
     assert [p.name for p in checkpoints.complete(out)] == [f"step-{stop:09d}"]
     resumed = train(backend, tiny_dataset, out, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -111,7 +112,7 @@ def test_the_random_state_goes_back_where_it_was():
     assert (np.random.rand(4).tolist(), random.random()) == want
 
 
-def test_resume_usage_errors_exit_2(tiny_dataset, tmp_path, capsys):
+def test_resume_usage_errors_exit_2_and_a_complete_run_exits_0(tiny_dataset, tmp_path, capsys):
     from pipeline.cli import main
 
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
@@ -123,9 +124,14 @@ def test_resume_usage_errors_exit_2(tiny_dataset, tmp_path, capsys):
     assert "--resume takes the run's own options; drop --epochs" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny_dataset), "--out", str(unfinished)]) == 2
     assert f"{unfinished} holds an unfinished run: --resume {unfinished}" in capsys.readouterr().err
+    (unfinished / "config.json").write_text(json.dumps({"args": {"data": str(tiny_dataset), "out": str(unfinished)}}))
     (unfinished / "model.keras").write_bytes(b"")
-    assert main(["train", "--resume", str(unfinished)]) == 2
-    assert "the run is complete" in capsys.readouterr().err
+    assert main(["train", "--resume", str(unfinished), "--epochs", "3"]) == 2  # still checked first
+    capsys.readouterr()
+    # a kill after a run's last write leaves it complete: resuming it has nothing to do, and is no error
+    assert main(["train", "--resume", str(unfinished)]) == 0
+    assert capsys.readouterr().out == f"{unfinished}: complete (it holds model.keras), nothing to resume\n"
+    assert (unfinished / "model.keras").read_bytes() == b""
     assert main(["train"]) == 2
     assert "--data is required (or --resume RUN)" in capsys.readouterr().err
 
