@@ -66,3 +66,32 @@ def bytes_lost(reference: Path, candidate: Path) -> int:
     except (OSError, ValueError, KeyError):
         got_hash = {}
     return sum(len(data) for name, data in ref.items() if got.get(name) != data or got_hash.get(name) != ref_hash[name])
+
+
+def shard_difference(a: Path, b: Path) -> str:
+    """Where two shard files differ: each stored chunk (of frames, labels, rows, cols) whose bytes differ,
+    with both sizes, or, when every chunk is the same, the first differing byte of HDF5's own metadata.
+    A chunk of the same data stored differently points at its encoder; same chunks, at the HDF5 writer."""
+    import h5py
+    import numpy as np
+
+    def chunks(path):
+        with h5py.File(path, "r") as f, open(path, "rb") as raw:
+            found = {}
+            for name, dataset in f.items():
+                for k in range(dataset.id.get_num_chunks()):
+                    info = dataset.id.get_chunk_info(k)
+                    raw.seek(info.byte_offset)
+                    found[f"{name} chunk {k}"] = raw.read(info.size)
+            return found
+
+    ours, theirs = chunks(a), chunks(b)
+    differing = [f"{key} ({len(ours[key])} vs {len(theirs.get(key, b''))} bytes)" for key in ours
+                 if theirs.get(key) != ours[key]]
+    if differing:
+        return f"{a.name}: {', '.join(differing)}"
+    x, y = np.fromfile(a, np.uint8), np.fromfile(b, np.uint8)
+    n = min(len(x), len(y))
+    at = np.flatnonzero(x[:n] != y[:n])
+    first = int(at[0]) if at.size else n
+    return f"{a.name}: every chunk the same; {len(x)} vs {len(y)} bytes, HDF5 metadata differs from byte {first}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from faultlib import bytes_lost, file_bytes, free_port
+from faultlib import bytes_lost, file_bytes, free_port, shard_difference
 from helpers import PY, cli, held_generator, kill_group, manifest_hashes, spawn, wait_for
 from pipeline.dataset.generate import run_generation
 from pipeline.dataset.manifest import DatasetParams
@@ -37,10 +37,37 @@ def test_dask_cluster_gives_the_same_bytes_as_a_local_run(dask_cluster, tmp_path
     # each assertion names what differs, so that a failure says which of them it was
     ours, theirs = file_bytes(local), file_bytes(remote)
     assert sorted(theirs) == sorted(ours), ("shards missing or extra", sorted(set(ours) ^ set(theirs)))
-    assert lost == 0, ("shards whose bytes or recorded hash differ", [n for n in ours if theirs[n] != ours[n]],
+    assert lost == 0, ("shards whose bytes or recorded hash differ",
+                       [shard_difference(local / n, remote / n) for n in ours if theirs[n] != ours[n]],
                        {n: h for n, h in manifest_hashes(remote).items() if h != manifest_hashes(local)[n]})
     assert (remote / "manifest.json").read_text() == (local / "manifest.json").read_text()
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_a_shard_difference_names_the_chunk_or_the_metadata(tmp_path):
+    """What the comparison above reports when bytes differ: the chunk whose encoding differs, else HDF5's metadata."""
+    import shutil
+    import zlib
+
+    import h5py
+    import numpy as np
+
+    from pipeline.dataset.shards import write_shard
+
+    plan = DatasetParams(size=16, samples=32, test_samples=0, shard_size=32, chunk=8, seed=3).plans()[0]
+    shard = tmp_path / plan.name
+    write_shard(tmp_path, plan)
+    reencoded, edited = tmp_path / "reencoded.h5", tmp_path / "edited.h5"
+    shutil.copy(shard, reencoded)
+    shutil.copy(shard, edited)
+    with h5py.File(reencoded, "r+") as f:  # the same frames, deflated at another level: another length
+        _, stored = f["frames"].id.read_direct_chunk((8, 0, 0, 0))
+        f["frames"].id.write_direct_chunk((8, 0, 0, 0), zlib.compress(zlib.decompress(stored), 9))
+    with h5py.File(edited, "r+") as f:
+        f.attrs["seed"] = np.int64(4)
+    assert "frames chunk 1 (" in shard_difference(shard, reencoded)
+    assert "every chunk the same" in shard_difference(shard, edited) and "metadata differs from byte" in \
+        shard_difference(shard, edited)
 
 
 @pytest.mark.parametrize("trial", range(2))
