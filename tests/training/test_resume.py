@@ -4,6 +4,7 @@ under both backends); checkpoints are complete or ignored; usage errors exit 2, 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,18 @@ def test_the_random_state_goes_back_where_it_was():
     random.random()
     checkpoints.set_random_state(state)
     assert (np.random.rand(4).tolist(), random.random()) == want
+
+
+def test_a_resume_removes_only_the_run_files_a_kill_left_half_written(tmp_path):
+    from pipeline.training.train import discard_partial_files, partial_path
+
+    left = [partial_path(tmp_path / name) for name in ("model.keras", "history.json", "config.json")]
+    assert left[0].name == f".model.keras.partial-{os.getpid()}.keras"  # Keras saves only to .keras names
+    theirs = [tmp_path / name for name in (".model.keras.partial-x.keras", ".notes.partial-1.txt", "model.keras")]
+    for path in left + theirs:
+        path.write_bytes(b"")
+    discard_partial_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in theirs)
 
 
 def test_resume_usage_errors_exit_2_and_a_complete_run_exits_0(tiny_dataset, tmp_path, capsys):
