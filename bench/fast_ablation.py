@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from pipeline.bench.markdown import table
 from pipeline.bench.timing import Summary
+from pipeline.results.markdown import table
 
 
 def variants(size: int) -> dict:

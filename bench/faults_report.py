@@ -25,7 +25,7 @@ def newest_summary() -> Path | None:
 
 
 def markdown(rows: list[dict]) -> str:
-    from pipeline.bench.markdown import table
+    from pipeline.results.markdown import table
 
     total = {k: sum(r[k] for r in rows) for k in ("trials", "survived", "bytes_lost")}
     body = [[r["family"], r["trials"], r["survived"], r["bytes_lost"],

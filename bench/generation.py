@@ -28,12 +28,12 @@ from pathlib import Path
 
 import h5py
 
-from pipeline.bench.markdown import number, ratio, spread, table
 from pipeline.bench.timing import Summary
 from pipeline.dataset import codecs
 from pipeline.dataset.shards import ShardPlan, write_shard
 from pipeline.dataset.synth import SequenceSpec
 from pipeline.models.book_workflow import cold_generate_seconds, generate_examples
+from pipeline.results.markdown import number, ratio, spread, table
 from pipeline.runtime import malloc
 
 

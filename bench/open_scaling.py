@@ -20,7 +20,7 @@ open had before the index), and `old` (the code in `--old-code DIR`, e.g. a `git
 commit before the index, run with PYTHONPATH=DIR: its open reads and hashes every shard, and its
 graph mechanism holds every stored chunk in memory; its graph cells run only up to
 `--old-graph-max` samples). Prints a table (medians; memory the most of any repeat); `--out` also
-writes the result file `python -m pipeline report --startup FILE` draws (`pipeline.bench.startup`).
+writes the result file `python -m pipeline report --startup FILE` draws (`pipeline.results.startup`).
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--old-code", type=Path, help="a checkout of the code before the chunk index, for the old rows")
     p.add_argument("--old-graph-max", type=int, default=1_000_000,
                    help="largest split the old graph mechanism is run on (it holds every chunk in memory)")
-    p.add_argument("--out", type=Path, help="also write the rows as JSON here (see pipeline.bench.startup)")
+    p.add_argument("--out", type=Path, help="also write the rows as JSON here (see pipeline.results.startup)")
     p.add_argument("--cell", nargs=3, metavar=("DIR", "MECHANISM", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.cell:
@@ -137,9 +137,9 @@ def main(argv=None) -> int:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.old_code and not (args.old_code / "pipeline" / "input" / "source.py").is_file():
         p.error(f"--old-code {args.old_code}: no pipeline/input/source.py there")
-    from pipeline.bench.results import collect_environment
-    from pipeline.bench.startup import STARTUP_FORMAT
+    from pipeline.bench.recorder import collect_environment
     from pipeline.input.source import open_dataset
+    from pipeline.results.startup import STARTUP_FORMAT
     from pipeline.runtime import devices
 
     variants = ["index", "check_hashes"] + (["old"] if args.old_code else [])

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from pipeline.bench.markdown import table
+from pipeline.results.markdown import table
 
 ROUND = 5000
 

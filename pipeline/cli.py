@@ -20,7 +20,7 @@ COMMANDS = {
     "evaluate": ("pipeline.training.evaluate", "loss and accuracy of a trained model on a test split"),
     "predict": ("pipeline.training.predict", "classify fresh sequences with a trained model"),
     "bench": ("pipeline.bench.command", "measure generation, loading, training and accuracy; write a result file"),
-    "report": ("pipeline.bench.report", "merge result files into Markdown/CSV tables and plots"),
+    "report": ("pipeline.results.report", "merge result files into Markdown/CSV tables and plots"),
 }
 EXIT_USAGE = 2
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.bench.data import read_split
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
-from pipeline.bench.results import Recorder
+from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary
 
 METRICS = ("accuracy", "accuracy_min", "accuracy_max", "loss")

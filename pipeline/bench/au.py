@@ -38,7 +38,7 @@ from pipeline.bench.consumers import TRAINING_CONSUMER, graph_puller, python_pul
 from pipeline.bench.data import shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
-from pipeline.bench.results import Recorder
+from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary, clock
 
 METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")

@@ -131,9 +131,11 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     from pipeline.bench import accuracy, au, generate, load, scaling, train
     from pipeline.bench.data import NAIVE_CODEC, dataset_params, ensure_dataset
     from pipeline.bench.progress import log
-    from pipeline.bench.results import FORMAT, FORMAT_VERSION, Recorder, collect_environment, write_result
-    from pipeline.bench.summary import markdown_summary
+    from pipeline.bench.recorder import Recorder, collect_environment
     from pipeline.bench.timing import Stopwatch
+    from pipeline.results.files import write_result
+    from pipeline.results.format import FORMAT, FORMAT_VERSION
+    from pipeline.results.summary import markdown_summary
     from pipeline.runtime import devices, environment
 
     started = dt.datetime.now(dt.UTC)
@@ -221,7 +223,7 @@ def run(args) -> int:
     if len(chosen) > 1:
         return _children(args, chosen)
     backends.use(chosen[0])
-    from pipeline.bench.summary import markdown_summary
+    from pipeline.results.summary import markdown_summary
 
     real_stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):

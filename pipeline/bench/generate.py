@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
-from pipeline.bench.results import Recorder
+from pipeline.bench.recorder import Recorder
 
 METRICS = ("cluster_startup_s", "run_overhead_s", "samples_per_s", "mb_per_s", "stored_mb_per_s",
            "per_worker_samples_per_s")

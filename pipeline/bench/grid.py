@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.results.format import SUITES
 from pipeline.runtime.cpus import default_readers, usable_cpus
 from pipeline.runtime.devices import PRECISIONS
 
-SUITES = ("generate", "load", "au", "train", "accuracy")
 # ours-packed: bit-packed batches into the same model behind UnpackFrames; synthetic: one batch
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")

@@ -42,7 +42,7 @@ from pipeline.bench.data import read_split, shard_paths, shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.memory import RssSampler, rss_bytes
 from pipeline.bench.progress import log
-from pipeline.bench.results import Recorder
+from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary, clock
 from pipeline.runtime.cpus import default_readers, usable_cpus
 

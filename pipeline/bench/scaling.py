@@ -31,8 +31,8 @@ from pathlib import Path
 from pipeline.bench import ours
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
-from pipeline.bench.results import Recorder
-from pipeline.bench.timing import Summary
+from pipeline.bench.recorder import Recorder
+from pipeline.bench.timing import Summary, epoch_clock
 
 SCALING_METRICS = ("scaling_samples_per_s", "scaling_samples_per_s_p10", "scaling_samples_per_s_p90",
                    "scaling_efficiency")
@@ -155,7 +155,6 @@ def run(rec: Recorder, grid: Grid, size: int, directory: Path) -> None:
         return
     import keras
 
-    from pipeline.bench.train import epoch_clock
     from pipeline.models.networks import build_model
     from pipeline.runtime.devices import default_precision
 

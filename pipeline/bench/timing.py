@@ -94,3 +94,21 @@ class Stopwatch:
 
     def __exit__(self, *exc) -> None:
         self.seconds = clock() - self._start
+
+
+def epoch_clock():
+    """A Keras callback whose `seconds` lists each epoch's wall seconds."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = clock()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(clock() - self._start)
+
+    return EpochClock()

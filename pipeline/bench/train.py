@@ -40,8 +40,8 @@ from pipeline.bench import baselines, load, ours, scaling
 from pipeline.bench.data import read_split, shuffle_window
 from pipeline.bench.grid import FIT_FEEDS, Grid
 from pipeline.bench.progress import log
-from pipeline.bench.results import Recorder
-from pipeline.bench.timing import Summary, time_steps
+from pipeline.bench.recorder import Recorder
+from pipeline.bench.timing import Summary, epoch_clock, time_steps
 
 STEP_METRICS = ("ms_per_step_median", "ms_per_step_p10", "ms_per_step_p90", "samples_per_s", "first_step_ms")
 FIT_METRICS = ("fit_s_per_epoch", "fit_ms_per_step")
@@ -146,26 +146,6 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
         scaling.run(rec, grid, size, data[size])
         if size <= grid.book_workflow_max_size:
             book_workflow(rec, grid, size)
-
-
-def epoch_clock():
-    """A Keras callback whose `seconds` lists each epoch's wall seconds."""
-    import keras
-
-    from pipeline.bench.timing import clock
-
-    class EpochClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = clock()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(clock() - self._start)
-
-    return EpochClock()
 
 
 def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -> None:

@@ -7,8 +7,9 @@ import pytest
 
 from pipeline.bench import au
 from pipeline.bench import grid as grid_module
-from pipeline.bench.results import Recorder, value_of
-from pipeline.bench.summary import markdown_summary
+from pipeline.bench.recorder import Recorder
+from pipeline.results.format import value_of
+from pipeline.results.summary import markdown_summary
 
 GRID = grid_module.Grid(sizes=(8,), batch_sizes=(8,), suites=("au",), au_demands=(0.1, 0.5), au_buffer_multiple=1,
                         dataset_samples=96, dataset_test_samples=40, dataset_shard_size=32)

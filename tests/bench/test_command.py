@@ -15,11 +15,11 @@ from pipeline.bench import train
 from pipeline.bench.command import grid_from_args, run_bench
 from pipeline.bench.data import dataset_params, dataset_ready, ensure_dataset
 from pipeline.bench.grid import PRESETS, Grid
-from pipeline.bench.results import FORMAT, FORMAT_VERSION, ROW_KEYS, value_of
-from pipeline.bench.summary import markdown_summary
 from pipeline.bench.train import STEP_METRICS
 from pipeline.cli import main
 from pipeline.errors import UsageError
+from pipeline.results.format import FORMAT, FORMAT_VERSION, ROW_KEYS, value_of
+from pipeline.results.summary import markdown_summary
 
 ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
 # The quick preset shrunk to seconds: every suite, feed and load cell once, one step budget.

@@ -13,8 +13,9 @@ import pytest
 from pipeline.bench import scaling
 from pipeline.bench.command import _argv, grid_from_args, run_bench
 from pipeline.bench.grid import Grid
-from pipeline.bench.results import FORMAT, UNITS, Recorder, normalize_row, value_of
+from pipeline.bench.recorder import Recorder
 from pipeline.cli import build_parser, main
+from pipeline.results.format import FORMAT, normalize_row, unit_of, value_of
 from pipeline.training import replicas
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,8 +35,8 @@ grid = Grid(sizes=(8,), batch_sizes=(8,), suites=("train",), train_models=("fast
             devices=(2, 3), scaling_repeats=2, scaling_epochs=1, dataset_samples=32, dataset_test_samples=16,
             dataset_shard_size=32)
 scaling.configure(backend, grid.devices)
-from pipeline.bench.results import Recorder
-from pipeline.bench.summary import markdown_summary
+from pipeline.bench.recorder import Recorder
+from pipeline.results.summary import markdown_summary
 rec = Recorder("CPU: test", backend, "x")
 train.run(rec, grid, {8: data})
 doc = {"created": "2026-01-01T00:00:00Z", "config": {"preset": "test", "backend": backend},
@@ -169,7 +170,7 @@ def scaling_rows(device: str, backend: str, size: int, one: float, efficiency: d
         for metric, value in (("scaling_samples_per_s", rate), ("scaling_samples_per_s_p10", 0.9 * rate),
                               ("scaling_samples_per_s_p90", 1.1 * rate), ("scaling_efficiency", e)):
             rows.append({"suite": "train", "impl": "fast", "feed": "ours", "size": size, "batch_size": 32,
-                         "workers": None, "metric": metric, "value": value, "unit": UNITS[metric], "error": None,
+                         "workers": None, "metric": metric, "value": value, "unit": unit_of(metric), "error": None,
                          "device": device, "backend": backend, "backend_version": "0.1", "precision": "float32",
                          "devices": n, "processes": 1, "batch_size_per_device": 32 // n})
     return rows
@@ -205,7 +206,7 @@ def test_report_tabulates_samples_per_s_against_devices(scaling_file, tmp_path, 
 def test_report_plots_samples_per_s_against_devices(scaling_file, tmp_path):
     from unittest import mock
 
-    from pipeline.bench import report
+    from pipeline.results import report
 
     rows = report.merge([(scaling_file, json.loads(scaling_file.read_text()))])
     assert len(rows) == 4 * (3 + 2 + 2)  # rows differing only in their device count stay apart

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.bench import grid as grid_module
 from pipeline.bench import load, train
-from pipeline.bench.results import Recorder, value_of
+from pipeline.bench.recorder import Recorder
+from pipeline.results.format import value_of
 from pipeline.runtime.cpus import default_readers
 
 # conftest's tiny_dataset: size 8, 96 train samples (3 shards of 32, chunks of 8)

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from pipeline.bench.results import FORMAT, UNITS
 from pipeline.cli import main
+from pipeline.results.format import FORMAT, unit_of
 
 
 def row(device, suite, impl, metric, value, size, batch, *, feed=None, workers=None, error=None, backend=None):
     out = {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch, "workers": workers,
-           "metric": metric, "value": value, "unit": UNITS.get(metric, ""), "error": error, "device": device}
+           "metric": metric, "value": value, "unit": unit_of(metric), "error": error, "device": device}
     if backend is not None:  # version-2 rows; version-1 rows (written before backends) have no such key
         out.update(backend=backend, backend_version="0.1", precision="float32" if suite in ("train", "accuracy")
                    else None)
@@ -121,7 +121,7 @@ def bad_cases() -> dict[str, tuple[str, str]]:
         "not-json.json": ("{ not json", "not JSON"),
         "foreign.json": (json.dumps({"format": "pytest-benchmark", "benchmarks": []}), "not a bench result"),
         "list.json": ("[1, 2]", "not a bench result"),
-        "version.json": (json.dumps({**ok, "format_version": 99}), "format version 99, this report reads 1, 2"),
+        "version.json": (json.dumps({**ok, "format_version": 99}), "format version 99, this version reads 1, 2, 3"),
         "no-rows.json": (json.dumps({**ok, "rows": None}), "without a 'rows' list"),
         "unknown-suite.json": (json.dumps(unknown_suite), "unknown suite 'inference'"),
         "missing-key.json": (json.dumps(missing_key), "row 0 lacks metric"),
@@ -201,7 +201,7 @@ def test_former_names_of_the_books_workflow_read_as_book(tmp_path, capsys):
 
 
 def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
-    from pipeline.bench import report
+    from pipeline.results import report
 
     drawn = []
     real = report._label
@@ -219,8 +219,8 @@ def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
 def test_pipeline_comparison_draws_each_shuffled_pipeline_at_its_default_readers(tmp_path):
     from unittest import mock
 
-    from pipeline.bench import report
-    from pipeline.bench.results import normalize_row
+    from pipeline.results import report
+    from pipeline.results.format import normalize_row
 
     rows = []
     for impl, workers, shuffle, value in (("in-memory", None, True, 100.0), ("ours-packed", 1, True, 150.0),
@@ -240,8 +240,8 @@ def test_pipeline_comparison_draws_each_shuffled_pipeline_at_its_default_readers
 def test_the_pipeline_comparison_shows_tf_data_as_fit_pulls_it_and_consumers_plot_apart(tmp_path):
     from unittest import mock
 
-    from pipeline.bench import report
-    from pipeline.bench.results import normalize_row
+    from pipeline.results import report
+    from pipeline.results.format import normalize_row
 
     rows = [normalize_row({**row("cpu", "load", "in-memory", "samples_per_s", value, 50, 32, backend="tensorflow"),
                            "shuffle": True, "consumer": consumer})
@@ -256,8 +256,8 @@ def test_the_pipeline_comparison_shows_tf_data_as_fit_pulls_it_and_consumers_plo
 def test_au_plot_draws_ours_and_the_synthetic_floor_against_demand(tmp_path):
     from unittest import mock
 
-    from pipeline.bench import report
-    from pipeline.bench.results import normalize_row
+    from pipeline.results import report
+    from pipeline.results.format import normalize_row
 
     rows = [normalize_row({**row("cpu", "au", impl, "au", au, 50, 32, backend="jax"), "front_end": "numpy",
                            "consumer": "python", "demand": demand})
@@ -273,7 +273,7 @@ def test_au_plot_draws_ours_and_the_synthetic_floor_against_demand(tmp_path):
 def test_one_gpu_model_on_different_machines_stays_apart(tmp_path):
     """Same GPU name: a 1-GPU and an 8-GPU node, and two 1-GPU hosts with different CPUs, are three lines;
     the same machine measured twice keeps the newer value."""
-    from pipeline.bench import report
+    from pipeline.results import report
 
     def doc(created, gpus, cpu, scale):
         d = result("NVIDIA H200", "node", created, scale, backend="jax")
@@ -292,7 +292,7 @@ def test_one_gpu_model_on_different_machines_stays_apart(tmp_path):
 
 
 def test_load_rows_of_older_files_read_with_readers_and_front_end():
-    from pipeline.bench.results import normalize_row
+    from pipeline.results.format import normalize_row
 
     old_jax = normalize_row({**row("cpu", "load", "ours-packed", "samples_per_s", 1.0, 50, 32, workers=2,
                                    backend="jax"), "mechanism": "numpy", "codec": "nbit-gzip"})
@@ -304,7 +304,9 @@ def test_load_rows_of_older_files_read_with_readers_and_front_end():
         (1, None, "tf.data", "isal", "python")  # they were pulled from a Python loop
     current = {**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, backend="jax"), "readers": 3,
                "front_end": "numpy", "mechanism": "isal", "consumer": "python"}
-    assert normalize_row(current) == {**current, "workers": None, "machine": "cpu", "devices": 1, "processes": 1}
+    assert normalize_row(current) == {**current, "workers": None, "machine": "cpu", "devices": 1, "processes": 1,
+                                      "direction": "higher", "repeat_values": [],
+                                      "config_hash": normalize_row(current)["config_hash"]}
     generate = row("cpu", "generate", "ours", "samples_per_s", 1.0, 50, None, workers=2)
     assert normalize_row(generate)["workers"] == 2 and "readers" not in normalize_row(generate)
 

@@ -1,9 +1,8 @@
 """The end-of-run Markdown summary of one result document: a table per suite, with ratios."""
 from __future__ import annotations
 
-from pipeline.bench.data import NAIVE_CODEC
-from pipeline.bench.markdown import number, percent, ratio, spread, table
-from pipeline.bench.results import value_of
+from pipeline.results.format import value_of
+from pipeline.results.markdown import number, percent, ratio, spread, table
 
 
 def _generate(rows) -> list[str]:
@@ -29,10 +28,11 @@ def _generate(rows) -> list[str]:
 
 def _load(rows) -> list[str]:
     load = [r for r in rows if r["suite"] == "load" and r["metric"] == "samples_per_s"]
-    out = [f"**load** (samples/s over whole epochs after a warm-up epoch, median [p10-p90]; consumer: a Python "
+    out = ["**load** (samples/s over whole epochs after a warm-up epoch, median [p10-p90]; consumer: a Python "
            "loop, or a tf.function as `fit` pulls batches, the figure training gets; from_generator reads the same "
-           f"sequences stored as {NAIVE_CODEC}; vs in-memory: against the shuffled in-memory pipeline pulled by the "
-           "same consumer; vs unshuffled: the same pipeline unshuffled; RSS: process and children)", ""]
+           "sequences through h5py, stored in its fastest codec; vs in-memory: against the shuffled in-memory "
+           "pipeline pulled by the same consumer; vs unshuffled: the same pipeline unshuffled; RSS: process and "
+           "children)", ""]
     body = []
     order = {"ours-packed": 0, "ours": 1, "ours-graph-packed": 2, "in-memory": 3, "from_generator": 4}
     for r in sorted(load, key=lambda r: (r["size"], r["batch_size"], r.get("consumer") != "tf.function",

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from helpers import ROOT
-from pipeline.bench.results import FORMAT
-from pipeline.bench.startup import STARTUP_FORMAT, startup_tables
 from pipeline.cli import main
+from pipeline.results.format import FORMAT
+from pipeline.results.startup import STARTUP_FORMAT, startup_tables
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Start-up cost against a split's size: the result file of `bench/open_scaling.py`, as tables and a plot.
 
 The file (`STARTUP_FORMAT`): `config` (size, shard_size, batch_size, batches, repeats), `environment`
-(`pipeline.bench.results.collect_environment`), and `rows`, one per (samples, variant, mechanism):
+(`pipeline.bench.recorder.collect_environment`), and `rows`, one per (samples, variant, mechanism):
 open_s and first_batch_s (seconds, median over fresh processes, with _min and _max), growth_mb (the
 most any of them grew, MB: peak RSS over the RSS before the open) and, for the graph mechanism of this
 code, bound_mb (`pipeline.input.loader.graph_memory_bound`).
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.bench.markdown import number, table
 from pipeline.errors import UsageError
+from pipeline.results.markdown import number, table
 
 STARTUP_FORMAT = "moving-square-startup"
 VARIANTS = {"index": "chunk index", "check_hashes": "check_hashes=True", "old": "before the index"}
@@ -81,7 +81,7 @@ def startup_tables(doc: dict) -> list[str]:
 def plot_startup(doc: dict, out: Path, prefix: str = "") -> list[Path]:
     """startup.png: each metric against split size (log-log), a line per variant and mechanism; the graph
     mechanism's bound dotted on the memory panel."""
-    from pipeline.bench.report import _pyplot
+    from pipeline.results.report import _pyplot
 
     _, plt = _pyplot()
     cells = _cells(doc)

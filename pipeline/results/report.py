@@ -18,18 +18,17 @@ cells show as `failed` in the tables and keep their error text in the CSV.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.bench.grid import SUITES
-from pipeline.bench.markdown import table
-from pipeline.bench.results import FORMAT, READABLE_VERSIONS, current_name, normalize_row, write_csv
-from pipeline.bench.startup import load_startup, startup_section
 from pipeline.errors import UsageError
+from pipeline.results.files import load_result, merge, write_csv
+from pipeline.results.format import SUITES, current_name
+from pipeline.results.markdown import table
+from pipeline.results.startup import load_startup, startup_section
 
 DEFAULT_METRICS = ("samples_per_s", "ms_per_step_median", "input_bound_fraction", "fit_s_per_epoch", "accuracy",
                    "accuracy_min", "accuracy_max", "alone_samples_per_s", "au", "au95_samples_per_s",
@@ -40,7 +39,6 @@ SCALING_METRICS = ("scaling_samples_per_s", "scaling_samples_per_s_p10", "scalin
 PLOTS = (("train", "ms_per_step_median"), ("train", "samples_per_s"), ("load", "samples_per_s"))
 GROUP_KEYS = ("suite", "impl", "feed", "workers", "readers", "front_end", "consumer", "demand", "variant", "shuffle",
               "precision", "train_samples", "devices", "processes", "metric")
-REQUIRED = ("suite", "impl", "size", "batch_size", "workers", "metric", "value", "error", "device")
 SUITE_NOTES = {
     "au": "Accelerator utilization (DLIO): an emulated accelerator sleeps a fixed step and pulls batches as "
           "training does; demand = the step's samples/s over the loader's own; impl synthetic repeats one batch "
@@ -69,47 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a performance page (e.g. docs/performance.md) with its PNGs beside it, instead of --out")
     p.add_argument("--startup", type=Path, metavar="FILE",
                    help="also a start-up section from a result file of bench/open_scaling.py")
-
-
-def load_result(path: Path) -> dict:
-    """A bench result document; UsageError (one line) if unreadable or not a bench result."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UsageError(f"{path}: not a bench result (format is not {FORMAT!r})")
-    if doc.get("format_version") not in READABLE_VERSIONS:
-        raise UsageError(f"{path}: bench result format version {doc.get('format_version')!r}, "
-                         f"this report reads {', '.join(map(str, READABLE_VERSIONS))}")
-    rows = doc.get("rows")
-    if not isinstance(rows, list):
-        raise UsageError(f"{path}: bench result without a 'rows' list")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or any(k not in row for k in REQUIRED):
-            missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
-            raise UsageError(f"{path}: row {i} lacks {', '.join(missing)}")
-        if row["suite"] not in SUITES:
-            raise UsageError(f"{path}: row {i} has unknown suite {row['suite']!r}")
-    return doc
-
-
-def merge(docs: list[tuple[Path, dict]]) -> list[dict]:
-    """All rows (normalized: version-1 rows gain backend tensorflow), each tagged with `source` and
-    `host`; a newer file replaces an older one's same cell."""
-    cells: dict[tuple, dict] = {}
-    for path, doc in sorted(docs, key=lambda pd: pd[1].get("created", "")):
-        env = doc.get("environment", {})
-        cpu = env.get("cpu") or {}
-        host_cpu = f"{cpu['model']} ({cpu.get('usable') or cpu['cores']} cores)" if "model" in cpu else None
-        machine = {"device_count": (env.get("device") or {}).get("gpu_count") or 1, "host_cpu": host_cpu}
-        for row in doc["rows"]:
-            row = {**normalize_row({**machine, **row}), "source": str(path), "host": env.get("host")}
-            key = tuple(row.get(k) for k in (*GROUP_KEYS, "machine", "backend", "size", "batch_size"))
-            cells[key] = row
-    return list(cells.values())
 
 
 def _fmt(row: dict | None) -> str:
