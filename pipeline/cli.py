@@ -21,6 +21,7 @@ COMMANDS = {
     "predict": ("pipeline.training.predict", "classify fresh sequences with a trained model"),
     "bench": ("pipeline.bench.command", "measure generation, loading, training and accuracy; write a result file"),
     "report": ("pipeline.results.report", "merge result files into Markdown/CSV tables and plots"),
+    "compare": ("pipeline.results.compare", "place result files beside the reference machines: ratios, spread, causes"),
 }
 EXIT_USAGE = 2
 
