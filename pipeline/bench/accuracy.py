@@ -49,8 +49,9 @@ def run(rec: Recorder, grid: Grid, data: dict[tuple[int, bool], Path]) -> None:
                     del model
                     keras.backend.clear_session()
                 extra = dict(seeds=list(grid.accuracy_seeds), per_seed=accuracies)
-                rec.add("accuracy", name, "accuracy", Summary.of(accuracies).median, **key, **extra)
+                rec.add("accuracy", name, "accuracy", Summary.of(accuracies).median, **key, **extra,
+                        repeat_values=accuracies)
                 rec.add("accuracy", name, "accuracy_min", min(accuracies), **key, **extra)
                 rec.add("accuracy", name, "accuracy_max", max(accuracies), **key, **extra)
                 rec.add("accuracy", name, "loss", Summary.of(losses).median, **key, per_seed=losses,
-                        seeds=list(grid.accuracy_seeds))
+                        seeds=list(grid.accuracy_seeds), repeat_values=losses)

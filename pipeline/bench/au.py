@@ -150,8 +150,9 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                                        extra["untimed_batches"], window)
                     finally:
                         stop()
-                    rec.add("au", "ours-packed", "alone_samples_per_s", Summary.of(rates).median, **key, **extra)
-                    record_sweep(rec, "ours-packed", points, batch, key, extra)
+                    rec.add("au", "ours-packed", "alone_samples_per_s", Summary.of(rates).median, **key, **extra,
+                            repeat_values=rates)
+                    record_sweep(rec, "ours-packed", points, batch, key, extra, rates)
                 with rec.cell("au", "synthetic", METRICS[1:], **key):
                     pull = synthetic_fetcher(front_end, data[size], batch)
                     for _ in range(extra["untimed_batches"]):
@@ -160,10 +161,14 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
                     record_sweep(rec, "synthetic", sweep(pull, steps, steps.get, 0, window), batch, key, extra)
 
 
-def record_sweep(rec: Recorder, impl: str, points, batch: int, key: dict, extra: dict) -> None:
-    """Rows of one sweep: AU per demand, and the fastest accelerator kept busy."""
+def record_sweep(rec: Recorder, impl: str, points, batch: int, key: dict, extra: dict,
+                 alone_rates: list[float] = ()) -> None:
+    """Rows of one sweep: AU per demand, and the fastest accelerator kept busy. `alone_rates`: the sweep's
+    measurements of the loader alone; the fastest accelerator's demand times each is its repeat values."""
     for demand, step_s, au in points:
         rec.add("au", impl, "au", au, **key, demand=demand, step_ms=step_s * 1e3, **extra)
     best = fastest_kept_busy(points)
     rec.add("au", impl, "au95_step_ms", None if best is None else best * 1e3, **key, **extra)
-    rec.add("au", impl, "au95_samples_per_s", None if best is None else batch / best, **key, **extra)
+    demand = next((d for d, step_s, _ in points if step_s == best), None)
+    rec.add("au", impl, "au95_samples_per_s", None if best is None else batch / best, **key, **extra,
+            repeat_values=[demand * r for r in alone_rates] if demand is not None else [])

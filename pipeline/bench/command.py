@@ -130,6 +130,7 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     """Run every suite of `grid` on `backend` (already selected); write and return the result document and its path."""
     from pipeline.bench import accuracy, au, generate, load, scaling, train
     from pipeline.bench.data import NAIVE_CODEC, dataset_params, ensure_dataset
+    from pipeline.bench.monitor import Monitor, static_facts
     from pipeline.bench.progress import log
     from pipeline.bench.recorder import Recorder, collect_environment
     from pipeline.bench.timing import Stopwatch
@@ -142,10 +143,12 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
     if "train" in grid.suites:  # before anything starts the backend, which then fixes its device count
         scaling.configure(backend, grid.devices)
     device = devices.describe()
-    rec = Recorder(device["name"], backend, environment.version(backend), device_count=device.get("gpu_count") or 1,
-                   host_cpu=f"{device['cpu_model']} ({device['cpu_cores']} cores)")
     datasets: dict[str, Path] = {}
-    with Stopwatch() as wall, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with Stopwatch() as wall, tempfile.TemporaryDirectory(prefix="bench-") as tmp, Monitor() as monitor:
+        rec = Recorder(device["name"], backend, environment.version(backend),
+                       device_count=device.get("gpu_count") or 1,
+                       host_cpu=f"{device['cpu_model']} ({device['cpu_cores']} cores)", grid=dataclasses.asdict(grid),
+                       monitor=monitor)
         data = _datasets(grid, data_root, verify, datasets)
         for suite in SUITES:
             if suite not in grid.suites:
@@ -175,7 +178,7 @@ def run_bench(grid: Grid, *, preset: str, out: Path, data_root: Path, verify: bo
                 accuracy.run(rec, grid, acc_data)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION,
            "created": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "wall_s": round(wall.seconds, 1),
-           "environment": collect_environment(datasets, device, backend),
+           "environment": collect_environment(datasets, device, backend, static_facts()),
            "config": {"preset": preset, "backend": backend, "grid": dataclasses.asdict(grid),
                       "data_root": str(data_root),
                       "timing": "time.perf_counter around each materialized step or window; warm-up excluded"},
@@ -206,6 +209,17 @@ def _children(args, backends: tuple[str, ...]) -> int:
     return status
 
 
+def headline(doc: dict, path: Path) -> str:
+    """The run's headline (`pipeline.results.headline`), at most 30 lines, and the command that compares it."""
+    from pipeline.results.files import merge
+    from pipeline.results.fingerprint import fingerprint
+    from pipeline.results.headline import headline_cells, headline_lines
+
+    cells = headline_cells(merge([(path, doc)]), doc["environment"]["device"])
+    lines = headline_lines(cells, f"headline: {fingerprint(doc).label}")[:28]
+    return "\n".join([*lines, f"compare with the reference machines: python -m pipeline compare {path}"])
+
+
 def run(args) -> int:
     from pipeline.runtime import backends
 
@@ -232,6 +246,7 @@ def run(args) -> int:
         print(markdown_summary(doc))
         print(f"wrote {path} (+ .csv, .md); {len(doc['rows'])} rows, "
               f"{sum(1 for r in doc['rows'] if r['error'])} failed, {doc['wall_s']} s")
+        print(headline(doc, path))
     if args.json:
         real_stdout.write(json.dumps(doc) + "\n")
         real_stdout.flush()

@@ -97,10 +97,12 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                         repeats=grid.gen_repeats, measured="a run of 2 one-sequence shards, cluster already up")
                 extra = dict(repeats=grid.gen_repeats, p10_s=summary.p10, p90_s=summary.p90, shard_size=shards[workers],
                              excludes="cluster start-up and warm-up; includes the run's fixed cost and manifest writes")
-                rec.add("generate", "ours", "samples_per_s", samples / median, **key, **extra)
+                rates = [samples / t for t in times[workers]]
+                rec.add("generate", "ours", "samples_per_s", samples / median, **key, **extra, repeat_values=rates)
                 rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
                 rec.add("generate", "ours", "stored_mb_per_s", stored[workers] / 1e6 / median, **key, **extra)
-                rec.add("generate", "ours", "per_worker_samples_per_s", samples / median / workers, **key, **extra)
+                rec.add("generate", "ours", "per_worker_samples_per_s", samples / median / workers, **key, **extra,
+                        repeat_values=[r / workers for r in rates])
         key = dict(size=size, workers=1, samples=book_samples)
         with rec.cell("generate", "book", ("samples_per_s", "mb_per_s", "per_worker_samples_per_s"), **key):
             if "book" in failed:
@@ -109,6 +111,7 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
             median = summary.median
             extra = dict(repeats=grid.book_repeats, p10_s=summary.p10, p90_s=summary.p90, measured="cold",
                          float64_mb_per_s=book_samples * size ** 3 * 8 / 1e6 / median)
-            rec.add("generate", "book", "samples_per_s", book_samples / median, **key, **extra)
+            rec.add("generate", "book", "samples_per_s", book_samples / median, **key, **extra,
+                    repeat_values=[book_samples / t for t in times["book"]])
             rec.add("generate", "book", "mb_per_s", book_samples * size ** 3 / 1e6 / median, **key, **extra)
             rec.add("generate", "book", "per_worker_samples_per_s", book_samples / median, **key, **extra)

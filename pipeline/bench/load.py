@@ -219,6 +219,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                         _take(pull, grid.steps_per_epoch(batch) - 1)  # the rest of the first epoch: warm-up
                     state.peak = rss.peak
                     running.append(state)
+            since = rec.mark()  # the round-robin windows of this batch size: the state its rows get
             for _ in range(grid.load_repeats):
                 for state in list(running):
                     cell = state.cell
@@ -242,10 +243,12 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path], naive: dict[int, Path]
                              epochs_per_window=round(state.window * batch / (grid.steps_per_epoch(batch) * batch), 2),
                              shuffle_window=state.shuffle_samples or None,
                              codec=naive_codec if cell.impl == "from_generator" and naive_codec else codec)
-                rec.add("load", cell.impl, "samples_per_s", spread.median, **key, **extra)
+                rec.add("load", cell.impl, "samples_per_s", spread.median, **key, **extra, repeat_values=state.rates,
+                        since=since)
                 rec.add("load", cell.impl, "samples_per_s_p10", spread.p10, **key, **extra)
                 rec.add("load", cell.impl, "samples_per_s_p90", spread.p90, **key, **extra)
-                rec.add("load", cell.impl, "mb_per_s", spread.median * size ** 3 / 1e6, **key, **extra)
+                rec.add("load", cell.impl, "mb_per_s", spread.median * size ** 3 / 1e6, **key, **extra,
+                        repeat_values=[r * size ** 3 / 1e6 for r in state.rates])
                 rec.add("load", cell.impl, "first_batch_ms", state.first_s * 1e3, **key, **extra)
                 rec.add("load", cell.impl, "peak_rss_mb", state.peak / 2 ** 20, **key, **extra)
                 rec.add("load", cell.impl, "rss_growth_mb", max(0, state.peak - state.rss_before) / 2 ** 20, **key,

@@ -35,9 +35,14 @@ class Recorder:
         self.rows: list[dict] = []
         self._window_start: float | None = None
 
+    def mark(self) -> float | None:
+        """The monitor's time now (a reading taken), to pass as `since` of rows measured from here; None without one."""
+        return None if self.monitor is None else self.monitor.mark()
+
     def add(self, suite, impl, metric, value, *, size, batch_size=None, workers=None, feed=None, error=None,
-            repeat_values=(), **extra):
-        """One row; `repeat_values`: the raw values `value` summarises, in the metric's unit."""
+            repeat_values=(), since: float | None = None, **extra):
+        """One row; `repeat_values`: the raw values `value` summarises, in the metric's unit; `since`: where the
+        row's window began (`mark()`), for rows measured outside a `cell`."""
         row = {"suite": suite, "impl": impl, "feed": feed, "size": size, "batch_size": batch_size,
                "workers": workers, "metric": metric, "value": None if value is None else float(value),
                "unit": unit_of(metric), "direction": direction_of(metric), "error": error, "device": self.device,
@@ -45,8 +50,9 @@ class Recorder:
                "processes": 1, **extra,
                "repeat_values": [float(f"{v:.6g}") for v in repeat_values]}
         row["config_hash"] = config_hash(row, self.grid)
-        if self.monitor is not None and self._window_start is not None:
-            row["state"] = self.monitor.summary(self._window_start, self.monitor.mark())
+        start = self._window_start if since is None else since
+        if self.monitor is not None and start is not None:
+            row["state"] = self.monitor.summary(start, self.monitor.mark())
         self.rows.append(row)
         return row
 

@@ -214,8 +214,8 @@ def record(rec: Recorder, name: str, cells: dict[int, _Cell], key: dict, *, repe
                         batch_size_per_device=key["batch_size"] // n, steps_per_epoch=steps, epochs=s.count,
                         repeats=repeats, first_epoch_s=cell.first_epoch_s, jit_compile=cell.model.jit_compile,
                         replication=replication(rec.backend, n))
-        for metric, value in (("scaling_samples_per_s", s.median), ("scaling_samples_per_s_p10", s.p10),
-                              ("scaling_samples_per_s_p90", s.p90)):
+        rec.add("train", name, "scaling_samples_per_s", s.median, **extra[n], repeat_values=cell.rates)
+        for metric, value in (("scaling_samples_per_s_p10", s.p10), ("scaling_samples_per_s_p90", s.p90)):
             rec.add("train", name, metric, value, **extra[n])
     for n, value in efficiency(medians).items():
         rec.add("train", name, "scaling_efficiency", value, **extra[n])

@@ -65,10 +65,12 @@ def record_steps(rec: Recorder, impl: str, feed: str, times, *, size, batch_size
     """Rows of one timed cell (`StepTimes` in seconds); returns the median in ms."""
     s = times.summary.scaled(1e3)
     key = dict(size=size, batch_size=batch_size, feed=feed, steps=len(times.steps), warmup=len(times.warmup), **extra)
-    rec.add("train", impl, "ms_per_step_median", s.median, **key)
+    steps_ms = [t * 1e3 for t in times.steps]
+    rec.add("train", impl, "ms_per_step_median", s.median, **key, repeat_values=steps_ms)
     rec.add("train", impl, "ms_per_step_p10", s.p10, **key)
     rec.add("train", impl, "ms_per_step_p90", s.p90, **key)
-    rec.add("train", impl, "samples_per_s", batch_size * 1e3 / s.median, **key)
+    rec.add("train", impl, "samples_per_s", batch_size * 1e3 / s.median, **key,
+            repeat_values=[batch_size * 1e3 / t for t in steps_ms])
     rec.add("train", impl, "first_step_ms", times.first * 1e3, **key)
     return s.median
 
