@@ -7,12 +7,13 @@ holds `quick` (a smoke run of every suite), `default` (sized for a few minutes o
 `full`, `gpu` and `book-budget`; `--sizes`, `--batch-sizes`, `--suites` override a preset. Datasets are
 generated once under `--data-root` and reused (`data`). What each suite measures is in its
 module's docstring: `generate`, `load`, `train`, `accuracy`. Every row records the device,
-the Keras backend and its version (`results`). A failing cell (an exception, e.g. out of
+the Keras backend and its version (`recorder`). A failing cell (an exception, e.g. out of
 memory) becomes rows with `value: null` and `error` set; the run goes on.
 
-Modules: `grid` (grid, presets), `results` (the result schema, shared with `report`),
-`data` (the dataset cache), `baselines` (in-memory, from_generator and synthetic pipelines),
-`ours` (our loader per backend), `backend`, `memory` (RSS), `timing` (timers, medians), one module
-per suite, `summary` (the Markdown summary), `markdown` (tables), `command` (the command line),
-`report` (result files merged into tables, plots and a page).
+Modules: `grid` (grid, presets), `recorder` (rows stamped with their machine and evidence; the schema
+is `pipeline.results.format`), `monitor` (the host's and GPUs' state during each cell), `data` (the
+dataset cache), `baselines` (in-memory, from_generator and synthetic pipelines), `ours` (our loader per
+backend), `consumers`, `backend`, `memory` (RSS), `timing` (timers, medians), `progress`, one module per
+suite, `command` (the command line, which ends with the run's headline). Reading, comparing and
+rendering results: `pipeline.results`.
 """

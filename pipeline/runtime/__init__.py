@@ -5,4 +5,6 @@
 `environment`: library versions, git commit and host, for run directories and result files.
 `cpus`: the CPUs this process may use, and each trainer's share (the loader's readers).
 `malloc`: glibc allocator settings for processes that cycle through large buffers.
+`gpu_state`: each GPU's settings and its clocks, power and throttle reasons, through NVML.
+`host_state`: the host CPU's settings, and the CPU time stolen from or taken by others.
 """
