@@ -103,3 +103,51 @@ def run_history(run: Path) -> dict:
     record = json.loads((run / "history.json").read_text())
     record.pop("fit_seconds")
     return record
+
+
+# Bench result documents made through the real Recorder, for the results stage's tests
+BENCH_GRID = {"dataset_samples": 4096, "train_steps": None}
+CPU = {"kind": "cpu", "name": "CPU: Test CPU (2 cores)", "cpu_model": "Test CPU", "cpu_cores": 2}
+GPU = {"kind": "gpu", "name": "NVIDIA H100", "gpu_count": 1, "compute_capability": "9.0", "driver": "570.1",
+       "cpu_model": "Xeon", "cpu_cores": 16}
+
+
+def bench_result(device: dict, *, train=(), load=(), steal=0.0, gpu_state=None, version="2.21.0",
+                 created="2026-12-01T00:00:00Z", grid=BENCH_GRID, static_gpus=()) -> dict:
+    """A bench result document made by the real Recorder: train rows (size, batch, ms per step repeats) on the feed
+    and precision `train` would use, load rows (size, batch, samples/s repeats) as training consumes them."""
+    from pipeline.bench.recorder import Recorder
+    from pipeline.results.format import FORMAT, FORMAT_VERSION
+
+    rec = Recorder(device["name"], "tensorflow", version, device_count=device.get("gpu_count") or 1,
+                   host_cpu=f"{device['cpu_model']} ({device['cpu_cores']} cores)", grid=grid)
+    gpu = device["kind"] == "gpu"
+    state = {"cpu": {"steal_pct": steal, "other_load_cores": 0.0, "samples": 4}, "gpus": gpu_state or []}
+    for size, batch, steps in train:
+        key = dict(size=size, batch_size=batch, feed="ours-packed" if gpu else "ours",
+                   precision="mixed_bfloat16" if gpu else "float32", state=state)
+        median = sorted(steps)[len(steps) // 2]
+        rec.add("train", "fast", "ms_per_step_median", median, **key, repeat_values=steps)
+        rec.add("train", "fast", "samples_per_s", batch * 1e3 / median, **key,
+                repeat_values=[batch * 1e3 / s for s in steps])
+        rec.add("train", "fast", "input_bound_fraction", 0.01, size=size, batch_size=batch, feed=key["feed"],
+                precision=key["precision"])
+    for size, batch, rates in load:
+        rec.add("load", "ours-packed" if gpu else "ours", "samples_per_s", sorted(rates)[len(rates) // 2], size=size,
+                batch_size=batch, readers=2, front_end="tf.data", consumer="tf.function", shuffle=True,
+                repeat_values=rates, state=state)
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": created,
+            "config": {"preset": "default", "backend": "tensorflow", "grid": grid},
+            "environment": {"device": device, "cpu": {"model": device["cpu_model"], "cores": device["cpu_cores"],
+                                                      "usable": device["cpu_cores"]},
+                            "versions": {"tensorflow": version, "keras": "3.12"}, "host": "h",
+                            "git": {"commit": "abc", "dirty": False},
+                            "state": {"host": {}, "gpus": list(static_gpus)}},
+            "rows": rec.rows}
+
+
+def write_json(folder: Path, name: str, document: dict) -> Path:
+    """`document` as JSON in folder/name; the path."""
+    path = folder / name
+    path.write_text(json.dumps(document))
+    return path

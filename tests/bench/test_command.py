@@ -18,7 +18,8 @@ from pipeline.bench.grid import PRESETS, Grid
 from pipeline.bench.train import STEP_METRICS
 from pipeline.cli import main
 from pipeline.errors import UsageError
-from pipeline.results.format import FORMAT, FORMAT_VERSION, ROW_KEYS, value_of
+from pipeline.results.files import problems
+from pipeline.results.format import FORMAT, FORMAT_VERSION, ROW_KEYS, direction_of, value_of
 from pipeline.results.summary import markdown_summary
 
 ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
@@ -318,3 +319,22 @@ def test_models_and_wrap_options_override_the_preset():
     assert grid.accuracy_wrap is False
     with pytest.raises(UsageError, match="unknown model 'vgg'"):
         grid_from_args(p.parse_args(["--models", "fast,vgg"]))
+
+
+@pytest.mark.slow
+def test_rows_keep_their_evidence_and_the_file_checks(quick_run):
+    doc, path, _ = quick_run
+    assert problems(path) == []
+    assert doc["environment"]["state"]["host"]["usable_cores"] >= 1 and doc["environment"]["state"]["gpus"] == []
+    rows = doc["rows"]
+    assert all(r["direction"] == direction_of(r["metric"]) and len(r["config_hash"]) == 12 for r in rows)
+    load = [r for r in rows if r["suite"] == "load" and r["metric"] == "samples_per_s"]
+    assert load and all(len(r["repeat_values"]) == TINY.load_repeats for r in load)
+    assert all(r["state"]["cpu"]["steal_pct"] is not None for r in load)
+    steps = [r for r in rows if r["suite"] == "train" and r["metric"] == "samples_per_s" and r.get("steps")]
+    assert steps and all(len(r["repeat_values"]) == r["steps"] and "state" in r for r in steps)
+    accuracy = [r for r in rows if r["suite"] == "accuracy" and r["metric"] == "accuracy"]
+    assert accuracy and all(len(r["repeat_values"]) == len(TINY.accuracy_seeds) for r in accuracy)
+    # the same cell at two batch sizes is two settings; two metrics of one cell share one
+    hashes = {(r["impl"], r.get("feed"), r["batch_size"], r["metric"]): r["config_hash"] for r in steps}
+    assert len(set(hashes.values())) == len(hashes)

@@ -3,90 +3,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from helpers import ROOT
-from pipeline.bench.recorder import Recorder
+from helpers import BENCH_GRID, CPU, GPU, ROOT, bench_result, write_json
 from pipeline.cli import main
 from pipeline.results.compare import cell_text, comparison, render_text
-from pipeline.results.files import merge
-from pipeline.results.fingerprint import fingerprint
-from pipeline.results.format import FORMAT, FORMAT_VERSION
-from pipeline.results.headline import headline_cells, headline_lines
-
-GRID = {"dataset_samples": 4096, "train_steps": None}
-CPU = {"kind": "cpu", "name": "CPU: Test CPU (2 cores)", "cpu_model": "Test CPU", "cpu_cores": 2}
-GPU = {"kind": "gpu", "name": "NVIDIA H100", "gpu_count": 1, "compute_capability": "9.0", "driver": "570.1",
-       "cpu_model": "Xeon", "cpu_cores": 16}
-
-
-def doc(device: dict, *, train=(), load=(), steal=0.0, gpu_state=None, version="2.21.0", created="2026-12-01T00:00:00Z",
-        grid=GRID, static_gpus=()):
-    """A result document through the real Recorder: train rows (size, batch, ms per step repeats) on the feed
-    and precision `train` would use, load rows (size, batch, samples/s repeats) as training consumes them."""
-    rec = Recorder(device["name"], "tensorflow", version, device_count=device.get("gpu_count") or 1,
-                   host_cpu=f"{device['cpu_model']} ({device['cpu_cores']} cores)", grid=grid)
-    gpu = device["kind"] == "gpu"
-    state = {"cpu": {"steal_pct": steal, "other_load_cores": 0.0, "samples": 4}, "gpus": gpu_state or []}
-    for size, batch, steps in train:
-        key = dict(size=size, batch_size=batch, feed="ours-packed" if gpu else "ours",
-                   precision="mixed_bfloat16" if gpu else "float32", state=state)
-        median = sorted(steps)[len(steps) // 2]
-        rec.add("train", "fast", "ms_per_step_median", median, **key, repeat_values=steps)
-        rec.add("train", "fast", "samples_per_s", batch * 1e3 / median, **key,
-                repeat_values=[batch * 1e3 / s for s in steps])
-        rec.add("train", "fast", "input_bound_fraction", 0.01, size=size, batch_size=batch, feed=key["feed"],
-                precision=key["precision"])
-    for size, batch, rates in load:
-        rec.add("load", "ours-packed" if gpu else "ours", "samples_per_s", sorted(rates)[len(rates) // 2], size=size,
-                batch_size=batch, readers=2, front_end="tf.data", consumer="tf.function", shuffle=True,
-                repeat_values=rates, state=state)
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": created,
-            "config": {"preset": "default", "backend": "tensorflow", "grid": grid},
-            "environment": {"device": device, "cpu": {"model": device["cpu_model"], "cores": device["cpu_cores"],
-                                                      "usable": device["cpu_cores"]},
-                            "versions": {"tensorflow": version, "keras": "3.12"}, "host": "h",
-                            "git": {"commit": "abc", "dirty": False},
-                            "state": {"host": {}, "gpus": list(static_gpus)}},
-            "rows": rec.rows}
-
-
-def write(tmp_path: Path, name: str, document: dict) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(document))
-    return path
-
-
-def test_headline_cells_take_the_feed_training_uses_and_the_spread_of_the_repeats():
-    cpu = doc(CPU, train=[(50, 32, [10.0, 11.0, 12.0, 13.0, 14.0])], load=[(50, 32, [960.0, 1000.0, 1040.0])])
-    cells = headline_cells(merge([(Path("a.json"), cpu)]), CPU)
-    assert list(cells) == ["train fast 50x32", "input-bound fast 50x32", "load 50x32"]
-    train = cells["train fast 50x32"]
-    assert train.median == pytest.approx(32e3 / 12.0) and train.ms_per_step == 12.0 and train.n == 5
-    rates = [32e3 / s for s in (10.0, 11.0, 12.0, 13.0, 14.0)]
-    assert (train.p10, train.p90) == (pytest.approx(np.percentile(rates, 10)), pytest.approx(np.percentile(rates, 90)))
-    load = cells["load 50x32"]
-    assert (load.median, load.p10, load.p90) == (1000.0, 968.0, 1032.0) and not load.noisy
-    lines = headline_lines(cells, "headline")
-    assert len(lines) == 5 and "ms/step" in lines[2] and "samples/s" in lines[2]
-
-
-def test_gpu_headline_uses_packed_batches_in_the_device_default_precision():
-    gpu = doc(GPU, train=[(50, 32, [1.0, 1.0, 1.0])])
-    unpacked_fp32 = dict(gpu)
-    cells = headline_cells(merge([(Path("g.json"), gpu)]), GPU)
-    assert cells["train fast 50x32"].row["feed"] == "ours-packed"
-    assert cells["train fast 50x32"].row["precision"] == "mixed_bfloat16"
-    assert fingerprint(unpacked_fp32).precision == "mixed_bfloat16"
-    assert fingerprint(gpu).label == "NVIDIA H100 (Xeon 16c), tensorflow 2.21.0, mixed_bfloat16"
 
 
 def test_ratios_geomean_and_marks_against_the_baseline(tmp_path):
-    ref = doc(CPU, train=[(50, 32, [10.0, 10.0, 10.0])], load=[(50, 32, [1000.0, 1000.0, 1000.0])])
-    mine = doc(CPU, train=[(50, 32, [20.0, 20.0, 20.0])], load=[(50, 32, [1000.0, 1400.0, 700.0])],
+    ref = bench_result(CPU, train=[(50, 32, [10.0, 10.0, 10.0])], load=[(50, 32, [1000.0, 1000.0, 1000.0])])
+    mine = bench_result(CPU, train=[(50, 32, [20.0, 20.0, 20.0])], load=[(50, 32, [1000.0, 1400.0, 700.0])],
                created="2026-12-02T00:00:00Z")
     comp = comparison([(tmp_path / "mine.json", mine)], [(tmp_path / "ref.json", ref)])
     yours, base = (m.id for m in comp.machines)
@@ -102,8 +29,8 @@ def test_ratios_geomean_and_marks_against_the_baseline(tmp_path):
 
 
 def test_cells_measured_under_other_settings_are_marked(tmp_path):
-    ref = doc(CPU, train=[(50, 32, [10.0] * 3)])
-    mine = doc(CPU, train=[(50, 32, [10.0] * 3)], grid={**GRID, "dataset_samples": 1024})
+    ref = bench_result(CPU, train=[(50, 32, [10.0] * 3)])
+    mine = bench_result(CPU, train=[(50, 32, [10.0] * 3)], grid={**BENCH_GRID, "dataset_samples": 1024})
     comp = comparison([(tmp_path / "mine.json", mine)], [(tmp_path / "ref.json", ref)])
     yours = comp.machines[0].id
     assert not comp.same_settings(yours, "train fast 50x32")
@@ -113,8 +40,8 @@ def test_cells_measured_under_other_settings_are_marked(tmp_path):
 def test_causes_name_steal_throttling_a_power_cap_and_versions(tmp_path):
     throttled = [{"sm_clock_mhz": {"median": 1100.0, "min": 1000.0}, "throttle_reasons": ["sw_power_cap"]}]
     static = [{"max_sm_clock_mhz": 1980, "power_limit_w": 350.0, "default_power_limit_w": 700.0}]
-    ref = doc(GPU, train=[(50, 32, [1.0, 1.0, 1.0])], static_gpus=[{**static[0], "power_limit_w": 700.0}])
-    mine = doc(GPU, train=[(50, 32, [2.0, 2.1, 2.2])], steal=12.0, gpu_state=throttled, static_gpus=static,
+    ref = bench_result(GPU, train=[(50, 32, [1.0, 1.0, 1.0])], static_gpus=[{**static[0], "power_limit_w": 700.0}])
+    mine = bench_result(GPU, train=[(50, 32, [2.0, 2.1, 2.2])], steal=12.0, gpu_state=throttled, static_gpus=static,
                version="2.20.0")
     comp = comparison([(tmp_path / "mine.json", mine)], [(tmp_path / "ref.json", ref)])
     assert len(comp.causes) == 1
@@ -126,18 +53,19 @@ def test_causes_name_steal_throttling_a_power_cap_and_versions(tmp_path):
 
 
 def test_a_gap_with_nothing_recorded_to_explain_it_says_so(tmp_path):
-    comp = comparison([(tmp_path / "mine.json", doc(CPU, train=[(50, 32, [20.0] * 3)]))],
-                      [(tmp_path / "ref.json", doc(CPU, train=[(50, 32, [10.0] * 3)]))])
+    comp = comparison([(tmp_path / "mine.json", bench_result(CPU, train=[(50, 32, [20.0] * 3)]))],
+                      [(tmp_path / "ref.json", bench_result(CPU, train=[(50, 32, [10.0] * 3)]))])
     assert comp.causes[0].endswith("none in the recorded environment and state")
 
 
 def test_compare_command_fits_a_screen_and_takes_a_baseline(tmp_path, capsys):
     refs = tmp_path / "refs"
     refs.mkdir()
-    write(refs, "cpu.json", doc(CPU, train=[(50, 32, [10.0] * 3)], load=[(50, 32, [1000.0] * 3)]))
-    write(refs, "gpu.json", doc(GPU, train=[(50, 32, [1.0] * 3)], load=[(50, 32, [9000.0] * 3)]))
-    write(refs, "other.json", {"format": "moving-square-startup", "rows": []})  # not a bench result: skipped
-    mine = write(tmp_path, "mine.json", doc(CPU, train=[(50, 32, [11.0] * 3)], load=[(50, 32, [1000.0] * 3)]))
+    write_json(refs, "cpu.json", bench_result(CPU, train=[(50, 32, [10.0] * 3)], load=[(50, 32, [1000.0] * 3)]))
+    write_json(refs, "gpu.json", bench_result(GPU, train=[(50, 32, [1.0] * 3)], load=[(50, 32, [9000.0] * 3)]))
+    write_json(refs, "other.json", {"format": "moving-square-startup", "rows": []})  # not a bench result: skipped
+    mine = write_json(tmp_path, "mine.json",
+                      bench_result(CPU, train=[(50, 32, [11.0] * 3)], load=[(50, 32, [1000.0] * 3)]))
     assert main(["compare", str(mine), "--reference", str(refs), "--baseline", "H100"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -154,10 +82,10 @@ def test_compare_command_fits_a_screen_and_takes_a_baseline(tmp_path, capsys):
     (["--width", "10"], "--width must be at least 40"),
 ])
 def test_compare_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
-    mine = write(tmp_path, "mine.json", doc(CPU, train=[(50, 32, [11.0] * 3)]))
+    mine = write_json(tmp_path, "mine.json", bench_result(CPU, train=[(50, 32, [11.0] * 3)]))
     refs = tmp_path / "refs"
     refs.mkdir()
-    write(refs, "cpu.json", doc(CPU, train=[(50, 32, [10.0] * 3)]))
+    write_json(refs, "cpu.json", bench_result(CPU, train=[(50, 32, [10.0] * 3)]))
     argv = [a if a != "REFS" else str(refs) for a in argv]
     if "--reference" not in argv:
         argv += ["--reference", str(refs)]
@@ -181,8 +109,8 @@ def test_each_committed_reference_compared_with_the_rest_fits_a_screen(capsys):
 
 
 def test_render_text_leaves_out_machines_that_do_not_fit(tmp_path):
-    refs = [(tmp_path / f"r{i}.json", doc({**CPU, "name": f"CPU: M{i} (2 cores)", "cpu_model": f"M{i}"},
+    refs = [(tmp_path / f"r{i}.json", bench_result({**CPU, "name": f"CPU: M{i} (2 cores)", "cpu_model": f"M{i}"},
                                           train=[(50, 32, [10.0 + i] * 3)])) for i in range(8)]
-    comp = comparison([(tmp_path / "mine.json", doc(CPU, train=[(50, 32, [10.0] * 3)]))], refs)
+    comp = comparison([(tmp_path / "mine.json", bench_result(CPU, train=[(50, 32, [10.0] * 3)]))], refs)
     text = render_text(comp, width=80)
     assert "more machine(s) left out to fit 80 columns" in text and max(map(len, text.splitlines())) <= 80
