@@ -52,7 +52,8 @@ class Comparison:
         """How many times better than `against` (default: the baseline) a throughput cell is; None for the
         other kinds or where either lacks it."""
         mine, theirs = self.value(machine_id, key), self.value(against or self.baseline, key)
-        if mine is None or theirs is None or mine.kind not in THROUGHPUT or not mine.median or not theirs.median:
+        if mine is None or theirs is None or mine.kind not in THROUGHPUT or not mine.median or not theirs.median \
+                or mine.below or theirs.below:
             return None
         return mine.median / theirs.median if mine.direction == HIGHER else theirs.median / mine.median
 
@@ -70,6 +71,10 @@ class Comparison:
             return False
         low_a, high_a = _interval(mine)
         low_b, high_b = _interval(theirs)
+        if mine.below and theirs.below:
+            return False
+        if mine.below or theirs.below:  # an upper bound differs only from a figure above it
+            return (mine.below and high_a < low_b) or (theirs.below and high_b < low_a)
         return high_a < low_b or high_b < low_a
 
     def same_settings(self, machine_id: str, key: str) -> bool:

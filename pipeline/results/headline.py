@@ -7,7 +7,8 @@ Per model, size and batch of the run's grid:
 * ``input-bound MODEL SxB``: the share of that step spent waiting for input (1 - synthetic / fed);
 * ``load SxB``: the loader as training consumes it: shuffled, the default readers, pulled as `fit` pulls
   tf.data (from a `tf.function`) under TensorFlow, or as the JAX feed under JAX; samples/s;
-* ``AU95 SxB``: the fastest emulated accelerator the loader keeps >= 95% busy, samples/s;
+* ``AU95 SxB``: the fastest emulated accelerator the loader keeps >= 95% busy, samples/s (where no step
+  of the sweep did, an upper bound: the slowest step's samples/s, shown as "<");
 
 and per size ``generate S`` (samples/s per worker, at the most workers measured) and per model
 ``accuracy MODEL S`` (held-out accuracy after the budget, median over initial seeds).
@@ -44,6 +45,7 @@ class Cell:
     config_hash: str
     row: dict = field(repr=False, compare=False)
     ms_per_step: float | None = None
+    below: bool = False  # the figure is only known to lie below `median` (AU95 when no step kept 95%)
 
     @property
     def noisy(self) -> bool:
@@ -96,11 +98,11 @@ def _find(rows: list[dict], **match) -> dict | None:
     return None
 
 
-def _cell(key, kind, row, low_high_n, ms_per_step=None) -> Cell:
+def _cell(key, kind, row, low_high_n, ms_per_step=None, below=False) -> Cell:
     p10, p90, n = low_high_n
     return Cell(key=key, kind=kind, unit=row.get("unit") or "", direction=row.get("direction") or HIGHER,
                 median=row["value"], p10=p10, p90=p90, n=n, config_hash=row.get("config_hash") or "", row=row,
-                ms_per_step=ms_per_step)
+                ms_per_step=ms_per_step, below=below)
 
 
 def _train_cells(rows, device: dict, out: dict) -> None:
@@ -161,6 +163,18 @@ def _au_cells(rows, out: dict) -> None:
         row = _find(here, metric="au95_samples_per_s", front_end=front)
         if row is not None:
             out[f"AU95 {size}x{batch}"] = _cell(f"AU95 {size}x{batch}", "AU95", row, _spread(row, {}))
+            continue
+        # the sweep ran and no step kept it 95% busy: the fastest such accelerator is slower than the slowest step
+        swept = [r for r in here if r["metric"] == "au95_samples_per_s" and r.get("front_end") == front
+                 and r["error"] is None]
+        steps = [r for r in here if r["metric"] == "au" and r.get("front_end") == front and r.get("step_ms")
+                 and r["error"] is None]
+        if swept and steps:
+            slowest = max(steps, key=lambda r: r["step_ms"])
+            bound = {**slowest, "value": batch * 1e3 / slowest["step_ms"], "unit": "samples/s", "direction": HIGHER,
+                     "config_hash": swept[0]["config_hash"]}
+            out[f"AU95 {size}x{batch}"] = _cell(f"AU95 {size}x{batch}", "AU95", bound, (None, None, len(steps)),
+                                                below=True)
 
 
 def _generate_cells(rows, out: dict) -> None:
@@ -205,7 +219,10 @@ def sort_key(key: str) -> tuple:
 
 
 def format_value(cell: Cell) -> str:
-    """A cell's median in its unit, compact: '12.3k', '25.9', '98.4%'."""
+    """A cell's median in its unit, compact: '12.3k', '25.9', '98.4%'; '<' before an upper bound."""
+    if cell.below:
+        return "<" + format_value(Cell(cell.key, cell.kind, cell.unit, cell.direction, cell.median, None, None, 1,
+                                       "", {}))
     v = cell.median
     if cell.unit == "fraction":
         return f"{v:.1%}" if abs(v) < 0.9995 else f"{v:.0%}"
@@ -221,7 +238,7 @@ def headline_lines(cells: dict[str, Cell], title: str) -> list[str]:
         spread = "-" if cell.p10 is None else f"{_short(cell, cell.p10)}-{_short(cell, cell.p90)}"
         unit = "" if cell.unit == "fraction" else f" {cell.unit}"
         extra = f"  ({cell.ms_per_step:.3g} ms/step)" if cell.ms_per_step else ""
-        mark = " !noisy" if cell.noisy else ""
+        mark = " !noisy" if cell.noisy else " (none kept 95% busy)" if cell.below else ""
         out.append(f"  {cell.key:<26} {format_value(cell):>10} {spread:>18} {cell.n:>5}{unit}{extra}{mark}")
     return out[:30]
 

@@ -71,3 +71,14 @@ def test_bench_ends_with_its_headline_and_the_compare_command():
     lines = text.splitlines()
     assert len(lines) <= 30 and lines[0] == "headline: Test CPU 2c, tensorflow 2.21.0"
     assert lines[-1] == "compare with the reference machines: python -m pipeline compare bench/results/x.json"
+
+
+def test_au95_of_a_sweep_that_kept_no_step_busy_is_an_upper_bound():
+    rec = Recorder(CPU["name"], "tensorflow", "2.21")
+    key = dict(size=50, batch_size=32, front_end="tf.data", consumer="tf.function")
+    for demand, step_ms, au in ((0.25, 4.0, 0.8), (0.5, 2.0, 0.6)):
+        rec.add("au", "ours-packed", "au", au, **key, demand=demand, step_ms=step_ms)
+    rec.add("au", "ours-packed", "au95_samples_per_s", None, **key)
+    cell = headline_cells(merge([(Path("x.json"), {"rows": rec.rows})]), CPU)["AU95 50x32"]
+    assert (cell.median, cell.below) == (8000.0, True)  # below the slowest step's 32 samples / 4 ms
+    assert "<8,000" in headline_lines({"AU95 50x32": cell}, "h")[2]
