@@ -14,7 +14,7 @@ SCHEDULER    ?=
 QUICK        ?=
 RESULTS      ?= $(wildcard bench/results/*.json)
 
-.PHONY: setup dataset verify lint test test-slow test-faults bench bench-micro report docs clean
+.PHONY: setup dataset verify lint test test-slow test-faults bench bench-micro report compare docs clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ bench-micro: $(STAMP)
 report: $(STAMP)
 	$(if $(RESULTS),,$(error no result files: run `make bench` first or pass RESULTS="a.json b.json"))
 	$(PY) -m pipeline report $(RESULTS) --out bench/report
+
+# RESULTS as given, else the newest file in bench/results/ (its name starts with its UTC time)
+compare: $(STAMP)
+	$(if $(RESULTS),,$(error no result files: run `make bench` first or pass RESULTS=FILE))
+	$(PY) -m pipeline compare $(if $(filter file,$(origin RESULTS)),$(lastword $(sort $(RESULTS))),$(RESULTS))
 
 docs: $(STAMP)
 	$(PY) -m pipeline report bench/results/reference/*.json --page docs/performance.md \

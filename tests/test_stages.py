@@ -64,3 +64,32 @@ def test_the_check_sees_lazy_and_package_imports(tmp_path):
                       "    from pipeline.input.reader import batch_stream\n")
     assert imports_of(source) == {"pipeline.dataset", "pipeline.bench.grid", "pipeline.input.reader"}
     assert [stage_of(m) for m in sorted(imports_of(source))] == ["bench", "dataset", "input"]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle of `graph` (module -> modules it imports) once, as the modules around it."""
+    found, done = [], set()
+
+    def visit(node, path):
+        if node in path:
+            cycle = path[path.index(node):]
+            if frozenset(cycle) not in done:
+                done.add(frozenset(cycle))
+                found.append(cycle)
+            return
+        for target in sorted(graph.get(node, ())):
+            visit(target, path + [node])
+
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+def test_no_modules_import_each_other():
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: {t for t in imports_of(path) if t in modules and t != name} for name, path in modules.items()}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -123,9 +123,10 @@ def _train_cells(rows, device: dict, out: dict) -> None:
                                                      _spread(rate, siblings, invert_batch=batch),
                                                      step["value"] if step else None)
         bound = _find(train, metric="input_bound_fraction", **match)
-        if bound is not None:
+        if bound is not None:  # a ratio of two medians, each over the steps of its cell
             key = f"input-bound {model} {size}x{batch}"
-            out[key] = _cell(key, "input-bound", {**bound, "direction": LOWER}, (None, None, 1))
+            out[key] = _cell(key, "input-bound", {**bound, "direction": LOWER}, (None, None, out[
+                f"train {model} {size}x{batch}"].n))
 
 
 def _consumed_as_training(rows: list[dict], backend: str) -> list[dict]:

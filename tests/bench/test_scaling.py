@@ -15,7 +15,7 @@ from pipeline.bench.command import _argv, grid_from_args, run_bench
 from pipeline.bench.grid import Grid
 from pipeline.bench.recorder import Recorder
 from pipeline.cli import build_parser, main
-from pipeline.results.format import FORMAT, normalize_row, unit_of, value_of
+from pipeline.results.format import normalize_row, value_of
 from pipeline.training import replicas
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,71 +160,3 @@ def test_every_row_names_its_devices_and_processes_and_old_rows_ran_on_one():
            "metric": "samples_per_s", "value": 1.0, "unit": "samples/s", "error": None, "device": "cpu"}
     assert (normalize_row(old)["devices"], normalize_row(old)["processes"]) == (1, 1)
     assert normalize_row({**old, "devices": 2, "processes": 1})["devices"] == 2
-
-
-def scaling_rows(device: str, backend: str, size: int, one: float, efficiency: dict[int, float]) -> list[dict]:
-    """Made-up scaling rows of one line: samples/s `one` on one device, N x one x efficiency on N."""
-    rows = []
-    for n, e in efficiency.items():
-        rate = n * one * e
-        for metric, value in (("scaling_samples_per_s", rate), ("scaling_samples_per_s_p10", 0.9 * rate),
-                              ("scaling_samples_per_s_p90", 1.1 * rate), ("scaling_efficiency", e)):
-            rows.append({"suite": "train", "impl": "fast", "feed": "ours", "size": size, "batch_size": 32,
-                         "workers": None, "metric": metric, "value": value, "unit": unit_of(metric), "error": None,
-                         "device": device, "backend": backend, "backend_version": "0.1", "precision": "float32",
-                         "devices": n, "processes": 1, "batch_size_per_device": 32 // n})
-    return rows
-
-
-@pytest.fixture
-def scaling_file(tmp_path):
-    rows = (scaling_rows("NVIDIA H200", "jax", 50, 1000.0, {1: 1.0, 2: 0.9, 4: 0.8})
-            + scaling_rows("NVIDIA H200", "tensorflow", 50, 800.0, {1: 1.0, 2: 0.75})
-            + scaling_rows("NVIDIA H200", "jax", 100, 250.0, {1: 1.0, 4: 0.5}))
-    path = tmp_path / "scaling.json"
-    path.write_text(json.dumps({"format": FORMAT, "format_version": 2, "created": "2026-01-01T00:00:00Z",
-                                "environment": {"host": "node", "device": {"name": "NVIDIA H200", "gpu_count": 4}},
-                                "config": {"preset": "gpu", "backend": "jax"}, "rows": rows}))
-    return path
-
-
-def test_report_tabulates_samples_per_s_against_devices(scaling_file, tmp_path, capsys):
-    out = tmp_path / "report"
-    assert main(["report", str(scaling_file), "--out", str(out), "--no-plots"]) == 0
-    text = capsys.readouterr().out
-    lines = text.splitlines()
-    start = next(i for i, x in enumerate(lines) if x.startswith("#### train / scaling"))
-    assert lines[start + 2] == ("| device | backend | model | size | batch | precision | processes | 1 device "
-                                "| 2 devices | 4 devices |")
-    assert lines[start + 4:start + 7] == [
-        "| NVIDIA H200 x4 | jax | fast | 50 | 32 | float32 | 1 | 1,000 | 1,800 (90%) | 3,200 (80%) |",
-        "| NVIDIA H200 x4 | jax | fast | 100 | 32 | float32 | 1 | 250 |  | 500 (50%) |",
-        "| NVIDIA H200 x4 | tensorflow | fast | 50 | 32 | float32 | 1 | 800 | 1,200 (75%) |  |"]
-    assert "scaling_samples_per_s" not in text  # not a table per device count as well
-
-
-def test_report_plots_samples_per_s_against_devices(scaling_file, tmp_path):
-    from unittest import mock
-
-    from pipeline.results import report
-
-    rows = report.merge([(scaling_file, json.loads(scaling_file.read_text()))])
-    assert len(rows) == 4 * (3 + 2 + 2)  # rows differing only in their device count stay apart
-    with mock.patch("matplotlib.axes.Axes.plot", autospec=True) as plot:
-        assert report.plot_scaling(rows, tmp_path) == [tmp_path / "train-scaling.png"]
-    drawn = [(call.args[1], call.args[2], call.kwargs.get("linestyle")) for call in plot.call_args_list]
-    assert drawn == [([1, 2, 4], [1000.0, 1800.0, 3200.0], None), ([1, 2, 4], [1000.0, 2000.0, 4000.0], "--"),
-                     ([1, 4], [250.0, 500.0], None), ([1, 4], [250.0, 1000.0], "--"),
-                     ([1, 2], [800.0, 1200.0], None), ([1, 2], [800.0, 1600.0], "--")]
-    assert report.plot_scaling([r for r in rows if r["metric"] == "scaling_efficiency"], tmp_path) == []
-    assert main(["report", str(scaling_file), "--out", str(tmp_path / "r")]) == 0
-    assert (tmp_path / "r" / "train-scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_performance_page_shows_the_scaling_table_and_plot(scaling_file, tmp_path):
-    page = tmp_path / "docs" / "performance.md"
-    assert main(["report", str(scaling_file), "--page", str(page)]) == 0
-    text = page.read_text()
-    train = text[text.index("\n## train\n"):]
-    assert "#### train / scaling" in train and "![performance-train-scaling](performance-train-scaling.png)" in train
-    assert (page.parent / "performance-train-scaling.png").is_file()

@@ -1,14 +1,18 @@
-"""`report`: result files from made-up devices and backends merged into one table, CSV and PNGs;
-version-1 files (before backends) still read; the performance page; bad input exits 2."""
+"""`report`: result files from made-up devices and backends merged into wide tables, CSV and PNGs; version-1
+files (before backends) still read; `--check` over every committed reference; bad input exits 2."""
 from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
+from helpers import ROOT
 from pipeline.cli import main
 from pipeline.results.format import FORMAT, unit_of
+
+REFERENCES = ROOT / "bench" / "results" / "reference"
 
 
 def row(device, suite, impl, metric, value, size, batch, *, feed=None, workers=None, error=None, backend=None):
@@ -43,7 +47,8 @@ def result(device, host, created, scale, *, failed_cell=False, backend=None):
         rows = [{**r, "backend": backend, "backend_version": "0.1",
                  "precision": "float32" if r["suite"] in ("train", "accuracy") else None} for r in rows]
     return {"format": FORMAT, "format_version": 1 if backend is None else 2, "created": created,
-            "environment": {"host": host, "device": {"name": device}},
+            "environment": {"host": host, "device": {"name": device, "kind": "gpu"},
+                            "cpu": {"model": "Xeon", "cores": 8}, "versions": {backend or "tensorflow": "0.1"}},
             "config": {"preset": "made-up", **({"backend": backend} if backend else {})}, "rows": rows}
 
 
@@ -56,21 +61,36 @@ def two_files(tmp_path):
     return a, b
 
 
-def test_two_devices_merge_into_one_table_per_quantity(two_files, tmp_path, capsys):
+def legend(text: str) -> dict[str, str]:
+    """The headline legend's machines: letter -> label."""
+    return dict(re.findall(r"^\| ([A-Z]) \| (.+?) \| ", text, flags=re.M))
+
+
+def section(text: str, name: str) -> list[str]:
+    """The lines of section `## name`."""
+    lines = text.splitlines()
+    start = lines.index(f"## {name}")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
+def test_two_devices_merge_into_wide_tables_a_row_per_configuration_and_machine(two_files, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["report", *map(str, two_files), "--out", str(out)]) == 0
+    assert main(["report", *map(str, two_files), "--out", str(out), "--no-plots"]) == 0
     text = capsys.readouterr().out
     assert (out / "report.md").read_text().strip() == text.strip()
-    lines = text.splitlines()
-    start = lines.index("#### train / fast, fed ours: ms_per_step_median (ms)")
-    header, rule, first, second = lines[start + 2:start + 6]
-    assert header == "| device | backend | 32 x 16 | 32 x 32 | 32 x 64 | 50 x 16 | 50 x 32 | 50 x 64 |"
-    assert first == "| NVIDIA A100-SXM4-40GB | tensorflow | 5.12 | 10.2 | 20.5 | 8 | 16 | 32 |"
-    assert second == "| NVIDIA GeForce RTX 4090 | tensorflow | 10.2 | 20.5 | 41 | 16 | 32 | 64 |"
-    assert "| NVIDIA A100-SXM4-40GB | tensorflow | failed |" in text  # the OOM cell shows, not dropped
-    assert "#### generate / ours, 2 workers: samples_per_s (samples/s)" in text
-    assert "| NVIDIA GeForce RTX 4090 | tensorflow | 2,500 | 2,500 |" in text
-    assert "#### accuracy / fast, fed in-memory: accuracy" in text
+    a100 = next(letter for letter, label in legend(text).items() if "A100" in label)
+    rtx = "B" if a100 == "A" else "A"
+    train = section(text, "train")
+    start = train.index("*Training step time, ms/step*")
+    header, _, *body = train[start + 2:train.index("", start + 2)]
+    assert header == "| model | feed | machine | 32 x 16 | 32 x 32 | 32 x 64 | 50 x 16 | 50 x 32 | 50 x 64 |"
+    assert f"| fast | ours | {a100} | 5.12 [4.61-6.14]! | 10.2 [9.22-12.3]! | 20.5 [18.4-24.6]! | 8 [7.2-9.6]! " \
+           "| 16 [14.4-19.2]! | 32 [28.8-38.4]! |" in body
+    assert f"| book | ours | {a100} |  |  |  |  |  | failed |" in body  # the OOM cell shows, not dropped
+    assert len(body) == 1 + 2 * 2  # book once, fast on two feeds on two machines
+    generate = section(text, "generate")
+    assert f"| ours | 2 | {rtx} | 2,500 | 2,500 |" in generate and f"| book | 1 | {a100} | 30 | 30 |" in generate
 
 
 def test_csv_keeps_every_row_with_its_source(two_files, tmp_path):
@@ -86,28 +106,92 @@ def test_csv_keeps_every_row_with_its_source(two_files, tmp_path):
     assert not list(out.glob("*.png"))
 
 
-def test_plots_one_png_per_quantity_with_a_line_per_device(two_files, tmp_path):
-    out = tmp_path / "report"
-    assert main(["report", *map(str, two_files), "--out", str(out)]) == 0
-    names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["generate-samples_per_s.png", "load-pipelines.png", "load-samples_per_s-ours.png",
-                     "train-ms_per_step_median-fast-in-memory.png",
-                     "train-ms_per_step_median-fast-ours.png", "train-samples_per_s-fast-in-memory.png",
-                     "train-samples_per_s-fast-ours.png"]
-    for name in names:
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def test_newer_file_wins_a_duplicate_cell(tmp_path, capsys):
-    old = result("dev", "h", "2026-01-01T00:00:00Z", 1.0)
-    new = result("dev", "h", "2026-02-01T00:00:00Z", 2.0)
     paths = [tmp_path / "new.json", tmp_path / "old.json"]
-    paths[0].write_text(json.dumps(new))
-    paths[1].write_text(json.dumps(old))
+    paths[0].write_text(json.dumps(result("dev", "h", "2026-02-01T00:00:00Z", 2.0)))
+    paths[1].write_text(json.dumps(result("dev", "h", "2026-01-01T00:00:00Z", 1.0)))
     assert main(["report", *map(str, paths), "--out", str(tmp_path / "r"), "--no-plots",
                  "--suites", "generate"]) == 0
     text = capsys.readouterr().out
-    assert "| dev | tensorflow | 2,500 | 2,500 |" in text and "train" not in text
+    assert "| ours | 2 | A | 2,500 | 2,500 |" in section(text, "generate")
+    assert "## train" not in text and "## load" not in text
+
+
+def test_backends_sit_beside_each_other_and_old_files_read_as_tensorflow(tmp_path, capsys):
+    old = tmp_path / "old.json"  # version 1: no backend anywhere
+    new = tmp_path / "new.json"
+    old.write_text(json.dumps(result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0)))
+    new.write_text(json.dumps(result("H200", "gpu", "2026-02-01T00:00:00Z", 0.5, backend="jax")))
+    out = tmp_path / "report"
+    assert main(["report", str(old), str(new), "--out", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert sorted(legend(text).values()) == ["H200 (Xeon 8c), jax 0.1", "H200 (Xeon 8c), tensorflow 0.1"]
+    with open(out / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert {r["backend"] for r in table if r["source"] == str(old)} == {"tensorflow"}
+    assert {r["precision"] for r in table if r["source"] == str(old) and r["suite"] == "train"} == {"float32"}
+    # the same cell on two backends is two cells, never one replacing the other
+    assert len(table) == sum(len(json.loads(p.read_text())["rows"]) for p in (old, new))
+    assert len([line for line in section(text, "load") if line.startswith("| ours |")]) == 2
+
+
+def test_former_names_of_the_books_workflow_read_as_book(tmp_path, capsys):
+    old = result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0, backend="tensorflow")
+    for r in old["rows"]:
+        r["impl"] = {"book": "seed"}.get(r["impl"], r["impl"])
+    old["rows"].append(row("H200", "train", "seed-workflow", "ms_per_step_median", 90.0, 50, 32, feed="in-memory",
+                           backend="tensorflow"))
+    old["config"]["preset"] = "seed-budget"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    out = tmp_path / "report"
+    assert main(["report", str(path), "--out", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "| book | 1 | A |" in text and "| book-workflow | in-memory | A |" in text
+    assert not re.search(r"\bseed\b|seed-", text)
+    with open(out / "report.csv", newline="") as f:
+        impls = {r["impl"] for r in csv.DictReader(f)}
+    assert {"book", "book-workflow"} <= impls and not impls & {"seed", "seed-workflow"}
+    page = tmp_path / "performance.md"
+    assert main(["report", str(path), "--page", str(page), "--no-plots"]) == 0
+    assert "| book-budget |" in section(page.read_text(), "Sources")[-1]
+
+
+def test_check_passes_every_committed_reference_file(capsys):
+    files = sorted(p for p in REFERENCES.glob("*.json") if json.loads(p.read_text()).get("format") == FORMAT)
+    assert files
+    assert main(["report", "--check", *map(str, files)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(files)
+    for path, line in zip(files, lines):
+        rows = len(json.loads(path.read_text())["rows"])
+        assert line.startswith(f"{path}: ok ({rows} rows, format version ")
+
+
+def test_check_names_each_problem_and_exits_1(two_files, tmp_path, capsys):
+    bad = json.loads(two_files[1].read_text())
+    bad["rows"][0]["unit"] = "furlongs"
+    bad["rows"][1]["metric"] = "speed"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert main(["report", "--check", str(two_files[0]), str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{two_files[0]}: ok ({len(json.loads(two_files[0].read_text())['rows'])} rows, " \
+                       "format version 1)"
+    assert len(lines) == 3 and all(line.startswith(f"{path}: row ") for line in lines[1:])
+    assert "in 'furlongs', expected 'ms'" in lines[1] and "unknown metric 'speed'" in lines[2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--check", "missing.json"], "missing.json: no such file"),
+    (["--check", "a.json", "--page", "p.md"], "--check takes only files, not --page"),
+    (["--check", "a.json", "--suites", "load"], "--check takes only files, not --suites"),
+])
+def test_check_bad_arguments_exit_2(two_files, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 def bad_cases() -> dict[str, tuple[str, str]]:
@@ -143,11 +227,18 @@ def test_bad_result_files_exit_2_with_one_line(tmp_path, capsys, name):
 
 @pytest.mark.parametrize("args, message", [
     (["--suites", "train,inference"], "unknown suite 'inference'"),
-    (["--suites", "load", "--metrics", "accuracy"], "none of the metrics accuracy"),
+    (["--suites", ","], "--suites is empty"),
+    (["--page", "p.md"], "--page and --out exclude each other"),
 ])
 def test_bad_options_exit_2(two_files, tmp_path, capsys, args, message):
     assert main(["report", *map(str, two_files), "--out", str(tmp_path / "r"), *args]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_page_path_must_be_markdown(two_files, tmp_path, capsys):
+    assert main(["report", *map(str, two_files), "--page", str(tmp_path)]) == 2
+    assert "expected a Markdown file path" in capsys.readouterr().err
 
 
 def test_unreadable_file_and_missing_arguments_exit_2(tmp_path, capsys):
@@ -156,194 +247,3 @@ def test_unreadable_file_and_missing_arguments_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["report"])
     assert e.value.code == 2
-
-
-def test_backends_sit_beside_the_device_and_old_files_read_as_tensorflow(tmp_path, capsys):
-    old = tmp_path / "old.json"  # version 1: no backend anywhere
-    new = tmp_path / "new.json"
-    old.write_text(json.dumps(result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0)))
-    new.write_text(json.dumps(result("H200", "gpu", "2026-02-01T00:00:00Z", 0.5, backend="jax")))
-    out = tmp_path / "report"
-    assert main(["report", str(old), str(new), "--out", str(out), "--no-plots"]) == 0
-    text = capsys.readouterr().out
-    assert "- H200, jax 0.1\n- H200, tensorflow\n" in text
-    lines = text.splitlines()
-    start = lines.index("#### train / fast, fed ours: ms_per_step_median (ms)")
-    assert lines[start + 4:start + 6] == ["| H200 | jax | 2.56 | 5.12 | 10.2 | 4 | 8 | 16 |",
-                                          "| H200 | tensorflow | 5.12 | 10.2 | 20.5 | 8 | 16 | 32 |"]
-    with open(out / "report.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    assert {r["backend"] for r in table if r["source"] == str(old)} == {"tensorflow"}
-    assert {r["precision"] for r in table if r["source"] == str(old) and r["suite"] == "train"} == {"float32"}
-    # the same cell on two backends is two cells, never one replacing the other
-    assert len(table) == sum(len(json.loads(p.read_text())["rows"]) for p in (old, new))
-
-
-def test_former_names_of_the_books_workflow_read_as_book(tmp_path, capsys):
-    old = result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0, backend="tensorflow")
-    for r in old["rows"]:
-        r["impl"] = {"book": "seed"}.get(r["impl"], r["impl"])
-    old["rows"].append(row("H200", "train", "seed-workflow", "ms_per_step_median", 90.0, 50, 32, feed="in-memory",
-                           backend="tensorflow"))
-    old["config"]["preset"] = "seed-budget"
-    path = tmp_path / "old.json"
-    path.write_text(json.dumps(old))
-    out = tmp_path / "report"
-    assert main(["report", str(path), "--out", str(out), "--no-plots"]) == 0
-    text = capsys.readouterr().out
-    assert "generate / book" in text and "train / book-workflow" in text and "seed" not in text
-    with open(out / "report.csv", newline="") as f:
-        impls = {r["impl"] for r in csv.DictReader(f)}
-    assert {"book", "book-workflow"} <= impls and not impls & {"seed", "seed-workflow"}
-    page = tmp_path / "performance.md"
-    assert main(["report", str(path), "--page", str(page), "--no-plots"]) == 0
-    assert "| made-up |" not in page.read_text() and "| book-budget |" in page.read_text()
-
-
-def test_plots_draw_one_line_per_backend_and_device(tmp_path, monkeypatch):
-    from pipeline.results import report
-
-    drawn = []
-    real = report._label
-    monkeypatch.setattr(report, "_label",
-                        lambda device, backend: drawn.append((device, backend)) or real(device, backend))
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps(result("H200", "gpu", "2026-01-01T00:00:00Z", 1.0, backend="jax")))
-    b.write_text(json.dumps(result("H200", "gpu", "2026-01-02T00:00:00Z", 2.0, backend="tensorflow")))
-    assert main(["report", str(a), str(b), "--out", str(tmp_path / "r"), "--suites", "train"]) == 0
-    per_plot = len(drawn) / len(list((tmp_path / "r").glob("train-*.png")))
-    assert per_plot == 2 * 2  # two panels (sizes), a line per (device, backend) in each
-    assert set(drawn) == {("H200", "jax"), ("H200", "tensorflow")}
-
-
-def test_pipeline_comparison_draws_each_shuffled_pipeline_at_its_default_readers(tmp_path):
-    from unittest import mock
-
-    from pipeline.results import report
-    from pipeline.results.format import normalize_row
-
-    rows = []
-    for impl, workers, shuffle, value in (("in-memory", None, True, 100.0), ("ours-packed", 1, True, 150.0),
-                                          ("ours-packed", 2, True, 250.0), ("ours-packed", 2, False, 999.0),
-                                          ("ours", 2, True, 50.0)):
-        for batch in (32, 256):
-            rows.append({**row("cpu", "load", impl, "samples_per_s", value, 50, batch, workers=workers,
-                               backend="tensorflow"), "shuffle": shuffle})
-    rows = [normalize_row(r) for r in rows]
-    with mock.patch("matplotlib.axes.Axes.bar", autospec=True) as bar:
-        assert report.plot_load_pipelines(rows, tmp_path) == [tmp_path / "load-pipelines.png"]
-    drawn = {call.kwargs["label"]: call.args[2] for call in bar.call_args_list}
-    assert drawn == {"in-memory": (100.0, 100.0), "ours": (50.0, 50.0), "ours-packed": (250.0, 250.0)}
-    assert report.plot_load_pipelines([r for r in rows if r["suite"] != "load"], tmp_path) == []
-
-
-def test_the_pipeline_comparison_shows_tf_data_as_fit_pulls_it_and_consumers_plot_apart(tmp_path):
-    from unittest import mock
-
-    from pipeline.results import report
-    from pipeline.results.format import normalize_row
-
-    rows = [normalize_row({**row("cpu", "load", "in-memory", "samples_per_s", value, 50, 32, backend="tensorflow"),
-                           "shuffle": True, "consumer": consumer})
-            for consumer, value in (("python", 100.0), ("tf.function", 60.0))]
-    with mock.patch("matplotlib.axes.Axes.bar", autospec=True) as bar:
-        report.plot_load_pipelines(rows, tmp_path)
-    assert [call.args[2] for call in bar.call_args_list] == [(60.0,)]
-    names = sorted(p.name for p in report.plot(rows, tmp_path))
-    assert names == ["load-samples_per_s-in-memory-from-tf.function.png", "load-samples_per_s-in-memory.png"]
-
-
-def test_au_plot_draws_ours_and_the_synthetic_floor_against_demand(tmp_path):
-    from unittest import mock
-
-    from pipeline.results import report
-    from pipeline.results.format import normalize_row
-
-    rows = [normalize_row({**row("cpu", "au", impl, "au", au, 50, 32, backend="jax"), "front_end": "numpy",
-                           "consumer": "python", "demand": demand})
-            for impl, scale in (("ours-packed", 0.9), ("synthetic", 1.0)) for demand, au in ((0.5, scale),
-                                                                                            (1.0, scale - 0.1))]
-    with mock.patch("matplotlib.axes.Axes.plot", autospec=True) as plot:
-        assert report.plot_au(rows, tmp_path) == [tmp_path / "au-utilization.png"]
-    drawn = [(call.args[1], call.args[2], call.args[3]) for call in plot.call_args_list]
-    assert drawn == [((0.5, 1.0), (0.9, 0.8), "-"), ((0.5, 1.0), (1.0, 0.9), "--")]
-    assert report.plot_au([r for r in rows if r["suite"] != "au"], tmp_path) == []
-
-
-def test_one_gpu_model_on_different_machines_stays_apart(tmp_path):
-    """Same GPU name: a 1-GPU and an 8-GPU node, and two 1-GPU hosts with different CPUs, are three lines;
-    the same machine measured twice keeps the newer value."""
-    from pipeline.results import report
-
-    def doc(created, gpus, cpu, scale):
-        d = result("NVIDIA H200", "node", created, scale, backend="jax")
-        d["environment"].update(device={"name": "NVIDIA H200", "gpu_count": gpus}, cpu={"model": cpu, "cores": 16})
-        return d
-
-    files = []
-    for i, (gpus, cpu, scale) in enumerate([(1, "Xeon", 1.0), (8, "Xeon", 2.0), (1, "EPYC", 3.0), (1, "Xeon", 4.0)]):
-        files.append((tmp_path / f"{i}.json", doc(f"2026-01-0{i + 1}T00:00:00Z", gpus, cpu, scale)))
-    rows = report.merge(files)
-    load = {r["machine"]: r["value"] for r in rows if r["suite"] == "load" and (r["size"], r["batch_size"]) == (50, 32)}
-    assert load == {"NVIDIA H200, host Xeon (16 cores)": 1e4 / 4.0 * 32,  # the newer of the two Xeon hosts
-                    "NVIDIA H200 x8, host Xeon (16 cores)": 1e4 / 2.0 * 32,
-                    "NVIDIA H200, host EPYC (16 cores)": 1e4 / 3.0 * 32}
-    assert "| NVIDIA H200 x8, host Xeon (16 cores) | jax |" in report.tables(rows)
-
-
-def test_load_rows_of_older_files_read_with_readers_and_front_end():
-    from pipeline.results.format import normalize_row
-
-    old_jax = normalize_row({**row("cpu", "load", "ours-packed", "samples_per_s", 1.0, 50, 32, workers=2,
-                                   backend="jax"), "mechanism": "numpy", "codec": "nbit-gzip"})
-    assert (old_jax["readers"], old_jax["workers"], old_jax["front_end"], old_jax["mechanism"]) == \
-        (2, None, "numpy", "isal")
-    old_tf = normalize_row({**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, workers=1,
-                                  backend="tensorflow"), "mechanism": "isal"})
-    assert (old_tf["readers"], old_tf["workers"], old_tf["front_end"], old_tf["mechanism"], old_tf["consumer"]) == \
-        (1, None, "tf.data", "isal", "python")  # they were pulled from a Python loop
-    current = {**row("cpu", "load", "ours", "samples_per_s", 1.0, 50, 32, backend="jax"), "readers": 3,
-               "front_end": "numpy", "mechanism": "isal", "consumer": "python"}
-    assert normalize_row(current) == {**current, "workers": None, "machine": "cpu", "devices": 1, "processes": 1,
-                                      "direction": "higher", "repeat_values": [],
-                                      "config_hash": normalize_row(current)["config_hash"]}
-    generate = row("cpu", "generate", "ours", "samples_per_s", 1.0, 50, None, workers=2)
-    assert normalize_row(generate)["workers"] == 2 and "readers" not in normalize_row(generate)
-
-
-def test_performance_page_with_plots_beside_it(two_files, tmp_path, capsys):
-    docs = tmp_path / "docs"
-    page = docs / "performance.md"
-    assert main(["report", *map(str, two_files), "--page", str(page)]) == 0
-    text = page.read_text()
-    assert capsys.readouterr().out.strip() == text.strip()
-    assert text.startswith("# Performance\n")
-    assert "python -m pipeline report" in text and f"--page {page}" in text
-    assert "| file | created | device | backend | preset | commit |" in text
-    for suite in ("generate", "load", "train", "accuracy"):
-        assert f"\n## {suite}\n" in text
-    images = sorted(p.name for p in docs.glob("*.png"))
-    assert images and all(name.startswith("performance-") for name in images)
-    assert {"performance-load-pipelines.png", "performance-generate-samples_per_s.png"} <= set(images)
-    for name in images:
-        assert f"]({name})" in text  # linked from the page, relative to it
-    assert not (tmp_path / "bench").exists()  # nothing written to --out
-
-
-def test_a_new_page_removes_only_the_plots_its_old_version_linked(two_files, tmp_path):
-    docs = tmp_path / "docs"
-    page = docs / "performance.md"
-    assert main(["report", *map(str, two_files), "--page", str(page)]) == 0
-    before = {p.name for p in docs.glob("*.png")}
-    theirs = [docs / "performance-by-hand.png", docs / "diagram.png"]  # not written by report
-    for path in theirs:
-        path.write_bytes(b"png")
-    assert main(["report", *map(str, two_files), "--page", str(page), "--suites", "generate"]) == 0
-    after = {p.name for p in docs.glob("*.png")}
-    assert after == {"performance-generate-samples_per_s.png", *(p.name for p in theirs)}
-    assert before - after and all(name in before for name in after - {p.name for p in theirs})
-
-
-def test_page_path_must_be_markdown(two_files, tmp_path, capsys):
-    assert main(["report", *map(str, two_files), "--page", str(tmp_path)]) == 2
-    assert "expected a Markdown file path" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """The start-up section: a result file of bench/open_scaling.py as tables (with the largest / smallest
-ratio) and a plot, on the performance page and in --out; bad files exit 2. Also the script's summary of
-a cell's repeats."""
+ratio) and a plot (`pipeline.results.plots.startup`), on the performance page and in --out; bad files
+exit 2. Also the script's summary of a cell's repeats."""
 from __future__ import annotations
 
 import importlib.util
@@ -68,10 +68,11 @@ def test_performance_page_gets_the_startup_section_and_plot(bench_file, startup_
     page = tmp_path / "docs" / "performance.md"
     assert main(["report", str(bench_file), "--page", str(page), "--startup", str(result)]) == 0
     text = page.read_text()
-    assert "\n## start-up\n" in text and f"--startup {result}" in text
+    assert "\n## start-up\n" in text and "From `../startup.json`" in text
+    assert text.index("## start-up") < text.index("## Sources")  # the sources stay last
     assert "Made-up CPU (2 cores), commit 0123456789; repeats per cell: 3" in text
     assert (page.parent / "performance-startup.png").stat().st_size > 1000
-    assert "](performance-startup.png)" in text
+    assert "![start-up](performance-startup.png)" in text
     out = tmp_path / "report"
     assert main(["report", str(bench_file), "--out", str(out), "--startup", str(result)]) == 0
     assert "## start-up" in (out / "report.md").read_text() and (out / "startup.png").is_file()
