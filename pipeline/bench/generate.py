@@ -68,6 +68,7 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                 except Exception as e:  # recorded below as this cell's error
                     failed[workers] = e
             times["book"] = []
+            since = rec.mark()  # the round-robin runs: the window every row of this size gets the state of
             for round_ in range(max(grid.gen_repeats, grid.book_repeats)):
                 for workers in [w for w in times if w != "book" and w not in failed and round_ < grid.gen_repeats]:
                     log(f"generate ours size={size} workers={workers} samples={samples} (round {round_ + 1})")
@@ -92,17 +93,19 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
                     raise failed[workers]
                 summary = Summary.of(times[workers])
                 median = summary.median
-                rec.add("generate", "ours", "cluster_startup_s", startup[workers], **key)
-                rec.add("generate", "ours", "run_overhead_s", overhead[workers].median, **key,
+                rec.add("generate", "ours", "cluster_startup_s", startup[workers], **key, since=since)
+                rec.add("generate", "ours", "run_overhead_s", overhead[workers].median, **key, since=since,
                         repeats=grid.gen_repeats, measured="a run of 2 one-sequence shards, cluster already up")
                 extra = dict(repeats=grid.gen_repeats, p10_s=summary.p10, p90_s=summary.p90, shard_size=shards[workers],
                              excludes="cluster start-up and warm-up; includes the run's fixed cost and manifest writes")
                 rates = [samples / t for t in times[workers]]
-                rec.add("generate", "ours", "samples_per_s", samples / median, **key, **extra, repeat_values=rates)
-                rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra)
-                rec.add("generate", "ours", "stored_mb_per_s", stored[workers] / 1e6 / median, **key, **extra)
+                rec.add("generate", "ours", "samples_per_s", samples / median, **key, **extra, repeat_values=rates,
+                        since=since)
+                rec.add("generate", "ours", "mb_per_s", raw_mb / median, **key, **extra, since=since)
+                rec.add("generate", "ours", "stored_mb_per_s", stored[workers] / 1e6 / median, **key, **extra,
+                        since=since)
                 rec.add("generate", "ours", "per_worker_samples_per_s", samples / median / workers, **key, **extra,
-                        repeat_values=[r / workers for r in rates])
+                        repeat_values=[r / workers for r in rates], since=since)
         key = dict(size=size, workers=1, samples=book_samples)
         with rec.cell("generate", "book", ("samples_per_s", "mb_per_s", "per_worker_samples_per_s"), **key):
             if "book" in failed:
@@ -112,6 +115,8 @@ def run(rec: Recorder, grid: Grid, tmp: Path) -> None:
             extra = dict(repeats=grid.book_repeats, p10_s=summary.p10, p90_s=summary.p90, measured="cold",
                          float64_mb_per_s=book_samples * size ** 3 * 8 / 1e6 / median)
             rec.add("generate", "book", "samples_per_s", book_samples / median, **key, **extra,
-                    repeat_values=[book_samples / t for t in times["book"]])
-            rec.add("generate", "book", "mb_per_s", book_samples * size ** 3 / 1e6 / median, **key, **extra)
-            rec.add("generate", "book", "per_worker_samples_per_s", book_samples / median, **key, **extra)
+                    repeat_values=[book_samples / t for t in times["book"]], since=since)
+            rec.add("generate", "book", "mb_per_s", book_samples * size ** 3 / 1e6 / median, **key, **extra,
+                    since=since)
+            rec.add("generate", "book", "per_worker_samples_per_s", book_samples / median, **key, **extra,
+                    since=since)
