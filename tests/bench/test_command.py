@@ -338,3 +338,10 @@ def test_rows_keep_their_evidence_and_the_file_checks(quick_run):
     # the same cell at two batch sizes is two settings; two metrics of one cell share one
     hashes = {(r["impl"], r.get("feed"), r["batch_size"], r["metric"]): r["config_hash"] for r in steps}
     assert len(set(hashes.values())) == len(hashes)
+
+
+def test_the_default_preset_keeps_three_repeats_behind_every_headline_cell():
+    grid = grid_module.PRESETS["default"]
+    # load windows, generation runs, initial seeds, AU95's fresh measurements of the loader alone, train steps
+    assert min(grid.load_repeats, grid.gen_repeats, len(grid.accuracy_seeds), len(grid.au_demands)) >= 3
+    assert min(grid.steps_per_epoch(b) for b in grid.batch_sizes) >= 3
