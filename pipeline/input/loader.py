@@ -45,6 +45,7 @@ import numpy as np
 from pipeline.dataset.codecs import BIT_PACKED
 from pipeline.errors import require_positive_int
 from pipeline.input.background import PREFETCH_BATCHES
+from pipeline.input.python_calls import guarded
 from pipeline.input.reader import (
     ISAL_CODECS,
     RAW_CODECS,
@@ -179,7 +180,7 @@ def _unpacker(size: int, graph_ops: bool):
     def unpack(rows, labels):
         if graph_ops:  # a table lookup: in TensorFlow cheaper than shifting and masking each byte 8 times
             return tf.reshape(tf.gather(bits_of_byte, tf.cast(rows, tf.int32)), (-1, size, size, size)), labels
-        frames = tf.numpy_function(lambda r: unpack_rows(r, size), [rows], tf.uint8, stateful=False)
+        frames = tf.numpy_function(guarded(lambda r: unpack_rows(r, size)), [rows], tf.uint8, stateful=False)
         return tf.ensure_shape(frames, (None, size, size, size)), labels
 
     return unpack
@@ -219,10 +220,11 @@ def _core_epochs(reader: WindowReader, repeat: bool, readers: int, start: tuple[
 
     def decode(epoch, w, skip):
         if shard.whole:
-            rows, labels = tf.numpy_function(reader.read, [epoch, w], (tf.uint8, tf.uint8), stateful=False)
+            rows, labels = tf.numpy_function(guarded(reader.read), [epoch, w], (tf.uint8, tf.uint8),
+                                             stateful=False)
         else:  # without repeat each iteration, an epoch, is batched from its own start
             batch_origin = origin if repeat else tf.where(epoch == first_epoch, origin, epoch * samples)
-            rows, labels = tf.numpy_function(read_shard, [epoch, w, batch_origin], (tf.uint8, tf.uint8),
+            rows, labels = tf.numpy_function(guarded(read_shard), [epoch, w, batch_origin], (tf.uint8, tf.uint8),
                                              stateful=False)
         return tf.ensure_shape(rows, (None, reader.row_bytes))[skip:], tf.ensure_shape(labels, (None,))[skip:]
 
