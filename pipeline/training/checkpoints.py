@@ -173,13 +173,15 @@ def callback(run: Path, every: int | None, steps_per_epoch: int, state: dict):
             self._clock = now
 
         def on_epoch_begin(self, epoch, logs=None):
+            self._epoch_start = self.step
             if self._metrics is not None:  # resumed mid-epoch: the epoch's running means go on
                 for v, value in zip(self.model.metrics_variables, self._metrics, strict=True):
                     v.assign(value)
                 self._metrics = None
 
         def on_train_batch_end(self, batch, logs=None):
-            self.step += 1
+            # once per call: `batch` is the call's last step in this fit's epoch (several with steps_per_execution)
+            self.step = self._epoch_start + batch + 1
             if every and self.step % every == 0 and self.step % steps_per_epoch:
                 self._save()
 

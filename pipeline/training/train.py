@@ -24,6 +24,10 @@ the uninterrupted one would have taken.
 (`pipeline.training.processes`), process 0 writing RUN. ``--batch-size`` is always the global batch;
 the launch options may change at ``--resume``, so a run checkpointed on n processes goes on with m.
 
+``--steps-per-execution K|auto`` runs K steps per call into the compiled step (`executions`): K divides
+the steps of an epoch and the checkpoint interval, so step k is still batch k and every checkpoint falls
+between calls; a resumed run keeps the K it started with.
+
 Each of RUN's files is written under a hidden `.partial-` name and renamed whole, model.keras last:
 a run is complete when it holds model.keras, and ``--resume`` of a complete run (a kill that came
 after its last write) has nothing to do and says so, exit status 0.
@@ -41,6 +45,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError, positive_int
 from pipeline.runtime import backends, devices
+from pipeline.training import executions
 
 MODEL_CHOICES = ("book", "fast", "rowcol")
 RUN_FILES = ("model.keras", "config.json", "history.json")
@@ -80,6 +85,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="K",
                    help="also checkpoint every K steps (always at each epoch's end): model, optimizer, "
                         "input position and random state, written atomically under RUN/checkpoints")
+    p.add_argument("--steps-per-execution", type=executions.parse, default=1, metavar="K|auto",
+                   help="training steps per call into the compiled step, so that the framework's cost per call is "
+                        "paid once per K steps; K must divide the steps of an epoch and --checkpoint-every. auto: "
+                        "measured on a repeated batch, the smallest K whose per-call cost is under 5%% of the K "
+                        "steps (one process only)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
                    help="go on from RUN's last checkpoint at the exact next sample, with RUN's own options "
                         "(only --verbose, --devices and the launch options --processes, --process-index, "
@@ -174,6 +184,8 @@ def run(args) -> int:
     spec = processes.launch(args)
     if args.validation and not spec.single:
         raise UsageError("--validation scores the test split on one process; drop it beside --processes")
+    if args.steps_per_execution == executions.AUTO and not spec.single:  # each process would measure its own
+        raise UsageError("--steps-per-execution auto measures on one process; give K beside --processes")
 
     backends.use(args.backend)
     # every check above ran on every process before any of them joins, and so before the chief writes
@@ -211,6 +223,7 @@ def run(args) -> int:
     if cluster.strategy is not None:
         replicas.fit_on_workers(model)
     steps = args.steps or math.ceil(manifest.params.samples / args.batch_size)
+    per_call = steps_per_execution(args, model, steps, size, packed)
     config = {
         "model": {"name": args.model, "options": options, "params": model.count_params(),
                   "learning_rate": args.learning_rate, "jit_compile": bool(model.jit_compile),
@@ -220,7 +233,7 @@ def run(args) -> int:
                     "manifest_sha256": manifest_sha256(args.data)},
         "batch_size": args.batch_size, "processes": cluster.count, "devices": device_count,
         "batch_size_per_device": args.batch_size // (device_count * cluster.count), "epochs": args.epochs,
-        "steps_per_epoch": steps,
+        "steps_per_epoch": steps, "steps_per_execution": per_call,
         "seed": args.seed,
         "shuffle_window": args.shuffle_window, "packed": packed, "checkpoint_every": args.checkpoint_every,
         "device": devices.describe(), "versions": versions(), "commit": git_info()["commit"],
@@ -294,6 +307,29 @@ def discard_partial_files(run: Path) -> None:
         for p in run.glob(f".{name}.partial-*"):
             if pattern.fullmatch(p.name):
                 p.unlink(missing_ok=True)
+
+
+def steps_per_execution(args, model, steps: int, size: int, packed: bool) -> dict:
+    """Set `model` to run K steps per call, K as `--steps-per-execution` asks (a resumed run keeps its own);
+    what config.json records: {"k", "asked", and for `auto` the measured "call_s" and "step_s"}."""
+    import numpy as np
+
+    asked = args.steps_per_execution
+    if args.resume is not None:
+        kept = json.loads((args.resume / "config.json").read_text()).get("steps_per_execution") or {"k": 1}
+        executions.set_steps_per_execution(model, kept["k"])
+        return kept
+    if asked != executions.AUTO:
+        executions.set_steps_per_execution(model, executions.check(asked, steps, args.checkpoint_every))
+        return {"k": asked, "asked": asked}
+    shape = (args.batch_size, size ** 3 // 8) if packed else (args.batch_size, size, size, size)
+    batch = (np.zeros(shape, np.uint8), np.zeros((args.batch_size,), np.uint8))
+    call_s, step_s = executions.measure(model, batch)
+    k = executions.choose(call_s, step_s, executions.granularity(steps, args.checkpoint_every))
+    executions.set_steps_per_execution(model, k)
+    if args.verbose:
+        print(f"steps per execution: {k} (a call costs {call_s * 1e3:.2f} ms beside {step_s * 1e3:.2f} ms a step)")
+    return {"k": k, "asked": asked, "call_s": call_s, "step_s": step_s}
 
 
 def segments(step: int, steps: int, epochs: int) -> list[tuple[int, int, int]]:
