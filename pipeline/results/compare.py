@@ -152,6 +152,19 @@ def _pick_baseline(machines: list[Machine], values: dict, wanted: str | None) ->
     return max(references, key=score).id
 
 
+def _columns(machines: list[Machine], baseline: str, values: dict, cells: list[str]) -> list[Machine]:
+    """Yours first, then the baseline, then the references most alike to your first machine: same backend,
+    then the most cells shown; a screen too narrow for all leaves out the last."""
+    first = next((m for m in machines if m.role == "yours"), None)
+
+    def rank(m: Machine):
+        shared = sum((m.id, key) in values for key in cells)
+        return (m.role != "yours", m.id != baseline, first is not None and m.backend != first.backend, -shared,
+                m.label)
+
+    return sorted(machines, key=rank)
+
+
 def comparison(yours: list[tuple[Path, dict]], references: list[tuple[Path, dict]],
                baseline: str | None = None) -> Comparison:
     """Your files beside the references', a machine per fingerprint; `baseline` an id prefix or part of a label."""
@@ -165,7 +178,8 @@ def comparison(yours: list[tuple[Path, dict]], references: list[tuple[Path, dict
     machines = sorted(groups, key=lambda m: (m.role != "yours", m.is_gpu is False, m.label))
     shown = [m for m in machines if m.role == "yours"] or machines
     cells = sorted({key for (mid, key) in values if mid in {m.id for m in shown}}, key=sort_key)
-    comp = Comparison(machines=machines, baseline=_pick_baseline(machines, values, baseline), cells=cells,
+    chosen = _pick_baseline(machines, values, baseline)
+    comp = Comparison(machines=_columns(machines, chosen, values, cells), baseline=chosen, cells=cells,
                       values=values, docs={m.id: docs for m, docs in groups.items()})
     comp.causes = causes(comp)
     return comp
