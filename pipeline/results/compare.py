@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.results.files import load_result, merge
+from pipeline.results.files import load_result, merge, read_json
 from pipeline.results.fingerprint import Machine, fingerprint
 from pipeline.results.format import FORMAT, HIGHER
 from pipeline.results.headline import THROUGHPUT, Cell, format_value, headline_cells, sort_key
@@ -102,19 +102,18 @@ def _worse(comp: Comparison, mine: str, theirs: str, key: str) -> bool:
     return a.median < b.median if a.direction == HIGHER else a.median > b.median
 
 
-def reference_files(paths: list[Path]) -> list[Path]:
-    """Bench result files among `paths`: each file, and each folder's *.json of format moving-square-bench."""
+def references(paths: list[Path]) -> list[tuple[Path, dict]]:
+    """(path, document) of each bench result among `paths`: each file named, and each folder's *.json that
+    is a bench result (other formats beside them, such as start-up results, are passed over)."""
     out = []
     for path in paths:
         if path.is_dir():
             for candidate in sorted(path.glob("*.json")):
-                try:
-                    if json.loads(candidate.read_text()).get("format") == FORMAT:
-                        out.append(candidate)
-                except (OSError, ValueError, AttributeError):
-                    continue
+                doc = read_json(candidate)
+                if isinstance(doc, dict) and doc.get("format") == FORMAT:
+                    out.append((candidate, load_result(candidate, doc)))
         elif path.exists():
-            out.append(path)
+            out.append((path, load_result(path)))
         else:
             raise UsageError(f"--reference {path}: no such file or directory")
     return out
@@ -396,8 +395,8 @@ def run(args) -> int:
     if args.width < 40:
         raise UsageError(f"--width must be at least 40, got {args.width}")
     yours = [(path, load_result(path)) for path in args.files]
-    references = [(path, load_result(path)) for path in reference_files(args.reference or [DEFAULT_REFERENCES])]
-    comp = comparison(yours, references, args.baseline)
+    refs = references(args.reference or [DEFAULT_REFERENCES])
+    comp = comparison(yours, refs, args.baseline)
     if not comp.cells:
         raise UsageError(f"no headline cells in {', '.join(map(str, args.files))}: nothing to compare")
     print(json.dumps(to_json(comp)) if args.json else render_text(comp, args.width))

@@ -35,9 +35,10 @@ def read_json(path: Path) -> object:
         raise UsageError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
 
 
-def load_result(path: Path) -> dict:
-    """A bench result document whose structure can be read; UsageError (one line) otherwise."""
-    doc = read_json(path)
+def load_result(path: Path, doc: object = None) -> dict:
+    """A bench result document whose structure can be read (`doc`: the file's JSON, already read);
+    UsageError (one line) otherwise."""
+    doc = read_json(path) if doc is None else doc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UsageError(f"{path}: not a bench result (format is not {FORMAT!r})")
     if doc.get("format_version") not in READABLE_VERSIONS:
@@ -129,7 +130,7 @@ def merge(docs: list[tuple[Path, dict]]) -> list[dict]:
         for row in doc["rows"]:
             row = {**normalize_row({**machine, **row}, grid), "source": str(path), "host": env.get("host"),
                    "created": doc.get("created")}
-            key = (*(row.get(k) for k in CONFIG_KEYS), row["metric"], row["machine"])
+            key = (*map(row.get, CONFIG_KEYS), row["metric"], row["machine"])
             cells[key] = row
     return list(cells.values())
 
