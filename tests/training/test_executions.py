@@ -51,6 +51,7 @@ def train(data: Path, out: Path, backend: str, *, stop_after: int | None = None,
     return subprocess.run(prefix + argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_a_run_of_four_steps_per_call_resumes_bit_identical(backend, tiny_dataset, tmp_path):
     if backend == "jax":
