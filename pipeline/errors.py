@@ -32,6 +32,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
 
 
+AUTO = "auto"
+
+
+def positive_int_or_auto(text: str) -> int | str:
+    """argparse `type` for a count that may be left to the program: a positive integer, or "auto"."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+
+
 # How a DataError reads once TensorFlow has carried it out of a tf.data pipeline: the core's, raised
 # in a `tf.numpy_function`, as the Python exception's text inside an op error; the graph mechanism's
 # as a failed `tf.debugging.Assert` with the shard's path among its data.

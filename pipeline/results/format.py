@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from pipeline.input.reader import ISAL_CODECS
+
 FORMAT = "moving-square-bench"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -31,7 +33,6 @@ DEFAULT_BACKEND = "tensorflow"  # what every version-1 row ran on
 # the book's workflow, its rows and its preset, as older result files name them
 FORMER_NAMES = {"seed": "book", "seed-workflow": "book-workflow", "seed-budget": "book-budget"}
 FORMER_PRECISIONS = {"bfloat16": "mixed_bfloat16"}  # precisions are named by their Keras dtype policy
-ISAL_CODECS = ("nbit-gzip", "gzip")  # `pipeline.input.reader.ISAL_CODECS`: what "numpy" meant in older load rows
 
 HIGHER, LOWER = "higher", "lower"
 # metric -> (unit, which direction is better); None: a fact, neither better nor worse

@@ -98,6 +98,12 @@ def _find(rows: list[dict], **match) -> dict | None:
     return None
 
 
+def _siblings(rows: list[dict], low: str, high: str, **match) -> dict:
+    """{"p10", "p90"}: the values of a cell's own spread rows (metrics `low` and `high`), None where absent."""
+    return {bound: (_find(rows, metric=metric, **match) or {}).get("value")
+            for bound, metric in (("p10", low), ("p90", high))}
+
+
 def _cell(key, kind, row, low_high_n, ms_per_step=None, below=False) -> Cell:
     p10, p90, n = low_high_n
     return Cell(key=key, kind=kind, unit=row.get("unit") or "", direction=row.get("direction") or HIGHER,
@@ -117,8 +123,7 @@ def _train_cells(rows, device: dict, out: dict) -> None:
         if rate is None:
             continue
         step = _find(train, metric="ms_per_step_median", **match)
-        siblings = {"p10": (_find(train, metric="ms_per_step_p10", **match) or {}).get("value"),
-                    "p90": (_find(train, metric="ms_per_step_p90", **match) or {}).get("value")}
+        siblings = _siblings(train, "ms_per_step_p10", "ms_per_step_p90", **match)
         out[f"train {model} {size}x{batch}"] = _cell(f"train {model} {size}x{batch}", "train", rate,
                                                      _spread(rate, siblings, invert_batch=batch),
                                                      step["value"] if step else None)
@@ -149,8 +154,7 @@ def _load_cells(rows, device: dict, out: dict) -> None:
         rate = _find(here, metric="samples_per_s", **match)
         if rate is None:
             continue
-        siblings = {"p10": (_find(here, metric="samples_per_s_p10", **match) or {}).get("value"),
-                    "p90": (_find(here, metric="samples_per_s_p90", **match) or {}).get("value")}
+        siblings = _siblings(here, "samples_per_s_p10", "samples_per_s_p90", **match)
         out[f"load {size}x{batch}"] = _cell(f"load {size}x{batch}", "load", rate, _spread(rate, siblings))
 
 
@@ -193,8 +197,7 @@ def _accuracy_cells(rows, out: dict) -> None:
         row = _find(acc, metric="accuracy", **match)
         if row is None:
             continue
-        siblings = {"p10": (_find(acc, metric="accuracy_min", **match) or {}).get("value"),
-                    "p90": (_find(acc, metric="accuracy_max", **match) or {}).get("value")}
+        siblings = _siblings(acc, "accuracy_min", "accuracy_max", **match)
         out[f"accuracy {model} {size}"] = _cell(f"accuracy {model} {size}", "accuracy", row, _spread(row, siblings))
 
 

@@ -17,25 +17,9 @@ import time
 
 from pipeline.errors import UsageError
 
-AUTO = "auto"
 TARGET = 0.05  # the per-call cost `auto` allows, as a share of the K steps' time
 PROBE_K = 8  # steps per call of the second probe; the first runs one
 PROBE_CALLS = 6  # timed calls of each probe, after two untimed ones (tracing, compilation)
-
-
-def parse(text: str) -> int | str:
-    """'auto' or a positive integer, for argparse."""
-    import argparse
-
-    if text == AUTO:
-        return AUTO
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
-    return value
 
 
 def granularity(steps_per_epoch: int, checkpoint_every: int | None) -> int:

@@ -41,26 +41,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import UsageError
-
-AUTO = "auto"
-
-
-def process_count(text: str) -> int | str:
-    """argparse `type` for --processes: a positive integer, or "auto"."""
-    if text == AUTO:
-        return AUTO
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
-    return value
+from pipeline.errors import AUTO, UsageError, positive_int_or_auto
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--processes", type=process_count, default=None, metavar="N|auto",
+    p.add_argument("--processes", type=positive_int_or_auto, default=None, metavar="N|auto",
                    help="processes training together, each running this command with its own --process-index "
                         "(default 1); auto: from the cluster environment (Slurm; TensorFlow: TF_CONFIG; JAX: "
                         "jax.distributed's detectors)")

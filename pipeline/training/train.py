@@ -43,7 +43,7 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.errors import UsageError, positive_int
+from pipeline.errors import AUTO, UsageError, positive_int, positive_int_or_auto
 from pipeline.runtime import backends, devices
 from pipeline.training import executions
 
@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="K",
                    help="also checkpoint every K steps (always at each epoch's end): model, optimizer, "
                         "input position and random state, written atomically under RUN/checkpoints")
-    p.add_argument("--steps-per-execution", type=executions.parse, default=1, metavar="K|auto",
+    p.add_argument("--steps-per-execution", type=positive_int_or_auto, default=1, metavar="K|auto",
                    help="training steps per call into the compiled step, so that the framework's cost per call is "
                         "paid once per K steps; K must divide the steps of an epoch and --checkpoint-every. auto: "
                         "measured on a repeated batch, the smallest K whose per-call cost is under 5%% of the K "
@@ -184,7 +184,7 @@ def run(args) -> int:
     spec = processes.launch(args)
     if args.validation and not spec.single:
         raise UsageError("--validation scores the test split on one process; drop it beside --processes")
-    if args.steps_per_execution == executions.AUTO and not spec.single:  # each process would measure its own
+    if args.steps_per_execution == AUTO and not spec.single:  # each process would measure its own
         raise UsageError("--steps-per-execution auto measures on one process; give K beside --processes")
 
     backends.use(args.backend)
@@ -319,7 +319,7 @@ def steps_per_execution(args, model, steps: int, size: int, packed: bool) -> dic
         kept = json.loads((args.resume / "config.json").read_text()).get("steps_per_execution") or {"k": 1}
         executions.set_steps_per_execution(model, kept["k"])
         return kept
-    if asked != executions.AUTO:
+    if asked != AUTO:
         executions.set_steps_per_execution(model, executions.check(asked, steps, args.checkpoint_every))
         return {"k": asked, "asked": asked}
     shape = (args.batch_size, size ** 3 // 8) if packed else (args.batch_size, size, size, size)

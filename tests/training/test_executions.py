@@ -12,7 +12,7 @@ import pytest
 
 from helpers import PY, ROOT, run_arrays, run_history
 from pipeline.cli import main
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, positive_int_or_auto
 from pipeline.training import checkpoints, executions
 
 INTERRUPTED = ROOT / "tests" / "training" / "interrupted_train.py"
@@ -22,10 +22,10 @@ RUN_ARGS = ["--epochs", "2", "--steps", "8", "--batch-size", "16", "--checkpoint
 
 
 def test_parse_takes_a_positive_integer_or_auto():
-    assert (executions.parse("4"), executions.parse("auto")) == (4, "auto")
+    assert (positive_int_or_auto("4"), positive_int_or_auto("auto")) == (4, "auto")
     for bad in ("0", "-2", "x", "1.5"):
         with pytest.raises(argparse.ArgumentTypeError, match="positive integer or 'auto'"):
-            executions.parse(bad)
+            positive_int_or_auto(bad)
 
 
 def test_k_must_divide_the_epoch_and_the_checkpoint_interval():

@@ -19,6 +19,7 @@ import pytest
 
 from helpers import PY, ROOT, kill_group, run_arrays, run_history, spawn
 from pipeline.cli import main
+from pipeline.errors import positive_int_or_auto
 from pipeline.training import processes
 
 pytest.importorskip("keras")
@@ -222,7 +223,7 @@ def test_one_process_is_the_default_and_auto_defers_to_the_environment():
     assert processes.launch(Args()) == processes.Launch(None, None, ())
     Args.processes, Args.process_index, Args.addresses = 2, 1, "10.0.0.1:7000"
     assert processes.launch(Args()) == processes.Launch(2, 1, ("10.0.0.1:7000",))
-    assert processes.process_count("auto") == "auto" and processes.process_count("4") == 4
+    assert positive_int_or_auto("auto") == "auto" and positive_int_or_auto("4") == 4
 
 
 def test_resume_takes_the_launch_options_of_its_own_command_line(tmp_path):
