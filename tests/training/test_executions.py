@@ -101,3 +101,12 @@ def test_a_resumed_run_keeps_the_k_it_started_with(tmp_path):
     model = build_model("fast", 8)
     args = argparse.Namespace(resume=tmp_path, steps_per_execution="auto", checkpoint_every=None, batch_size=16)
     assert steps_per_execution(args, model, 8, 8, False)["k"] == 2 and model.steps_per_execution == 2
+
+
+def test_auto_on_several_processes_is_refused_before_any_joins(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "--data", str(tiny_dataset), "--out", str(out), "--processes", "2", "--process-index",
+                   "0", "--addresses", "h:1,h:2", "--steps-per-execution", "auto"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--steps-per-execution auto measures on one process; give K" in err
+    assert err.count("\n") == 1 and not out.exists()
