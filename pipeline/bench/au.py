@@ -20,6 +20,13 @@ Per front end, size and batch size (our loader, packed, shuffled, endless, the d
    `au95_samples_per_s`, the samples/s of that accelerator: the fastest accelerator this
    loader keeps busy on this host (None when no step of the sweep reaches 95%).
 
+tf.data is consumed twice: a batch per `tf.function` call (consumer ``tf.function``, as `fit` runs
+by default) and K batches per call (``tf.function-K``, as `train --steps-per-execution auto` runs):
+the consumer's cost per call is measured on the synthetic batch (a call of one batch against a call
+of `executions.PROBE_K`), and each demand's K is the smallest that brings it under 5% of K steps
+(`executions.choose`, bounded by an epoch; the row's `steps_per_execution`). Its `alone` pulls
+`PROBE_K` batches per call.
+
 Impl `synthetic`, the baseline: the same consumer and the same step times over one batch
 repeated from memory, a loader that costs nothing. Its AU is the most the consumer itself allows
 (a `tf.function` call that takes a batch costs the consumer's thread time of its own, more after
@@ -34,16 +41,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.bench import load, ours
-from pipeline.bench.consumers import TRAINING_CONSUMER, graph_puller, python_puller
+from pipeline.bench.consumers import STEPS_PER_CALL_CONSUMER, TRAINING_CONSUMER, graph_puller, python_puller
 from pipeline.bench.data import shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
 from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary, clock
+from pipeline.training import executions
 
 METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")
 AU_TARGET = 0.95
 FRONT_ENDS = {"tensorflow": ("tf.data", "numpy"), "jax": ("numpy", "jax")}  # per backend process
+CALL_PROBES = 20  # timed calls of each size when the K consumer's cost per call is measured
 
 
 def utilization(compute: list[float], wall: float) -> float:
@@ -51,15 +60,16 @@ def utilization(compute: list[float], wall: float) -> float:
     return min(1.0, sum(compute) / wall) if wall > 0 else 0.0
 
 
-def fetcher(front_end: str, directory: Path, batch: int) -> tuple[Callable[[], int], Callable[[], None]]:
-    """(pull one batch and return its samples, stop the pipeline) for `front_end`, our loader packed."""
+def fetcher(front_end: str, directory: Path, batch: int) -> tuple[Callable[..., int], Callable[[], None]]:
+    """(pull one batch and return its samples, stop the pipeline) for `front_end`, our loader packed;
+    tf.data's `pull(k)` takes k batches in one call."""
     if front_end == "tf.data":
         return graph_puller(ours.tf_dataset(directory, batch, packed=True)), (lambda: None)
     stream = (ours.jax_batches if front_end == "jax" else ours.numpy_batches)(directory, batch, packed=True)
     return python_puller(stream), getattr(stream, "close", lambda: None)
 
 
-def synthetic_fetcher(front_end: str, directory: Path, batch: int) -> Callable[[], int]:
+def synthetic_fetcher(front_end: str, directory: Path, batch: int) -> Callable[..., int]:
     """The same consumer over one batch of our loader repeated from memory: a loader that costs
     nothing, so its AU is the most this consumer allows on this host."""
     stream = ours.numpy_batches(directory, batch, packed=True)
@@ -79,39 +89,63 @@ def synthetic_fetcher(front_end: str, directory: Path, batch: int) -> Callable[[
     return python_puller(itertools.repeat((frames, labels)))
 
 
-def paced(pull: Callable[[], int], steps: int, step_s: float) -> tuple[float, int]:
-    """`steps` steps of pull-then-compute (a `step_s` sleep); (AU without the first step, samples)."""
+def call_cost(pull: Callable[..., int]) -> float:
+    """Seconds a `tf.function` consumer costs per call beside its batches (`executions.split_call` of a
+    call of one batch and a call of `executions.PROBE_K`), over a puller that takes `pull(k)`."""
+    medians = []
+    for k in (1, executions.PROBE_K):
+        pull(k)
+        times = []
+        for _ in range(CALL_PROBES):
+            start = clock()
+            pull(k)
+            times.append(clock() - start)
+        medians.append(Summary.of(times).median)
+    return executions.split_call(medians[0], medians[1], executions.PROBE_K)[0]
+
+
+def paced(pull: Callable[[], int], calls: int, step_s: float, steps_per_call: int = 1) -> tuple[float, int]:
+    """`calls` calls of pull-then-compute, each pulling `steps_per_call` batches and computing that many
+    steps (a sleep of `steps_per_call * step_s`); (AU without the first call, samples)."""
     compute, samples, start = [], 0, None
-    for i in range(steps):
+    for i in range(calls):
         if i == 1:
             start, compute = clock(), []
         samples += pull()
         began = clock()
-        time.sleep(step_s)
+        time.sleep(step_s * steps_per_call)
         compute.append(clock() - began)
     return utilization(compute, clock() - start), samples
 
 
-def sweep(pull: Callable[[], int], demands, step_for: Callable[[float], float], settle_steps: int,
-          window: int) -> list[tuple[float, float, float]]:
-    """(demand, step seconds, AU) for each of `demands`, in increasing demand: `settle_steps` untimed
-    steps at the demand's pace (the buffers settle at the level it keeps), then `window` timed ones.
+def sweep(pull_for: Callable[[int], Callable[[], int]], demands, step_for: Callable[[float], float],
+          k_for: Callable[[float], int], settle_steps: int, window: int) -> list[tuple[float, float, float, int]]:
+    """(demand, step seconds, AU, steps per call) for each of `demands`, in increasing demand: `settle_steps`
+    untimed steps at the demand's pace (the buffers settle at the level it keeps), then `window` timed ones,
+    K = k_for(step seconds) steps per call of pull_for(K).
 
     step_for(demand): that demand's step time, asked for just before its point is measured.
     """
     out = []
     for demand in sorted(demands):
         step_s = step_for(demand)
-        paced(pull, max(2, settle_steps), step_s)
-        au, _ = paced(pull, window + 1, step_s)
-        out.append((demand, step_s, au))
+        k = k_for(step_s)
+        pull = pull_for(k)
+        paced(pull, max(2, math.ceil(settle_steps / k)), step_s, k)
+        au, _ = paced(pull, math.ceil(window / k) + 1, step_s, k)
+        out.append((demand, step_s, au, k))
     return out
 
 
-def fastest_kept_busy(points: list[tuple[float, float, float]]) -> float | None:
-    """The shortest step time whose AU reaches AU_TARGET, or None."""
-    busy = [step_s for _, step_s, au in points if au >= AU_TARGET]
+def fastest_kept_busy(points) -> float | None:
+    """The shortest step time whose AU reaches AU_TARGET among `sweep`'s points, or None."""
+    busy = [step_s for _, step_s, au, *_ in points if au >= AU_TARGET]
     return min(busy) if busy else None
+
+
+def consumers_of(front_end: str) -> tuple[str, ...]:
+    """How the suite consumes `front_end`: as training does, and tf.data also K steps per call."""
+    return (TRAINING_CONSUMER[front_end], *((STEPS_PER_CALL_CONSUMER,) if front_end == "tf.data" else ()))
 
 
 def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
@@ -122,53 +156,69 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
         window_samples = shuffle_window(data[size])
         codec = load_manifest(data[size]).params.codec
         for batch in grid.batch_sizes:
-            epoch_samples = grid.steps_per_epoch(batch) * batch
+            epoch_steps = grid.steps_per_epoch(batch)
             cell = load.LoadCell("ours-packed", size, batch)
-            buffered = load.buffered_bound(cell, backend, window_samples, epoch_samples)
-            window = math.ceil(max(grid.au_buffer_multiple * buffered, epoch_samples) / batch)
+            buffered = load.buffered_bound(cell, backend, window_samples, epoch_steps * batch)
+            window = math.ceil(max(grid.au_buffer_multiple * buffered, epoch_steps * batch) / batch)
             extra = dict(window_batches=window, untimed_batches=math.ceil(buffered / batch))
             for front_end in FRONT_ENDS[backend]:
-                key = dict(size=size, batch_size=batch, front_end=front_end, consumer=TRAINING_CONSUMER[front_end],
-                           packed=True, shuffle=True, **{k: v for k, v in cell.key(backend, codec).items()
-                                                         if k in ("readers", "mechanism")})
-                with rec.cell("au", "ours-packed", METRICS, **key):
-                    log(f"au {front_end} size={size} batch={batch}")
-                    pull, stop = fetcher(front_end, data[size], batch)
-                    try:
-                        for _ in range(grid.steps_per_epoch(batch)):  # warm-up
-                            pull()
-                        rates = []
+                for consumer in consumers_of(front_end):
+                    key = dict(size=size, batch_size=batch, front_end=front_end, consumer=consumer, packed=True,
+                               shuffle=True, **{k: v for k, v in cell.key(backend, codec).items()
+                                                if k in ("readers", "mechanism")})
+                    sweep_cell(rec, grid, data[size], key, extra, epoch_steps)
 
-                        def alone() -> float:  # what it delivers back to back, past what it held ready
-                            for _ in range(extra["untimed_batches"]):
-                                pull()
-                            start, samples = clock(), sum(pull() for _ in range(window))
-                            rates.append(samples / (clock() - start))
-                            return rates[-1]
 
-                        points = sweep(pull, grid.au_demands, lambda d: batch / (d * alone()),
-                                       extra["untimed_batches"], window)
-                    finally:
-                        stop()
-                    rec.add("au", "ours-packed", "alone_samples_per_s", Summary.of(rates).median, **key, **extra,
-                            repeat_values=rates)
-                    record_sweep(rec, "ours-packed", points, batch, key, extra, rates)
-                with rec.cell("au", "synthetic", METRICS[1:], **key):
-                    pull = synthetic_fetcher(front_end, data[size], batch)
-                    for _ in range(extra["untimed_batches"]):
-                        pull()
-                    steps = {demand: step_s for demand, step_s, _ in points}  # the very steps ours was given
-                    record_sweep(rec, "synthetic", sweep(pull, steps, steps.get, 0, window), batch, key, extra)
+def sweep_cell(rec: Recorder, grid: Grid, directory: Path, key: dict, extra: dict, epoch_steps: int) -> None:
+    """One front end and consumer: ours' sweep, then the synthetic floor's over the very same steps."""
+    batch, front_end, window = key["batch_size"], key["front_end"], extra["window_batches"]
+    per_call = key["consumer"] == STEPS_PER_CALL_CONSUMER
+    synthetic = synthetic_fetcher(front_end, directory, batch)
+    call_s = call_cost(synthetic) if per_call else 0.0
+    k_for = (lambda step_s: executions.choose(call_s, step_s, epoch_steps)) if per_call else (lambda step_s: 1)
+    alone_k = min(executions.PROBE_K, epoch_steps) if per_call else 1
+    with rec.cell("au", "ours-packed", METRICS, **key):
+        log(f"au {front_end} from {key['consumer']} size={key['size']} batch={batch}")
+        pull, stop = fetcher(front_end, directory, batch)
+        try:
+            for _ in range(epoch_steps):  # warm-up
+                pull()
+            rates = []
+
+            def alone() -> float:  # what it delivers back to back, past what it held ready
+                for _ in range(extra["untimed_batches"]):
+                    pull()
+                start, samples = clock(), sum(pull(alone_k) if per_call else pull()
+                                              for _ in range(math.ceil(window / alone_k)))
+                rates.append(samples / (clock() - start))
+                return rates[-1]
+
+            points = sweep(lambda k: (lambda: pull(k)) if per_call else pull, grid.au_demands,
+                           lambda d: batch / (d * alone()), k_for, extra["untimed_batches"], window)
+        finally:
+            stop()
+        extra_ = {**extra, **({"call_ms": call_s * 1e3} if per_call else {})}
+        rec.add("au", "ours-packed", "alone_samples_per_s", Summary.of(rates).median, **key, **extra_,
+                repeat_values=rates)
+        record_sweep(rec, "ours-packed", points, batch, key, extra_, rates)
+    with rec.cell("au", "synthetic", METRICS[1:], **key):
+        for _ in range(extra["untimed_batches"]):
+            synthetic()
+        steps = {demand: step_s for demand, step_s, *_ in points}  # the very steps ours was given
+        ks = {step_s: k for _, step_s, _, k in points}
+        record_sweep(rec, "synthetic", sweep(lambda k: (lambda: synthetic(k)) if per_call else synthetic, steps,
+                                             steps.get, ks.get, 0, window), batch, key, extra_)
 
 
 def record_sweep(rec: Recorder, impl: str, points, batch: int, key: dict, extra: dict,
                  alone_rates: list[float] = ()) -> None:
-    """Rows of one sweep: AU per demand, and the fastest accelerator kept busy. `alone_rates`: the sweep's
-    measurements of the loader alone; the fastest accelerator's demand times each is its repeat values."""
-    for demand, step_s, au in points:
-        rec.add("au", impl, "au", au, **key, demand=demand, step_ms=step_s * 1e3, **extra)
+    """Rows of one sweep: AU per demand (with its steps per call), and the fastest accelerator kept busy.
+    `alone_rates`: the sweep's measurements of the loader alone; the fastest accelerator's demand times
+    each is its repeat values."""
+    for demand, step_s, au, k in points:
+        rec.add("au", impl, "au", au, **key, demand=demand, step_ms=step_s * 1e3, steps_per_execution=k, **extra)
     best = fastest_kept_busy(points)
     rec.add("au", impl, "au95_step_ms", None if best is None else best * 1e3, **key, **extra)
-    demand = next((d for d, step_s, _ in points if step_s == best), None)
+    demand = next((d for d, step_s, *_ in points if step_s == best), None)
     rec.add("au", impl, "au95_samples_per_s", None if best is None else batch / best, **key, **extra,
             repeat_values=[demand * r for r in alone_rates] if demand is not None else [])

@@ -11,8 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
-# front end -> how training pulls it ("tf.function": as `fit` does; "python": a Python loop)
+# front end -> how training pulls it ("tf.function": as `fit` does, a step per call; "python": a Python loop)
 TRAINING_CONSUMER = {"tf.data": "tf.function", "numpy": "python", "jax": "python"}
+# `fit` with `steps_per_execution` K: K batches per `tf.function` call, K as `train --steps-per-execution auto`
+# chooses it (`pipeline.training.executions.choose`)
+STEPS_PER_CALL_CONSUMER = "tf.function-K"
 
 
 def materialize(x) -> None:
@@ -54,9 +57,10 @@ def python_puller(batches: Iterator) -> Callable[[], int]:
     return pull
 
 
-def graph_puller(batches) -> Callable[[], int]:
+def graph_puller(batches, steps: int = 1) -> Callable[..., int]:
     """Pull batches of a tf.data dataset or iterator as Keras's train function does: `next` inside a
-    `tf.function`, the batch then read on the compute device; each pull returns the batch's samples."""
+    `tf.function`, each batch then read on the compute device; each pull takes `steps` batches in one
+    call (as `fit` does with `steps_per_execution`; `pull(k)` takes k instead) and returns their samples."""
     import tensorflow as tf
 
     from pipeline.runtime.devices import compute_device
@@ -65,13 +69,16 @@ def graph_puller(batches) -> Callable[[], int]:
     device = compute_device()
 
     @tf.function
-    def pull(it):
-        frames, labels = next(it)
-        with tf.device(device):
-            first = tf.reshape(tf.identity(frames), (-1,))[0]
-        return tf.shape(labels)[0] + tf.cast(first, tf.int32) * 0  # returns once the batch is on the device
+    def pull(it, k):
+        samples = tf.constant(0)
+        for _ in tf.range(k):
+            frames, labels = next(it)
+            with tf.device(device):
+                first = tf.reshape(tf.identity(frames), (-1,))[0]
+            samples += tf.shape(labels)[0] + tf.cast(first, tf.int32) * 0  # once the batch is on the device
+        return samples
 
-    return lambda: int(pull(iterator))
+    return lambda k=steps: int(pull(iterator, tf.constant(k)))
 
 
 def puller(consumer: str, batches) -> Callable[[], int]:

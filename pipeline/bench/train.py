@@ -21,7 +21,10 @@ of a step spent waiting for input.
 
 `fit` (`fit_s_per_epoch`, `fit_ms_per_step`): `model.fit` for `fit_epochs` + 1 epochs, fed by
 our loader (a repeated dataset, `steps_per_epoch` = one epoch) or by the in-memory arrays
-(`fit(x, y, shuffle=True)`); epochs after the first are timed, median reported.
+(`fit(x, y, shuffle=True)`); epochs after the first are timed, median reported. Each at one step per
+compiled call (`execution` "K=1") and at the K `train --steps-per-execution auto` picks ("K=auto"; rows
+give `steps_per_execution`), with what `auto` measured on a repeated batch: `call_ms`, the framework's
+cost per call, apart from `compiled_step_ms`, the step's own time.
 
 Impl ``book-workflow`` is the book's own float64 TimeDistributed model on `generate_examples` arrays.
 
@@ -42,9 +45,11 @@ from pipeline.bench.grid import FIT_FEEDS, Grid
 from pipeline.bench.progress import log
 from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary, epoch_clock, time_steps
+from pipeline.errors import AUTO
 
 STEP_METRICS = ("ms_per_step_median", "ms_per_step_p10", "ms_per_step_p90", "samples_per_s", "first_step_ms")
 FIT_METRICS = ("fit_s_per_epoch", "fit_ms_per_step")
+FIT_EXECUTIONS = (1, AUTO)  # steps per call of the `fit` cells: Keras's default, and what `auto` picks
 PACKED_FEEDS = ("ours-packed", "synthetic-packed")
 BOUND_AGAINST = {"ours": "synthetic", "in-memory": "synthetic", "ours-packed": "synthetic-packed"}
 SEED = 0  # initial weights and the loader's order: step times do not depend on them, but runs repeat
@@ -151,7 +156,8 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
 
 
 def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -> None:
-    """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays, in this device's precision."""
+    """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays, in this device's precision,
+    at each of `FIT_EXECUTIONS` steps per call; `auto` records the framework's cost per call beside the step."""
     import keras
 
     from pipeline.models.networks import build_model, precision_of
@@ -161,31 +167,55 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
     for name in grid.fit_models:
         for batch in [b for b in grid.batch_sizes if b in grid.fit_batch_sizes]:
             steps = grid.steps_per_epoch(batch)
-            for feed in FIT_FEEDS:
-                key = dict(size=size, batch_size=batch, feed=feed, precision=default_precision())
-                with rec.cell("train", name, FIT_METRICS, **key):
-                    log(f"train fit {name} feed={feed} size={size} batch={batch}")
-                    keras.utils.set_random_seed(SEED)
-                    model = build_model(name, size, precision=key["precision"])
-                    key["precision"] = precision_of(model)
-                    clock_ = epoch_clock()
-                    epochs = grid.fit_epochs + 1
-                    if feed == "ours":
-                        source = (ours.tf_dataset(directory, batch, seed=SEED) if backend == "tensorflow"
-                                  else ours.jax_batches(directory, batch, seed=SEED))
-                        model.fit(source, steps_per_epoch=steps, epochs=epochs, callbacks=[clock_], verbose=0)
-                        per_epoch = steps
-                    else:
-                        model.fit(frames, labels, batch_size=batch, epochs=epochs, shuffle=True, callbacks=[clock_],
-                                  verbose=0)
-                        per_epoch = -(-len(labels) // batch)
-                    timed = Summary.of(clock_.seconds[1:])
-                    extra = dict(epochs=grid.fit_epochs, steps_per_epoch=per_epoch,
-                                 first_epoch_s=clock_.seconds[0], p10_s=timed.p10, p90_s=timed.p90)
-                    rec.add("train", name, "fit_s_per_epoch", timed.median, **key, **extra)
-                    rec.add("train", name, "fit_ms_per_step", timed.median * 1e3 / per_epoch, **key, **extra)
-                    del model
-                    keras.backend.clear_session()
+            for execution in FIT_EXECUTIONS:
+                for feed in FIT_FEEDS:
+                    key = dict(size=size, batch_size=batch, feed=feed, precision=default_precision(),
+                               execution=f"K={execution}")
+                    with rec.cell("train", name, FIT_METRICS, **key):
+                        log(f"train fit {name} feed={feed} size={size} batch={batch} steps per execution {execution}")
+                        keras.utils.set_random_seed(SEED)
+                        model = build_model(name, size, precision=key["precision"])
+                        key["precision"] = precision_of(model)
+                        k = steps_per_call(rec, name, model, execution, (frames[:batch], labels[:batch]), steps, key)
+                        clock_ = epoch_clock()
+                        epochs = grid.fit_epochs + 1
+                        if feed == "ours":
+                            source = (ours.tf_dataset(directory, batch, seed=SEED) if backend == "tensorflow"
+                                      else ours.jax_batches(directory, batch, seed=SEED))
+                            model.fit(source, steps_per_epoch=steps, epochs=epochs, callbacks=[clock_], verbose=0)
+                            per_epoch = steps
+                        else:
+                            model.fit(frames, labels, batch_size=batch, epochs=epochs, shuffle=True,
+                                      callbacks=[clock_], verbose=0)
+                            per_epoch = -(-len(labels) // batch)
+                        timed = Summary.of(clock_.seconds[1:])
+                        extra = dict(epochs=grid.fit_epochs, steps_per_epoch=per_epoch, steps_per_execution=k,
+                                     first_epoch_s=clock_.seconds[0], p10_s=timed.p10, p90_s=timed.p90)
+                        rec.add("train", name, "fit_s_per_epoch", timed.median, **key, **extra,
+                                repeat_values=clock_.seconds[1:])
+                        rec.add("train", name, "fit_ms_per_step", timed.median * 1e3 / per_epoch, **key, **extra,
+                                repeat_values=[t * 1e3 / per_epoch for t in clock_.seconds[1:]])
+                        del model
+                        keras.backend.clear_session()
+
+
+def steps_per_call(rec: Recorder, name: str, model, execution, batch, steps: int, key: dict) -> int:
+    """Set `model`'s steps per call as `train --steps-per-execution` would (`execution`: an int or "auto")
+    and return K. `auto` measures on `batch` repeated (feed ``synthetic``) and records what it measured, once
+    per cell: `call_ms`, the framework's cost per call, and `compiled_step_ms`, the step's own time."""
+    from pipeline.training import executions
+
+    if execution != AUTO:
+        executions.set_steps_per_execution(model, executions.check(execution, steps, None))
+        return execution
+    call_s, step_s = executions.measure(model, batch)
+    k = executions.choose(call_s, step_s, steps)
+    executions.set_steps_per_execution(model, k)
+    if key["feed"] == FIT_FEEDS[0]:
+        measured = {**key, "feed": "synthetic", "steps_per_execution": k}
+        rec.add("train", name, "call_ms", call_s * 1e3, **measured)
+        rec.add("train", name, "compiled_step_ms", step_s * 1e3, **measured)
+    return k
 
 
 def book_workflow(rec: Recorder, grid: Grid, size: int) -> None:

@@ -48,13 +48,13 @@ METRICS = {
     "scaling_samples_per_s": ("samples/s", HIGHER), "scaling_samples_per_s_p10": ("samples/s", HIGHER),
     "scaling_samples_per_s_p90": ("samples/s", HIGHER), "scaling_efficiency": ("fraction", HIGHER),
     "alone_samples_per_s": ("samples/s", HIGHER), "au": ("fraction", HIGHER), "au95_step_ms": ("ms", LOWER),
-    "au95_samples_per_s": ("samples/s", HIGHER),
+    "au95_samples_per_s": ("samples/s", HIGHER), "call_ms": ("ms", LOWER), "compiled_step_ms": ("ms", LOWER),
 }
 # What identifies a cell's settings, beside the grid's budget of its suite (`SUITE_BUDGET`): two rows whose
 # keys agree measured the same thing the same way.
 CONFIG_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "readers", "front_end", "consumer",
                "mechanism", "codec", "packed", "shuffle", "demand", "variant", "precision", "devices", "processes",
-               "train_samples", "test_samples", "backend")
+               "train_samples", "test_samples", "backend", "execution")
 SUITE_BUDGET = {
     "generate": ("gen_raw_mb", "gen_max_samples", "gen_shard_size", "book_raw_mb"),
     "load": ("dataset_samples", "dataset_shard_size", "load_min_epochs", "load_min_windows", "variant"),

@@ -94,18 +94,29 @@ def _train(rows) -> list[str]:
     out += table(["size", "batch", "model", "precision", "fed by our loader", "fed packed", "in memory", "synthetic",
                   "synthetic, packed", "input-bound (ours / packed / in-memory)", "vs book", "vs book-workflow"],
                  body, "rrllrrrrrrrr")
-    fits = sorted({(r["size"], r["batch_size"], r["impl"]) for r in train if r["metric"] == "fit_s_per_epoch"})
+    fits = sorted({(r["size"], r["batch_size"], r["impl"], r.get("execution") or "K=1") for r in train
+                   if r["metric"] == "fit_s_per_epoch"})
     if fits:
-        out += ["", "`fit` wall time per epoch (epochs after the first; s, and ms per step):", ""]
+        out += ["", "`fit` wall time per epoch (epochs after the first; s, and ms per step), at one step per "
+                "compiled call and at the K `--steps-per-execution auto` picks:", ""]
         body = []
-        for size, batch, model in fits:
-            m = dict(suite="train", impl=model, size=size, batch_size=batch)
+        for size, batch, model, execution in fits:
+            m = dict(suite="train", impl=model, size=size, batch_size=batch,
+                     execution=None if execution == "K=1" and not any(r.get("execution") for r in train) else execution)
             ours, mem = (value_of(rows, feed=f, metric="fit_s_per_epoch", **m) for f in ("ours", "in-memory"))
-            body.append([size, batch, model, number(ours),
+            k = next((r.get("steps_per_execution") for r in train if r["metric"] == "fit_s_per_epoch"
+                      and all(r.get(n) == v for n, v in m.items())), None)
+            body.append([size, batch, model, k or 1, number(ours),
                          number(value_of(rows, feed="ours", metric="fit_ms_per_step", **m)), number(mem),
                          number(value_of(rows, feed="in-memory", metric="fit_ms_per_step", **m)), ratio(ours, mem)])
-        out += table(["size", "batch", "model", "our loader s", "ms/step", "in-memory arrays s", "ms/step",
-                      "loader / arrays"], body, "rrlrrrrr")
+        out += table(["size", "batch", "model", "K", "our loader s", "ms/step", "in-memory arrays s", "ms/step",
+                      "loader / arrays"], body, "rrlrrrrrr")
+        calls = [r for r in train if r["metric"] == "call_ms" and not r["error"]]
+        for r in calls:
+            m = dict(suite="train", impl=r["impl"], size=r["size"], batch_size=r["batch_size"], feed="synthetic")
+            out += ["", f"`auto` at size {r['size']}, batch {r['batch_size']}, {r['impl']}: a call costs "
+                        f"{r['value']:.2f} ms beside {number(value_of(rows, metric='compiled_step_ms', **m))} ms a "
+                        f"step on a repeated batch, so K = {r['steps_per_execution']}."]
     return out + _scaling(rows) + [""]
 
 
@@ -167,17 +178,23 @@ def _failures(rows) -> list[str]:
 def _au(rows) -> list[str]:
     """AU per demand, ours against the synthetic consumer floor, and the fastest accelerator kept busy."""
     out = ["**au** (accelerator utilization of an emulated accelerator that sleeps a fixed step; demand: the "
-           "step's samples/s over the loader's own; ours / synthetic, a loader that costs nothing)", ""]
+           "step's samples/s over the loader's own; ours / synthetic, a loader that costs nothing; "
+           "tf.function-K: K steps per call, K as `--steps-per-execution auto` picks it for each step)", ""]
     alone = [r for r in rows if r["suite"] == "au" and r["metric"] == "alone_samples_per_s" and not r["error"]]
     demands = sorted({r["demand"] for r in rows if r["suite"] == "au" and r["metric"] == "au" and r.get("demand")})
     body = []
-    for r in sorted(alone, key=lambda r: (r["size"], r["batch_size"], r["front_end"])):
-        m = dict(suite="au", size=r["size"], batch_size=r["batch_size"], front_end=r["front_end"])
+    for r in sorted(alone, key=lambda r: (r["size"], r["batch_size"], r["front_end"], r.get("consumer") or "")):
+        m = dict(suite="au", size=r["size"], batch_size=r["batch_size"], front_end=r["front_end"],
+                 consumer=r.get("consumer"))
 
         def au(impl, demand, m=m):
             return value_of(rows, impl=impl, metric="au", demand=demand, **m)
 
-        body.append([r["size"], r["batch_size"], r["front_end"], r.get("consumer") or "-", number(r["value"]),
+        ks = sorted({x["steps_per_execution"] for x in rows if x["metric"] == "au" and x.get("steps_per_execution")
+                     and all(x.get(k) == v for k, v in m.items())})
+        consumer = (r.get("consumer") or "-") + (f" (K {ks[0]}-{ks[-1]})" if len(ks) > 1 else
+                                                 f" (K {ks[0]})" if ks and ks[0] > 1 else "")
+        body.append([r["size"], r["batch_size"], r["front_end"], consumer, number(r["value"]),
                      *(f"{percent(au('ours-packed', d))} / {percent(au('synthetic', d))}" for d in demands),
                      number(value_of(rows, impl="ours-packed", metric="au95_samples_per_s", **m))])
     out += table(["size", "batch", "front end", "consumer", "alone samples/s", *(f"AU at {d:g}" for d in demands),

@@ -21,14 +21,22 @@ def test_utilization_is_busy_time_over_wall_time():
 
 
 def test_the_fastest_accelerator_kept_busy_is_the_shortest_step_at_95_percent():
-    points = [(0.25, 0.004, 0.99), (0.5, 0.002, 0.97), (0.8, 0.00125, 0.93), (1.0, 0.001, 0.80)]
+    points = [(0.25, 0.004, 0.99, 1), (0.5, 0.002, 0.97, 1), (0.8, 0.00125, 0.93, 1), (1.0, 0.001, 0.80, 1)]
     assert au.fastest_kept_busy(points) == 0.002
-    assert au.fastest_kept_busy([(1.0, 0.001, 0.5)]) is None
+    assert au.fastest_kept_busy([(1.0, 0.001, 0.5, 1)]) is None
 
 
 def test_a_paced_consumer_is_busy_while_the_puller_is_instant():
-    au_, samples = au.paced(lambda: 8, steps=21, step_s=0.002)
+    au_, samples = au.paced(lambda: 8, calls=21, step_s=0.002)
     assert samples == 8 * 21 and 0.8 < au_ <= 1.0
+
+
+def test_k_steps_per_call_compute_k_steps_after_each_pull():
+    pulls = []
+    start = au.clock()
+    au_, samples = au.paced(lambda: pulls.append(1) or 32, calls=6, step_s=0.002, steps_per_call=4)
+    assert samples == 6 * 32 and len(pulls) == 6
+    assert au.clock() - start >= 6 * 4 * 0.002 and 0.8 < au_ <= 1.0
 
 
 def test_tiny_sweep_records_ours_and_the_synthetic_floor_per_front_end(tiny_dataset):
@@ -36,14 +44,17 @@ def test_tiny_sweep_records_ours_and_the_synthetic_floor_per_front_end(tiny_data
     au.run(rec, GRID, {8: tiny_dataset})
     rows = rec.rows
     assert [r for r in rows if r["error"]] == []
-    consumers = (("tf.data", "tf.function"), ("numpy", "python"))
+    consumers = (("tf.data", "tf.function"), ("tf.data", "tf.function-K"), ("numpy", "python"))
     assert {(r["impl"], r["front_end"], r["consumer"]) for r in rows} == {
         (impl, f, c) for impl in ("ours-packed", "synthetic") for f, c in consumers}
-    for front_end in ("tf.data", "numpy"):
-        alone = value_of(rows, impl="ours-packed", front_end=front_end, metric="alone_samples_per_s")
+    for front_end, consumer in consumers:
+        alone = value_of(rows, impl="ours-packed", front_end=front_end, consumer=consumer, metric="alone_samples_per_s")
         steps = {}
         for impl in ("ours-packed", "synthetic"):
-            points = [r for r in rows if r["impl"] == impl and r["front_end"] == front_end and r["metric"] == "au"]
+            points = [r for r in rows if r["impl"] == impl and r["front_end"] == front_end
+                      and r["consumer"] == consumer and r["metric"] == "au"]
+            ks = {r["steps_per_execution"] for r in points}
+            assert ks == {1} if consumer != "tf.function-K" else ks <= {1, 2, 3, 4, 6, 12}  # divisors of the epoch
             assert sorted(r["demand"] for r in points) == [0.1, 0.5]
             assert all(0 < r["value"] <= 1 for r in points)
             steps[impl] = {r["demand"]: r["step_ms"] for r in points}

@@ -21,6 +21,7 @@ from pipeline.errors import UsageError
 from pipeline.results.files import problems
 from pipeline.results.format import FORMAT, FORMAT_VERSION, ROW_KEYS, direction_of, value_of
 from pipeline.results.summary import markdown_summary
+from pipeline.training import executions
 
 ARGS = ["--quick", "--sizes", "8", "--batch-sizes", "4,8", "--workers", "1"]
 # The quick preset shrunk to seconds: every suite, feed and load cell once, one step budget.
@@ -142,16 +143,25 @@ def test_train_feeds_and_input_bound_against_synthetic(quick_run):
 
 
 @pytest.mark.slow
-def test_fit_per_epoch_fed_by_the_loader_and_by_arrays(quick_run):
+def test_fit_per_epoch_fed_by_the_loader_and_by_arrays_at_one_and_auto_steps_per_call(quick_run):
     rows = quick_run[0]["rows"]
-    for feed in ("ours", "in-memory"):
-        for batch in (4, 8):
-            epoch = [r for r in rows if r["metric"] == "fit_s_per_epoch" and r["feed"] == feed
-                     and r["batch_size"] == batch]
-            assert len(epoch) == 1 and epoch[0]["value"] > 0 and epoch[0]["epochs"] == TINY.fit_epochs
-            per_step = value_of(rows, metric="fit_ms_per_step", feed=feed, batch_size=batch)
-            assert per_step == pytest.approx(epoch[0]["value"] * 1e3 / epoch[0]["steps_per_epoch"])
-            assert epoch[0]["steps_per_epoch"] == TINY.dataset_samples // batch
+    for batch in (4, 8):
+        steps = TINY.dataset_samples // batch
+        calls = [r for r in rows if r["metric"] == "call_ms" and r["batch_size"] == batch]
+        assert len(calls) == 1 and calls[0]["value"] >= 0 and calls[0]["feed"] == "synthetic"
+        step = value_of(rows, metric="compiled_step_ms", batch_size=batch)
+        auto_k = calls[0]["steps_per_execution"]
+        assert steps % auto_k == 0
+        assert auto_k == executions.choose(calls[0]["value"], step, steps)  # the K of what it measured
+        for execution, k in (("K=1", 1), ("K=auto", auto_k)):
+            for feed in ("ours", "in-memory"):
+                epoch = [r for r in rows if r["metric"] == "fit_s_per_epoch" and r["feed"] == feed
+                         and r["batch_size"] == batch and r["execution"] == execution]
+                assert len(epoch) == 1 and epoch[0]["value"] > 0 and epoch[0]["epochs"] == TINY.fit_epochs
+                assert epoch[0]["steps_per_execution"] == k
+                per_step = value_of(rows, metric="fit_ms_per_step", feed=feed, batch_size=batch, execution=execution)
+                assert per_step == pytest.approx(epoch[0]["value"] * 1e3 / epoch[0]["steps_per_epoch"])
+                assert epoch[0]["steps_per_epoch"] == steps
 
 
 @pytest.mark.slow

@@ -36,3 +36,11 @@ def test_numpy_and_tensor_batches_are_materialized_where_a_step_reads_them():
 def test_an_unknown_consumer_is_refused():
     with pytest.raises(ValueError, match="unknown consumer 'eager'"):
         consumers.puller("eager", [])
+
+
+def test_a_graph_pull_of_k_steps_takes_k_batches_in_one_call():
+    pull = consumers.graph_puller(_dataset(batches=6, batch=4), steps=3)
+    assert [pull(), pull()] == [12, 12]
+    with pytest.raises(Exception) as caught:  # the six batches are spent by two calls
+        pull()
+    assert caught.type.__name__ == "OutOfRangeError"
