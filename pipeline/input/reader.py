@@ -57,8 +57,11 @@ RAW_CODECS = ("none",)
 # buffer is reused from the heap rather than mapped afresh (and page-faulted in) every time.
 WINDOW_BYTES = 48 << 20
 # Batches are handed from the background thread to the caller in lists of at least this many bytes
-# of rows: one handoff per batch costs the caller more than a small batch's own cutting.
+# of rows: one handoff per batch costs the caller more than a small batch's own cutting. Rows that
+# are unpacked on the way (8x the bytes) go in lists of a quarter of that: a group of 32 MiB of frames
+# is written to memory that has left the caches, and page-faulted in, before the caller reads it.
 GROUP_BYTES = 4 << 20
+UNPACKED_GROUP_BYTES = GROUP_BYTES // 4
 ALIGN = 64  # bytes; TensorFlow takes a NumPy array without copying it only when it is this aligned
 
 
@@ -224,8 +227,8 @@ def batch_stream(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
     readers: windows decoded at once, in threads (default: `pipeline.runtime.cpus.default_readers()`).
     mechanism: "auto" (isal where it can, else process), "isal" (nbit-gzip, gzip, none) or
       "process" (any codec; h5py in worker processes).
-    prefetch: lists of batches (`rebatch_groups`: at least `GROUP_BYTES` of rows, or the rest of a
-      window) cut ahead in a background thread; 0: cut in the caller's thread.
+    prefetch: lists of batches (`rebatch_groups`: at least `GROUP_BYTES` of rows, `UNPACKED_GROUP_BYTES` where
+      they are unpacked, or the rest of a window) cut ahead in a background thread; 0: cut in the caller's thread.
     shard_index, shard_count: this process's part of the stream (`pipeline.input.sharding`;
       `jax_shard()` gives JAX's): rows [i*b, (i+1)*b) of every global batch of `batch_size`,
       b = batch_size / shard_count, clipped where the last batch is short (possibly to none).
@@ -320,11 +323,13 @@ def _cut(reader: WindowReader, ids, batch_size: int, drop_remainder: bool, reade
                 rows, labels = reader.read(epoch, w, reader.shard_need(shard, epoch, w, origin))
             return rows[skip:], labels[skip:]
 
-        groups = rebatch_groups(ahead(pool, read, ids, readers), batch_size, drop_remainder)
+        unpack = reader.packed_rows and not packed
+        groups = rebatch_groups(ahead(pool, read, ids, readers), batch_size, drop_remainder,
+                                UNPACKED_GROUP_BYTES if unpack else GROUP_BYTES)
         if not shard.whole:  # the global batches, then this shard's rows of each: views, never repeats
             mine = shard.rows
             groups = ([(rows[mine], labels[mine]) for rows, labels in group] for group in groups)
-        if reader.packed_rows and not packed:  # in the pool too: unpacking costs more than inflating
+        if unpack:  # in the pool too: unpacking costs more than inflating
             groups = ahead(pool, unpacked, ((g,) for g in groups), readers)
         elif not packed:  # rows are frames
             groups = ([(rows.reshape(shape), labels) for rows, labels in group] for group in groups)

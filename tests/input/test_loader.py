@@ -351,7 +351,7 @@ def test_auto_mechanism_by_codec_and_service_use(datasets):
     from pipeline.input.loader import mechanism_for
 
     codecs = ("nbit-gzip", "gzip", "none", "zstd-fast")
-    assert [mechanism_for(c) for c in codecs] == ["isal", "isal", "graph", "process"]
+    assert [mechanism_for(c) for c in codecs] == ["isal", "isal", "isal", "process"]
     assert mechanism_for("nbit-gzip", splittable=True) == "graph"
     with pytest.raises(ValueError, match="splittable=True is for tf.data service"):
         make_dataset(datasets["gzip"], "train", 8, mechanism="isal", splittable=True)
