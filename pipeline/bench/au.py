@@ -1,9 +1,14 @@
 """The `au` suite: accelerator utilization (AU) as DLIO defines it, with an emulated accelerator.
 
-The emulated accelerator takes a fixed time per step, a sleep, which leaves the CPU to the
-loader as a real accelerator would, and consumes each front end the way training does: tf.data
-from inside a `tf.function` (as `model.fit` pulls batches), NumPy batches and JAX device arrays
-from a Python loop. AU = compute time / wall time of a window of steps, the first step excluded.
+The emulated accelerator (`Accelerator`) takes a fixed time per step, a sleep in a thread of its
+own, which leaves the CPU to the loader as a real accelerator would. The host consumes each front
+end the way training does (tf.data from inside a `tf.function`, as `model.fit` pulls batches;
+NumPy batches and JAX device arrays from a Python loop) and hands each call's steps to the
+accelerator, which runs them after those before while the host pulls the next batches: as a GPU
+runs a step while the host dispatches the next, the host at most one call ahead. (DLIO sleeps in
+the consumer's own thread instead, so the host's cost of each pull adds to every step: what no
+accelerator that runs asynchronously pays.) AU = the accelerator's busy time / wall time of a
+window of steps, the first call excluded.
 
 Per front end, size and batch size (our loader, packed, shuffled, endless, the default readers):
 
@@ -36,6 +41,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +59,7 @@ from pipeline.training import executions
 METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")
 AU_TARGET = 0.95
 FRONT_ENDS = {"tensorflow": ("tf.data", "numpy"), "jax": ("numpy", "jax")}  # per backend process
+EMULATION = "async"  # the accelerator runs beside the host (`Accelerator`), not in the consumer's thread
 CALL_PROBES = 20  # timed calls of each size when the K consumer's cost per call is measured
 
 
@@ -104,18 +112,52 @@ def call_cost(pull: Callable[..., int]) -> float:
     return executions.split_call(medians[0], medians[1], executions.PROBE_K)[0]
 
 
+class Accelerator:
+    """An emulated accelerator: a thread that runs the steps it is given, one call's steps after the
+    other's, while the host prepares the next call; `submit` waits while a call is already queued."""
+
+    def __init__(self):
+        self.busy = 0.0  # seconds spent running steps
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="emulated-accelerator", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (seconds := self._queue.get()) is not None:
+            began = clock()
+            time.sleep(seconds)
+            self.busy += clock() - began
+            self._queue.task_done()
+        self._queue.task_done()
+
+    def submit(self, seconds: float) -> None:
+        self._queue.put(seconds)
+
+    def drain(self) -> None:
+        """Wait until every step submitted has run."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
 def paced(pull: Callable[[], int], calls: int, step_s: float, steps_per_call: int = 1) -> tuple[float, int]:
-    """`calls` calls of pull-then-compute, each pulling `steps_per_call` batches and computing that many
-    steps (a sleep of `steps_per_call * step_s`); (AU without the first call, samples)."""
-    compute, samples, start = [], 0, None
-    for i in range(calls):
-        if i == 1:
-            start, compute = clock(), []
-        samples += pull()
-        began = clock()
-        time.sleep(step_s * steps_per_call)
-        compute.append(clock() - began)
-    return utilization(compute, clock() - start), samples
+    """`calls` calls of pull-then-submit, each pulling `steps_per_call` batches and giving the accelerator
+    that many steps of `step_s`; (AU of the calls after the first, until their steps have run; samples)."""
+    accelerator = Accelerator()
+    samples, start = 0, None
+    try:
+        for i in range(calls):
+            if i == 1:
+                accelerator.drain()
+                start, accelerator.busy = clock(), 0.0
+            samples += pull()
+            accelerator.submit(step_s * steps_per_call)
+        accelerator.drain()
+        return utilization([accelerator.busy], clock() - start), samples
+    finally:
+        accelerator.close()
 
 
 def sweep(pull_for: Callable[[int], Callable[[], int]], demands, step_for: Callable[[float], float],
@@ -164,7 +206,7 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
             for front_end in FRONT_ENDS[backend]:
                 for consumer in consumers_of(front_end):
                     key = dict(size=size, batch_size=batch, front_end=front_end, consumer=consumer, packed=True,
-                               shuffle=True, **{k: v for k, v in cell.key(backend, codec).items()
+                               shuffle=True, emulation=EMULATION, **{k: v for k, v in cell.key(backend, codec).items()
                                                 if k in ("readers", "mechanism")})
                     sweep_cell(rec, grid, data[size], key, extra, epoch_steps)
 

@@ -54,7 +54,7 @@ METRICS = {
 # keys agree measured the same thing the same way.
 CONFIG_KEYS = ("suite", "impl", "feed", "size", "batch_size", "workers", "readers", "front_end", "consumer",
                "mechanism", "codec", "packed", "shuffle", "demand", "variant", "precision", "devices", "processes",
-               "train_samples", "test_samples", "backend", "execution")
+               "train_samples", "test_samples", "backend", "execution", "emulation")
 SUITE_BUDGET = {
     "generate": ("gen_raw_mb", "gen_max_samples", "gen_shard_size", "book_raw_mb"),
     "load": ("dataset_samples", "dataset_shard_size", "load_min_epochs", "load_min_windows", "variant"),

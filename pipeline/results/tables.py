@@ -285,7 +285,7 @@ def load_tables(rows: Rows, name: Name = machine_name) -> list[str]:
             *wide_table(chosen, _spread_cell(rows, scale.number), labels), "", *([cost, ""] if cost else [])]
 
 
-AU_KEYS = ("machine", "impl", "size", "batch_size", "front_end", "consumer", "backend", "readers")
+AU_KEYS = ("machine", "impl", "size", "batch_size", "front_end", "consumer", "backend", "readers", "emulation")
 
 
 def au_tables(rows: Rows, name: Name = machine_name) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -29,6 +30,15 @@ def test_the_fastest_accelerator_kept_busy_is_the_shortest_step_at_95_percent():
 def test_a_paced_consumer_is_busy_while_the_puller_is_instant():
     au_, samples = au.paced(lambda: 8, calls=21, step_s=0.002)
     assert samples == 8 * 21 and 0.8 < au_ <= 1.0
+
+
+def test_the_accelerator_runs_a_step_while_the_host_pulls_the_next_batch():
+    # a pull of 4 ms beside a step of 12 ms: serialized, the accelerator would be busy 75% of the time
+    au_, _ = au.paced(lambda: time.sleep(0.004) or 8, calls=16, step_s=0.012)
+    assert au_ > 0.9
+    # a pull slower than the step: the accelerator waits for the host
+    au_, _ = au.paced(lambda: time.sleep(0.012) or 8, calls=11, step_s=0.004)
+    assert au_ < 0.5
 
 
 def test_k_steps_per_call_compute_k_steps_after_each_pull():
