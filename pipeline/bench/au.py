@@ -1,7 +1,7 @@
 """The `au` suite: accelerator utilization (AU) as DLIO defines it, with an emulated accelerator.
 
-The emulated accelerator (`Accelerator`) takes a fixed time per step, a sleep in a thread of its
-own, which leaves the CPU to the loader as a real accelerator would. The host consumes each front
+The emulated accelerator (`Accelerator`) takes a fixed time per step, a timeline beside the host
+that leaves the CPU to the loader as a real accelerator would. The host consumes each front
 end the way training does (tf.data from inside a `tf.function`, as `model.fit` pulls batches;
 NumPy batches and JAX device arrays from a Python loop) and hands each call's steps to the
 accelerator, which runs them after those before while the host pulls the next batches: as a GPU
@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,33 +111,31 @@ def call_cost(pull: Callable[..., int]) -> float:
 
 
 class Accelerator:
-    """An emulated accelerator: a thread that runs the steps it is given, one call's steps after the
-    other's, while the host prepares the next call; `submit` waits while a call is already queued."""
+    """An emulated accelerator, as a timeline: each call's steps start when the call is submitted or
+    when the steps before them end, whichever is later. The host may be one call ahead: `submit` waits
+    (sleeps, the CPU left to the loader) until the call submitted before it has started. No thread of
+    its own, so no step waits for Python's GIL as a thread's wake-up would."""
 
     def __init__(self):
-        self.busy = 0.0  # seconds spent running steps
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
-        self._thread = threading.Thread(target=self._run, name="emulated-accelerator", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (seconds := self._queue.get()) is not None:
-            began = clock()
-            time.sleep(seconds)
-            self.busy += clock() - began
-            self._queue.task_done()
-        self._queue.task_done()
+        self.busy = 0.0  # seconds of steps submitted
+        self.free_at = clock()  # when the steps submitted so far end
+        self._started_at = self.free_at  # when the last call submitted starts
 
     def submit(self, seconds: float) -> None:
-        self._queue.put(seconds)
+        now = clock()
+        if self._started_at > now:  # a call is still queued: wait until it starts
+            time.sleep(self._started_at - now)
+            now = self._started_at
+        self._started_at = max(now, self.free_at)
+        self.free_at = self._started_at + seconds
+        self.busy += seconds
 
-    def drain(self) -> None:
-        """Wait until every step submitted has run."""
-        self._queue.join()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+    def drain(self) -> float:
+        """Wait until every step submitted has run; the time then."""
+        now = clock()
+        if self.free_at > now:
+            time.sleep(self.free_at - now)
+        return max(now, self.free_at)
 
 
 def paced(pull: Callable[[], int], calls: int, step_s: float, steps_per_call: int = 1) -> tuple[float, int]:
@@ -147,17 +143,13 @@ def paced(pull: Callable[[], int], calls: int, step_s: float, steps_per_call: in
     that many steps of `step_s`; (AU of the calls after the first, until their steps have run; samples)."""
     accelerator = Accelerator()
     samples, start = 0, None
-    try:
-        for i in range(calls):
-            if i == 1:
-                accelerator.drain()
-                start, accelerator.busy = clock(), 0.0
-            samples += pull()
-            accelerator.submit(step_s * steps_per_call)
-        accelerator.drain()
-        return utilization([accelerator.busy], clock() - start), samples
-    finally:
-        accelerator.close()
+    for i in range(calls):
+        if i == 1:
+            start = accelerator.drain()
+            accelerator.busy = 0.0
+        samples += pull()
+        accelerator.submit(step_s * steps_per_call)
+    return utilization([accelerator.busy], accelerator.drain() - start), samples
 
 
 def sweep(pull_for: Callable[[int], Callable[[], int]], demands, step_for: Callable[[float], float],

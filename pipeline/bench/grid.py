@@ -16,7 +16,7 @@ from pipeline.runtime.devices import PRECISIONS
 # ours-packed: bit-packed batches into the same model behind UnpackFrames; synthetic: one batch
 # already on the device, repeated (the upper bound); synthetic-packed: the same for the packed model.
 TRAIN_FEEDS = ("ours", "ours-packed", "in-memory", "synthetic", "synthetic-packed")
-FIT_FEEDS = ("ours", "in-memory")
+FIT_FEEDS = ("ours", "in-memory", "synthetic")
 MODELS = ("book", "fast", "rowcol")  # pipeline.models.networks.MODEL_NAMES, named here so a grid checks without Keras
 
 

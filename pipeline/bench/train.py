@@ -24,7 +24,9 @@ our loader (a repeated dataset, `steps_per_epoch` = one epoch) or by the in-memo
 (`fit(x, y, shuffle=True)`); epochs after the first are timed, median reported. Each at one step per
 compiled call (`execution` "K=1") and at the K `train --steps-per-execution auto` picks ("K=auto"; rows
 give `steps_per_execution`), with what `auto` measured on a repeated batch: `call_ms`, the framework's
-cost per call, apart from `compiled_step_ms`, the step's own time.
+cost per call, apart from `compiled_step_ms`, the step's own time. Feed ``synthetic`` there: one batch
+repeated through `fit` (from tf.data under TensorFlow), so ``fit_input_bound_fraction`` = 1 - synthetic /
+ours ms per step is the share of a `fit` step spent on our loader.
 
 Impl ``book-workflow`` is the book's own float64 TimeDistributed model on `generate_examples` arrays.
 
@@ -156,8 +158,9 @@ def run(rec: Recorder, grid: Grid, data: dict[int, Path]) -> None:
 
 
 def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -> None:
-    """`model.fit`'s wall time per epoch, fed by our loader and by in-memory arrays, in this device's precision,
-    at each of `FIT_EXECUTIONS` steps per call; `auto` records the framework's cost per call beside the step."""
+    """`model.fit`'s wall time per epoch, fed by our loader, in-memory arrays and one batch repeated, in this
+    device's precision, at each of `FIT_EXECUTIONS` steps per call; `auto` records the framework's cost per
+    call beside the step."""
     import keras
 
     from pipeline.models.networks import build_model, precision_of
@@ -179,10 +182,9 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
                         k = steps_per_call(rec, name, model, execution, (frames[:batch], labels[:batch]), steps, key)
                         clock_ = epoch_clock()
                         epochs = grid.fit_epochs + 1
-                        if feed == "ours":
-                            source = (ours.tf_dataset(directory, batch, seed=SEED) if backend == "tensorflow"
-                                      else ours.jax_batches(directory, batch, seed=SEED))
-                            model.fit(source, steps_per_epoch=steps, epochs=epochs, callbacks=[clock_], verbose=0)
+                        if feed in ("ours", "synthetic"):
+                            model.fit(fit_source(feed, backend, directory, frames[:batch], labels[:batch]),
+                                      steps_per_epoch=steps, epochs=epochs, callbacks=[clock_], verbose=0)
                             per_epoch = steps
                         else:
                             model.fit(frames, labels, batch_size=batch, epochs=epochs, shuffle=True,
@@ -197,6 +199,35 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
                                 repeat_values=[t * 1e3 / per_epoch for t in clock_.seconds[1:]])
                         del model
                         keras.backend.clear_session()
+                fit_input_bound(rec, name, size, batch, f"K={execution}")
+
+
+def fit_input_bound(rec: Recorder, name: str, size: int, batch: int, execution: str) -> None:
+    """The `fit_input_bound_fraction` row of a fit cell: 1 - synthetic / ours ms per step, where both ran."""
+    def step(feed):
+        return next((r for r in rec.rows if r["suite"] == "train" and r["impl"] == name and r["size"] == size
+                     and r["batch_size"] == batch and r.get("execution") == execution and r["feed"] == feed
+                     and r["metric"] == "fit_ms_per_step" and not r["error"]), None)
+
+    fed, alone = step("ours"), step("synthetic")
+    if fed and alone and fed["value"]:
+        rec.add("train", name, "fit_input_bound_fraction", 1 - alone["value"] / fed["value"], size=size,
+                batch_size=batch, feed="ours", precision=fed["precision"], execution=execution, against="synthetic")
+
+
+def fit_source(feed: str, backend: str, directory: Path, frames, labels):
+    """`fit`'s endless input for `feed`: our loader, or one batch repeated from the device (``synthetic``),
+    ending as ours does under TensorFlow (batches made ready ahead by tf.data's prefetch)."""
+    if feed == "ours":
+        return (ours.tf_dataset(directory, len(labels), seed=SEED) if backend == "tensorflow"
+                else ours.jax_batches(directory, len(labels), seed=SEED))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        from pipeline.input.loader import prefetch_ahead
+
+        return prefetch_ahead(tf.data.Dataset.from_tensors((frames, labels)).repeat())
+    return baselines.synthetic(backend, frames, labels)
 
 
 def steps_per_call(rec: Recorder, name: str, model, execution, batch, steps: int, key: dict) -> int:

@@ -49,6 +49,7 @@ METRICS = {
     "scaling_samples_per_s_p90": ("samples/s", HIGHER), "scaling_efficiency": ("fraction", HIGHER),
     "alone_samples_per_s": ("samples/s", HIGHER), "au": ("fraction", HIGHER), "au95_step_ms": ("ms", LOWER),
     "au95_samples_per_s": ("samples/s", HIGHER), "call_ms": ("ms", LOWER), "compiled_step_ms": ("ms", LOWER),
+    "fit_input_bound_fraction": ("fraction", LOWER),
 }
 # What identifies a cell's settings, beside the grid's budget of its suite (`SUITE_BUDGET`): two rows whose
 # keys agree measured the same thing the same way.

@@ -106,11 +106,14 @@ def _train(rows) -> list[str]:
             ours, mem = (value_of(rows, feed=f, metric="fit_s_per_epoch", **m) for f in ("ours", "in-memory"))
             k = next((r.get("steps_per_execution") for r in train if r["metric"] == "fit_s_per_epoch"
                       and all(r.get(n) == v for n, v in m.items())), None)
+            bound = value_of(rows, metric="fit_input_bound_fraction", feed="ours", **m)
             body.append([size, batch, model, k or 1, number(ours),
                          number(value_of(rows, feed="ours", metric="fit_ms_per_step", **m)), number(mem),
-                         number(value_of(rows, feed="in-memory", metric="fit_ms_per_step", **m)), ratio(ours, mem)])
+                         number(value_of(rows, feed="in-memory", metric="fit_ms_per_step", **m)), ratio(ours, mem),
+                         number(value_of(rows, feed="synthetic", metric="fit_ms_per_step", **m)),
+                         "-" if bound is None else f"{bound:.1%}"])
         out += table(["size", "batch", "model", "K", "our loader s", "ms/step", "in-memory arrays s", "ms/step",
-                      "loader / arrays"], body, "rrlrrrrrr")
+                      "loader / arrays", "one batch repeated, ms/step", "input-bound"], body, "rrlrrrrrrrr")
         calls = [r for r in train if r["metric"] == "call_ms" and not r["error"]]
         for r in calls:
             m = dict(suite="train", impl=r["impl"], size=r["size"], batch_size=r["batch_size"], feed="synthetic")

@@ -154,7 +154,7 @@ def test_fit_per_epoch_fed_by_the_loader_and_by_arrays_at_one_and_auto_steps_per
         assert steps % auto_k == 0
         assert auto_k == executions.choose(calls[0]["value"], step, steps)  # the K of what it measured
         for execution, k in (("K=1", 1), ("K=auto", auto_k)):
-            for feed in ("ours", "in-memory"):
+            for feed in ("ours", "in-memory", "synthetic"):
                 epoch = [r for r in rows if r["metric"] == "fit_s_per_epoch" and r["feed"] == feed
                          and r["batch_size"] == batch and r["execution"] == execution]
                 assert len(epoch) == 1 and epoch[0]["value"] > 0 and epoch[0]["epochs"] == TINY.fit_epochs
@@ -162,6 +162,10 @@ def test_fit_per_epoch_fed_by_the_loader_and_by_arrays_at_one_and_auto_steps_per
                 per_step = value_of(rows, metric="fit_ms_per_step", feed=feed, batch_size=batch, execution=execution)
                 assert per_step == pytest.approx(epoch[0]["value"] * 1e3 / epoch[0]["steps_per_epoch"])
                 assert epoch[0]["steps_per_epoch"] == steps
+            fed, alone = (value_of(rows, metric="fit_ms_per_step", feed=f, batch_size=batch, execution=execution)
+                          for f in ("ours", "synthetic"))
+            bound = value_of(rows, metric="fit_input_bound_fraction", batch_size=batch, execution=execution)
+            assert bound == pytest.approx(1 - alone / fed)
 
 
 @pytest.mark.slow
