@@ -81,10 +81,27 @@ def graph_puller(batches, steps: int = 1) -> Callable[..., int]:
     return lambda k=steps: int(pull(iterator, tf.constant(k)))
 
 
-def puller(consumer: str, batches) -> Callable[[], int]:
-    """The pull function of `consumer` ("python" or "tf.function") over `batches`."""
+def puller(consumer: str, batches, steps_per_call: int = 1) -> Callable[[], int]:
+    """The pull function of `consumer` over `batches`: "python", "tf.function", or `STEPS_PER_CALL_CONSUMER`
+    (a `tf.function` call takes `steps_per_call` batches on every `steps_per_call`-th pull; each pull
+    accounts one batch's samples)."""
     if consumer == "tf.function":
         return graph_puller(batches)
+    if consumer == STEPS_PER_CALL_CONSUMER:
+        return _one_at_a_time(graph_puller(batches, steps_per_call), steps_per_call)
     if consumer == "python":
         return python_puller(iter(batches))
-    raise ValueError(f"unknown consumer {consumer!r}; consumers are python, tf.function")
+    raise ValueError(f"unknown consumer {consumer!r}; consumers are python, tf.function, {STEPS_PER_CALL_CONSUMER}")
+
+
+def _one_at_a_time(pull_k: Callable[[], int], k: int) -> Callable[[], int]:
+    """A pull per batch over a pull of `k` batches: the call is made on every k-th pull."""
+    owed: list[int] = []
+
+    def pull() -> int:
+        if not owed:
+            samples = pull_k()
+            owed.extend([samples // k] * k)
+        return owed.pop()
+
+    return pull

@@ -11,7 +11,8 @@ Cells, per size and batch size (impl, and the row keys `front_end`, `shuffle`, `
 * Consumers: each pipeline is pulled from a Python loop (`consumer` "python"); the shuffled
   tf.data cells at the default readers are pulled again from inside a `tf.function`
   ("tf.function"), as `model.fit` pulls them, which costs the consumer's thread a function call
-  per batch. The summary's ratios compare cells of one consumer.
+  per batch, and again `LOAD_STEPS_PER_CALL` batches per call ("tf.function-K", as `fit` with
+  `steps_per_execution`: the pipeline's own pace). The summary's ratios compare cells of one consumer.
 * JAX backend: the NumPy front end (`pipeline.input.reader.batch_stream`, front end "numpy"),
   against the NumPy in-memory baseline; no TensorFlow.
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.bench import baselines, ours
-from pipeline.bench.consumers import puller
+from pipeline.bench.consumers import STEPS_PER_CALL_CONSUMER, puller
 from pipeline.bench.data import read_split, shard_paths, shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.memory import RssSampler, rss_bytes
@@ -49,6 +50,9 @@ from pipeline.runtime.cpus import default_readers, usable_cpus
 METRICS = ("samples_per_s", "samples_per_s_p10", "samples_per_s_p90", "mb_per_s", "first_batch_ms",
            "peak_rss_mb", "rss_growth_mb")
 IMPLS = ("ours", "ours-packed", "ours-graph-packed", "in-memory", "from_generator")
+# batches per `tf.function` call of the STEPS_PER_CALL_CONSUMER cells: enough that the call's own cost,
+# that of a score of batches pulled inside it, fades beside the batches
+LOAD_STEPS_PER_CALL = 16
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class LoadCell:
     def key(self, backend: str, codec: str | None = None) -> dict:
         return dict(size=self.size, batch_size=self.batch_size, front_end="numpy" if backend == "jax" else "tf.data",
                     consumer=self.consumer, shuffle=self.shuffle, packed=self.packed, mechanism=self.mechanism(codec),
+                    **({"steps_per_execution": LOAD_STEPS_PER_CALL} if self.consumer == STEPS_PER_CALL_CONSUMER
+                       else {}),
                     readers=(self.readers or default_readers()) if self.ours else None)
 
 
@@ -101,7 +107,8 @@ def cells(grid: Grid, size: int, batch: int, backend: str) -> list[LoadCell]:
     if grid.load_from_generator and backend == "tensorflow":
         out.append(LoadCell("from_generator", size, batch))
     if grid.load_graph_consumer and backend == "tensorflow":
-        out += [dataclasses.replace(c, consumer="tf.function") for c in out if c.shuffle and c.readers is None]
+        out += [dataclasses.replace(c, consumer=consumer) for consumer in ("tf.function", STEPS_PER_CALL_CONSUMER)
+                for c in out if c.shuffle and c.readers is None]
     return out
 
 
@@ -140,7 +147,7 @@ def buffered_bound(cell: LoadCell, backend: str, shuffle_samples: int, epoch_sam
 
 def _pipeline(cell: LoadCell, backend: str, directory: Path, naive: Path | None, arrays):
     """A function that pulls `cell`'s next batch, as its consumer does, and returns its samples."""
-    return puller(cell.consumer, _batches(cell, backend, directory, naive, arrays))
+    return puller(cell.consumer, _batches(cell, backend, directory, naive, arrays), LOAD_STEPS_PER_CALL)
 
 
 def _batches(cell: LoadCell, backend: str, directory: Path, naive: Path | None, arrays):

@@ -88,7 +88,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, shuffle: bool = True,
       model that unpacks them on the device (`pipeline.models.networks.build_model(..., packed_input=True)`).
     readers: windows (isal, process) or shards (graph) decoded in parallel (default: this process's share
       of the CPUs it may use, `pipeline.runtime.cpus.default_readers`).
-    mechanism: "auto" (isal for nbit-gzip, gzip and none, or graph when `splittable`; process otherwise), "isal", "graph" (TensorFlow ops only: what tf.data service runs) or "process".
+    mechanism: "auto" (isal for nbit-gzip, gzip and none, or graph when `splittable`; process otherwise),
+      "isal", "graph" (TensorFlow ops only: what tf.data service runs) or "process".
     splittable: one epoch whose source is the seed-permuted shard list, so tf.data service's
       `processing_mode="distributed_epoch"` hands each shard to one worker: every sample once
       per epoch across all workers. Needs repeat=False (the service repeats).

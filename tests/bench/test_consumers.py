@@ -34,7 +34,7 @@ def test_numpy_and_tensor_batches_are_materialized_where_a_step_reads_them():
 
 
 def test_an_unknown_consumer_is_refused():
-    with pytest.raises(ValueError, match="unknown consumer 'eager'"):
+    with pytest.raises(ValueError, match="unknown consumer 'eager'.*tf.function-K"):
         consumers.puller("eager", [])
 
 
@@ -42,5 +42,13 @@ def test_a_graph_pull_of_k_steps_takes_k_batches_in_one_call():
     pull = consumers.graph_puller(_dataset(batches=6, batch=4), steps=3)
     assert [pull(), pull()] == [12, 12]
     with pytest.raises(Exception) as caught:  # the six batches are spent by two calls
+        pull()
+    assert caught.type.__name__ == "OutOfRangeError"
+
+
+def test_the_k_consumer_pulls_a_batch_per_pull_and_calls_once_per_k():
+    pull = consumers.puller(consumers.STEPS_PER_CALL_CONSUMER, _dataset(batches=6, batch=4), steps_per_call=3)
+    assert [pull() for _ in range(6)] == [4] * 6
+    with pytest.raises(Exception) as caught:
         pull()
     assert caught.type.__name__ == "OutOfRangeError"

@@ -49,3 +49,39 @@ def test_puts_batches_on_the_given_device_and_takes_short_sources():
 def test_bad_size_raises(size):
     with pytest.raises(ValueError, match="size"):
         next(prefetch_to_device(batches(2), size=size))
+
+
+def test_batches_travel_in_groups_of_at_least_group_bytes(monkeypatch):
+    from pipeline.input import jax_feed
+
+    calls = []
+    real = jax.device_put
+    monkeypatch.setattr(jax, "device_put", lambda x, device=None: calls.append(len(x)) or real(x, device))
+    monkeypatch.setattr(jax_feed, "GROUP_BYTES", 3 * 8)  # a batch here holds 8 bytes: groups of 3
+    out = list(prefetch_to_device(iter(batches(7))))
+    assert calls == [3, 3, 1]
+    assert [int(np.asarray(f)[0, 0]) for f, _ in out] == list(range(7))
+
+
+def test_an_error_of_the_source_comes_after_the_batches_before_it():
+    def source():
+        yield from batches(2)
+        raise OSError("shard gone")
+
+    feed = prefetch_to_device(source())
+    assert len([next(feed), next(feed)]) == 2
+    with pytest.raises(OSError, match="shard gone"):
+        next(feed)
+
+
+def test_unaligned_arrays_are_copied_to_an_aligned_buffer_and_aligned_ones_pass_through():
+    from pipeline.input.jax_feed import aligned
+    from pipeline.input.reader import ALIGN, aligned_empty
+
+    base = aligned_empty((4 * ALIGN,))
+    base[:] = np.arange(4 * ALIGN) % 251
+    view = base[1:1 + 2 * ALIGN].view(np.uint16)
+    copy = aligned(view)
+    assert copy.ctypes.data % ALIGN == 0 and copy.dtype == np.uint16
+    np.testing.assert_array_equal(copy, view)
+    assert aligned(base) is base
