@@ -67,7 +67,7 @@ class Grid:
     load_graph: bool = True  # mechanism="graph" cells (TensorFlow ops only: what tf.data service runs)
     load_from_generator: bool = True
     load_graph_consumer: bool = True  # tf.data pulled inside a tf.function too, as fit does
-    au_demands: tuple[float, ...] = (0.25, 0.5, 0.65, 0.8, 0.9, 1.0, 1.2)
+    au_demands: tuple[float, ...] = (0.25, 0.5, 0.8, 0.9, 1.0)
     au_buffer_multiple: int = 4
     train_models: tuple[str, ...] = ("fast",)
     train_feeds: tuple[str, ...] = TRAIN_FEEDS

@@ -170,6 +170,7 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
     for name in grid.fit_models:
         for batch in [b for b in grid.batch_sizes if b in grid.fit_batch_sizes]:
             steps = grid.steps_per_epoch(batch)
+            chosen: dict = {}  # the K that auto picked for this model and batch
             for execution in FIT_EXECUTIONS:
                 for feed in FIT_FEEDS:
                     key = dict(size=size, batch_size=batch, feed=feed, precision=default_precision(),
@@ -179,7 +180,8 @@ def fit(rec: Recorder, grid: Grid, size: int, directory: Path, frames, labels) -
                         keras.utils.set_random_seed(SEED)
                         model = build_model(name, size, precision=key["precision"])
                         key["precision"] = precision_of(model)
-                        k = steps_per_call(rec, name, model, execution, (frames[:batch], labels[:batch]), steps, key)
+                        k = steps_per_call(rec, name, model, execution, (frames[:batch], labels[:batch]), steps, key,
+                                           chosen)
                         clock_ = epoch_clock()
                         epochs = grid.fit_epochs + 1
                         if feed in ("ours", "synthetic"):
@@ -227,25 +229,27 @@ def fit_source(feed: str, backend: str, directory: Path, frames, labels):
         from pipeline.input.loader import prefetch_ahead
 
         return prefetch_ahead(tf.data.Dataset.from_tensors((frames, labels)).repeat())
-    return baselines.synthetic(backend, frames, labels)
+    return (batch for batch in baselines.synthetic(backend, frames, labels))  # a generator: what Keras takes
 
 
-def steps_per_call(rec: Recorder, name: str, model, execution, batch, steps: int, key: dict) -> int:
+def steps_per_call(rec: Recorder, name: str, model, execution, batch, steps: int, key: dict, chosen: dict) -> int:
     """Set `model`'s steps per call as `train --steps-per-execution` would (`execution`: an int or "auto")
-    and return K. `auto` measures on `batch` repeated (feed ``synthetic``) and records what it measured, once
-    per cell: `call_ms`, the framework's cost per call, and `compiled_step_ms`, the step's own time."""
+    and return K. `auto` measures once per cell, on `batch` repeated (feed ``synthetic``), and every feed of
+    the cell then runs that K (`chosen` keeps it); it records what it measured: `call_ms`, the framework's
+    cost per call, and `compiled_step_ms`, the step's own time."""
     from pipeline.training import executions
 
     if execution != AUTO:
-        executions.set_steps_per_execution(model, executions.check(execution, steps, None))
-        return execution
-    call_s, step_s = executions.measure(model, batch)
-    k = executions.choose(call_s, step_s, steps)
-    executions.set_steps_per_execution(model, k)
-    if key["feed"] == FIT_FEEDS[0]:
+        k = executions.check(execution, steps, None)
+    elif AUTO in chosen:
+        k = chosen[AUTO]
+    else:
+        call_s, step_s = executions.measure(model, batch)
+        k = chosen[AUTO] = executions.choose(call_s, step_s, steps)
         measured = {**key, "feed": "synthetic", "steps_per_execution": k}
         rec.add("train", name, "call_ms", call_s * 1e3, **measured)
         rec.add("train", name, "compiled_step_ms", step_s * 1e3, **measured)
+    executions.set_steps_per_execution(model, k)
     return k
 
 

@@ -29,7 +29,10 @@ def test_load_suite_times_shuffled_whole_epochs(tiny_dataset):
     assert {(r["impl"], r["shuffle"], r["consumer"]) for r in rates} == {
         ("ours-packed", True, "python"), ("ours", True, "python"), ("in-memory", True, "python"),
         ("ours-packed", False, "python"), ("ours", False, "python"), ("in-memory", False, "python"),
-        ("ours-packed", True, "tf.function"), ("ours", True, "tf.function"), ("in-memory", True, "tf.function")}
+        ("ours-packed", True, "tf.function"), ("ours", True, "tf.function"), ("in-memory", True, "tf.function"),
+        ("ours-packed", True, "tf.function-K"), ("ours", True, "tf.function-K"), ("in-memory", True, "tf.function-K")}
+    assert {r.get("steps_per_execution") for r in rates if r["consumer"] == "tf.function-K"} == {
+        load.LOAD_STEPS_PER_CALL}
     assert {r["readers"] for r in rates if r["impl"] == "ours-packed" and r["shuffle"]
             and r["consumer"] == "python"} == set(GRID.reader_counts())
     assert {r["readers"] for r in rates if r["impl"] == "ours-packed" and r["consumer"] == "tf.function"} == {

@@ -92,6 +92,17 @@ def test_auto_measures_and_records_its_choice(tiny_dataset, tmp_path):
     assert chosen["k"] == executions.choose(chosen["call_s"], chosen["step_s"], 8)
 
 
+def test_auto_measures_under_jax_too(tiny_dataset, tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "run"
+    done = subprocess.run([PY, "-m", "pipeline", "train", "--backend", "jax", "--data", str(tiny_dataset), "--out",
+                           str(out), "--batch-size", "16", "--steps", "8", "--verbose", "0", "--steps-per-execution",
+                           "auto"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    chosen = json.loads((out / "config.json").read_text())["steps_per_execution"]
+    assert chosen["k"] == executions.choose(chosen["call_s"], chosen["step_s"], 8)
+
+
 def test_a_resumed_run_keeps_the_k_it_started_with(tmp_path):
     from pipeline.models.networks import build_model
     from pipeline.training.train import steps_per_execution
