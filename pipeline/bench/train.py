@@ -214,7 +214,8 @@ def fit_input_bound(rec: Recorder, name: str, size: int, batch: int, execution: 
     fed, alone = step("ours"), step("synthetic")
     if fed and alone and fed["value"]:
         rec.add("train", name, "fit_input_bound_fraction", 1 - alone["value"] / fed["value"], size=size,
-                batch_size=batch, feed="ours", precision=fed["precision"], execution=execution, against="synthetic")
+                batch_size=batch, feed="ours", precision=fed["precision"], execution=execution, against="synthetic",
+                steps_per_execution=fed["steps_per_execution"])
 
 
 def fit_source(feed: str, backend: str, directory: Path, frames, labels):

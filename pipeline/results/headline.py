@@ -159,7 +159,8 @@ def _load_cells(rows, device: dict, out: dict) -> None:
 
 
 def _au_cells(rows, out: dict) -> None:
-    au = [r for r in rows if r["suite"] == "au" and r["impl"] == "ours-packed"]
+    # consumed as `train` runs by default, a step per call (not the K-per-call consumer)
+    au = [r for r in rows if r["suite"] == "au" and r["impl"] == "ours-packed" and r.get("consumer") != "tf.function-K"]
     for size, batch in sorted({(r["size"], r["batch_size"]) for r in au}):
         here = [r for r in au if r["size"] == size and r["batch_size"] == batch]
         backend = here[0]["backend"]

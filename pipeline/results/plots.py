@@ -95,8 +95,12 @@ def _factors(cell) -> tuple[float, float]:
     if cell.p10 is None or cell.p90 is None or not cell.median or cell.p10 <= 0:
         return 1.0, 1.0
     if cell.direction == HIGHER:
-        return cell.p10 / cell.median, cell.p90 / cell.median
-    return cell.median / cell.p90, cell.median / cell.p10
+        low, high = cell.p10 / cell.median, cell.p90 / cell.median
+    else:
+        low, high = cell.median / cell.p90, cell.median / cell.p10
+    # a spread taken from other values than the median's (AU95's: its demand times each loader measurement)
+    # may lie wholly to one side of it; the bar then reaches the median
+    return min(low, 1.0), max(high, 1.0)
 
 
 def _geo(values: list[float]) -> float:

@@ -338,7 +338,33 @@ def train_tables(rows: Rows, name: Name = machine_name) -> list[str]:
         labels = [("model", _model), ("feed", _feed), ("machine", name)]
         out += [*_caption("Input-bound share of the step, 1 - synthetic / fed"),
                 *wide_table(bound, _spread_cell(rows, percent), labels), ""]
-    return out + scaling_tables(rows, name)
+    return out + fit_tables(rows, name) + scaling_tables(rows, name)
+
+
+def _execution(r: dict) -> tuple:
+    """Steps per compiled call of a `fit` row: 'K=1', or 'K=auto (8)' with the K `auto` picked."""
+    execution = r.get("execution") or "K=1"
+    k = r.get("steps_per_execution")
+    return (execution != "K=1", execution + (f" ({k})" if execution == "K=auto" and k else ""))
+
+
+def fit_tables(rows: Rows, name: Name = machine_name) -> list[str]:
+    """`model.fit`'s ms/step by steps per call and feed (one batch repeated: `synthetic`), and the share of
+    its step spent on our loader."""
+    steps = [r for r in rows.of("train", "fit_ms_per_step") if (r.get("devices") or 1) == 1]
+    if not steps:
+        return []
+    scale = Scale.of(r["value"] for r in steps)
+    labels = [("model", _model), ("steps per call", _execution), ("feed", _feed), ("machine", name)]
+    out = [*_caption(f"`fit`, {scale.unit('ms')}/step over whole epochs after the first"),
+           *wide_table(steps, _spread_cell(rows, scale.number), labels), ""]
+    bound = rows.of("train", "fit_input_bound_fraction")
+    if bound:
+        labels = [("model", _model), ("steps per call", _execution), ("machine", name)]
+        out += [*_caption("`fit`'s share of the step spent on our loader, 1 - one batch repeated / ours"),
+                *wide_table(bound, lambda r: percent(r["value"]) if r["value"] is not None else "failed", labels),
+                ""]
+    return out
 
 
 def scaling_tables(rows: Rows, name: Name = machine_name) -> list[str]:

@@ -169,3 +169,14 @@ def test_relative_throughput_bars_are_the_comparisons_geomeans_and_ratios(tmp_pa
     ratios = sorted(p.get_width() for p in cell_ax.patches)
     expected = sorted(r for m in comp.machines for k in comp.cells if (r := comp.ratio(m.id, k)) is not None)
     assert ratios == pytest.approx(expected) and len(expected) == 2 * 2  # train and load, both machines
+
+
+def test_a_spread_wholly_above_its_median_draws_a_bar_to_the_median():
+    from types import SimpleNamespace
+
+    from pipeline.results.format import HIGHER, LOWER
+
+    above = SimpleNamespace(median=12.9, p10=13.3, p90=14.6, direction=HIGHER)
+    assert plots._factors(above) == (1.0, pytest.approx(14.6 / 12.9))
+    below = SimpleNamespace(median=10.0, p10=11.0, p90=12.0, direction=LOWER)
+    assert plots._factors(below) == (pytest.approx(10 / 12), 1.0)

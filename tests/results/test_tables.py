@@ -165,3 +165,18 @@ def test_machines_are_named_by_the_headline_comparisons_letters():
     assert names.long(gpu_row) == f"{names.short(gpu_row)} {comp.machines[ord(names.short(gpu_row)) - 65].label}"
     assert names.key(rows).startswith("A: ") and "; B: " in names.key(rows)
     assert MachineNames().short(gpu_row) == "NVIDIA H100, host Xeon (16 cores), tensorflow"  # no letters
+
+
+def test_fit_tables_give_each_steps_per_call_and_feed_and_the_input_bound_share():
+    rows = [row("train", "fast", "fit_ms_per_step", 25.0, feed="ours", execution="K=1", steps_per_execution=1,
+                repeat_values=[24.0, 25.0, 26.0]),
+            row("train", "fast", "fit_ms_per_step", 24.0, feed="synthetic", execution="K=1", steps_per_execution=1),
+            row("train", "fast", "fit_ms_per_step", 22.0, feed="ours", execution="K=auto", steps_per_execution=8),
+            row("train", "fast", "fit_input_bound_fraction", 0.04, feed="ours", execution="K=1"),
+            row("train", "fast", "fit_ms_per_step", 30.0, feed="ours", device="old")]  # a file from before K
+    text = "\n".join(train_tables(Rows(rows)))
+    assert "| fast | K=1 | ours | cpu, tensorflow | 25 [24.2-25.8] |" in text
+    assert "| fast | K=1 | synthetic | cpu, tensorflow | 24 |" in text
+    assert "| fast | K=auto (8) | ours | cpu, tensorflow | 22 |" in text
+    assert "| fast | K=1 | ours | old, tensorflow | 30 |" in text
+    assert "| fast | K=1 | cpu, tensorflow | 4% |" in text
