@@ -200,7 +200,7 @@ PRESETS = {
                   train_reference_steps=8, fit_sizes=(), book_workflow_steps=3, accuracy_sizes=None,
                   accuracy_seeds=(0, 1), accuracy_train_samples=512, dataset_samples=1024,
                   dataset_test_samples=256, dataset_shard_size=256),
-    # Sized for about 20 minutes on a 2-core CPU: the loader at sizes 32 and 50, batches 32 and 256,
+    # Sized for about 24 minutes on a 2-core CPU: the loader at sizes 32 and 50, batches 32 and 256,
     # shuffled as training reads it (the unshuffled twins are --full's); `fast` over every feed, the
     # book's network as a reference; `fit` at size 50, batch 32; five seeds of `book` and `fast` at size 50.
     "default": Grid(load_unshuffled=False),

@@ -1,7 +1,7 @@
 """JAX input feed: batches copied to the device ahead of the training step that consumes them."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -38,6 +38,17 @@ def prefetch_to_device(iterator: Iterable, size: int = 2, device=None) -> Iterat
             yield from map(tuple, group)
     finally:
         groups.close()
+
+
+def stopper(feed: Iterator, source) -> Callable[[], None]:
+    """A function that stops `feed` (a `prefetch_to_device` over `source`), then `source`. Its thread may
+    be inside `source`: closing `source` first raises "generator already executing" there. Closing the
+    feed joins the thread, which closes `source`; a feed that never started leaves `source` to close."""
+    def stop() -> None:
+        feed.close()
+        source.close()
+
+    return stop
 
 
 def _groups(batches: Iterable) -> Iterator[list]:

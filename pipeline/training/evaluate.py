@@ -110,11 +110,12 @@ def evaluation_data(args, size: int, samples: int, total: int, packed: bool):
     """(the first ``samples`` of ``total`` test sequences for ``model.evaluate``, a function that
     stops its readers) on ``args.backend``."""
     if args.backend == "jax":
-        from pipeline.input.jax_feed import prefetch_to_device
+        from pipeline.input.jax_feed import prefetch_to_device, stopper
         from pipeline.input.reader import batch_stream
 
         stream = batch_stream(args.data, "test", args.batch_size, shuffle=False, expected_size=size, packed=packed)
-        return prefetch_to_device(first_samples(stream, samples)), stream.close
+        feed = prefetch_to_device(first_samples(stream, samples))
+        return feed, stopper(feed, stream)
     from pipeline.input.loader import make_dataset
 
     data = make_dataset(args.data, "test", args.batch_size, shuffle=False, expected_size=size, packed=packed)

@@ -385,7 +385,7 @@ def training_data(args, size: int, packed: bool, start_step: int, strategy=None,
     there are several `processes`; under a TensorFlow ``strategy``, one pipeline per process, cut
     into per-replica batches."""
     if args.backend == "jax":
-        from pipeline.input.jax_feed import prefetch_to_device
+        from pipeline.input.jax_feed import prefetch_to_device, stopper
         from pipeline.input.reader import batch_stream
         from pipeline.input.sharding import jax_shard
 
@@ -395,7 +395,8 @@ def training_data(args, size: int, packed: bool, start_step: int, strategy=None,
                               start_step=start_step, shard_index=shard_index, shard_count=shard_count)
         if processes > 1:  # NumPy, as a generator (what Keras takes): Keras makes global batches of the parts
             return (batch for batch in stream), stream.close
-        return prefetch_to_device(stream), stream.close
+        feed = prefetch_to_device(stream)
+        return feed, stopper(feed, stream)
     from pipeline.input.loader import make_dataset, prefetch_ahead
 
     if strategy is not None:

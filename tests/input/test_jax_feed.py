@@ -85,3 +85,29 @@ def test_unaligned_arrays_are_copied_to_an_aligned_buffer_and_aligned_ones_pass_
     assert copy.ctypes.data % ALIGN == 0 and copy.dtype == np.uint16
     np.testing.assert_array_equal(copy, view)
     assert aligned(base) is base
+
+
+def test_the_stopper_closes_a_source_the_feeds_thread_is_inside_and_one_never_started(monkeypatch):
+    import time
+
+    from pipeline.input import jax_feed
+    from pipeline.input.jax_feed import stopper
+
+    monkeypatch.setattr(jax_feed, "GROUP_BYTES", 1)  # a group per batch: the thread pulls on ahead
+
+    def slow():
+        for b in batches(100):
+            time.sleep(0.05)
+            yield b
+
+    source = slow()
+    feed = prefetch_to_device(source)
+    next(feed)
+    time.sleep(0.01)  # the thread is inside `source`, pulling the next batch (50 ms each)
+    with pytest.raises(ValueError, match="generator already executing"):
+        source.close()
+    stopper(feed, source)()  # closing `source` first would raise "generator already executing"
+    assert source.gi_frame is None
+    idle = slow()
+    stopper(prefetch_to_device(idle), idle)()
+    assert idle.gi_frame is None
