@@ -38,7 +38,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="small grid, under a minute on a 2-core CPU")
+    preset.add_argument("--quick", action="store_true", help="small grid, about 2 minutes on a 2-core CPU")
     preset.add_argument("--full", action="store_true", help="large grid, sizes up to 100")
     preset.add_argument("--gpu", action="store_true",
                         help="GPU preset: sizes 50 and 100, batches 32/256/1024, fast and book, loader/in-memory/"
