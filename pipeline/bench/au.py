@@ -46,12 +46,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.bench import load, ours
-from pipeline.bench.consumers import STEPS_PER_CALL_CONSUMER, TRAINING_CONSUMER, graph_puller, python_puller
+from pipeline.bench.consumers import TRAINING_CONSUMER, graph_puller, python_puller
 from pipeline.bench.data import shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.progress import log
 from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary, clock
+from pipeline.results.format import STEPS_PER_CALL_CONSUMER
 from pipeline.training import executions
 
 METRICS = ("alone_samples_per_s", "au", "au95_step_ms", "au95_samples_per_s")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
+from pipeline.results.format import STEPS_PER_CALL_CONSUMER
+
 # front end -> how training pulls it ("tf.function": as `fit` does, a step per call; "python": a Python loop)
 TRAINING_CONSUMER = {"tf.data": "tf.function", "numpy": "python", "jax": "python"}
-# `fit` with `steps_per_execution` K: K batches per `tf.function` call, K as `train --steps-per-execution auto`
-# chooses it (`pipeline.training.executions.choose`)
-STEPS_PER_CALL_CONSUMER = "tf.function-K"
 
 
 def materialize(x) -> None:

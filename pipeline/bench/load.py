@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.bench import baselines, ours
-from pipeline.bench.consumers import STEPS_PER_CALL_CONSUMER, puller
+from pipeline.bench.consumers import puller
 from pipeline.bench.data import read_split, shard_paths, shuffle_window
 from pipeline.bench.grid import Grid
 from pipeline.bench.memory import RssSampler, rss_bytes
 from pipeline.bench.progress import log
 from pipeline.bench.recorder import Recorder
 from pipeline.bench.timing import Summary, clock
+from pipeline.results.format import STEPS_PER_CALL_CONSUMER
 from pipeline.runtime.cpus import default_readers, usable_cpus
 
 METRICS = ("samples_per_s", "samples_per_s_p10", "samples_per_s_p90", "mb_per_s", "first_batch_ms",

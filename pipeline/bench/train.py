@@ -240,16 +240,13 @@ def steps_per_call(rec: Recorder, name: str, model, execution, batch, steps: int
     cost per call, and `compiled_step_ms`, the step's own time."""
     from pipeline.training import executions
 
-    if execution != AUTO:
-        k = executions.check(execution, steps, None)
-    elif AUTO in chosen:
-        k = chosen[AUTO]
-    else:
-        call_s, step_s = executions.measure(model, batch)
-        k = chosen[AUTO] = executions.choose(call_s, step_s, steps)
+    if execution == AUTO and AUTO not in chosen:
+        k, call_s, step_s = chosen[AUTO] = executions.choose_and_set(model, batch, steps)
         measured = {**key, "feed": "synthetic", "steps_per_execution": k}
         rec.add("train", name, "call_ms", call_s * 1e3, **measured)
         rec.add("train", name, "compiled_step_ms", step_s * 1e3, **measured)
+        return k
+    k = chosen[AUTO][0] if execution == AUTO else executions.check(execution, steps, None)
     executions.set_steps_per_execution(model, k)
     return k
 

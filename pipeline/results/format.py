@@ -34,6 +34,9 @@ DEFAULT_BACKEND = "tensorflow"  # what every version-1 row ran on
 FORMER_NAMES = {"seed": "book", "seed-workflow": "book-workflow", "seed-budget": "book-budget"}
 FORMER_PRECISIONS = {"bfloat16": "mixed_bfloat16"}  # precisions are named by their Keras dtype policy
 
+# the consumer that pulls tf.data K batches per `tf.function` call, as `fit` with `steps_per_execution` does
+STEPS_PER_CALL_CONSUMER = "tf.function-K"
+
 HIGHER, LOWER = "higher", "lower"
 # metric -> (unit, which direction is better); None: a fact, neither better nor worse
 METRICS = {

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.results.format import HIGHER, LOWER
+from pipeline.results.format import HIGHER, LOWER, STEPS_PER_CALL_CONSUMER
 
 KINDS = ("train", "input-bound", "load", "AU95", "generate", "accuracy")
 THROUGHPUT = ("train", "load", "AU95", "generate")  # kinds whose ratios are speed-ups: the geometric mean's
@@ -160,7 +160,8 @@ def _load_cells(rows, device: dict, out: dict) -> None:
 
 def _au_cells(rows, out: dict) -> None:
     # consumed as `train` runs by default, a step per call (not the K-per-call consumer)
-    au = [r for r in rows if r["suite"] == "au" and r["impl"] == "ours-packed" and r.get("consumer") != "tf.function-K"]
+    au = [r for r in rows if r["suite"] == "au" and r["impl"] == "ours-packed"
+          and r.get("consumer") != STEPS_PER_CALL_CONSUMER]
     for size, batch in sorted({(r["size"], r["batch_size"]) for r in au}):
         here = [r for r in au if r["size"] == size and r["batch_size"] == batch]
         backend = here[0]["backend"]

@@ -101,17 +101,18 @@ def _train(rows) -> list[str]:
                 "compiled call and at the K `--steps-per-execution auto` picks:", ""]
         body = []
         for size, batch, model, execution in fits:
-            m = dict(suite="train", impl=model, size=size, batch_size=batch,
-                     execution=None if execution == "K=1" and not any(r.get("execution") for r in train) else execution)
-            ours, mem = (value_of(rows, feed=f, metric="fit_s_per_epoch", **m) for f in ("ours", "in-memory"))
-            k = next((r.get("steps_per_execution") for r in train if r["metric"] == "fit_s_per_epoch"
-                      and all(r.get(n) == v for n, v in m.items())), None)
-            bound = value_of(rows, metric="fit_input_bound_fraction", feed="ours", **m)
-            body.append([size, batch, model, k or 1, number(ours),
-                         number(value_of(rows, feed="ours", metric="fit_ms_per_step", **m)), number(mem),
-                         number(value_of(rows, feed="in-memory", metric="fit_ms_per_step", **m)), ratio(ours, mem),
-                         number(value_of(rows, feed="synthetic", metric="fit_ms_per_step", **m)),
-                         "-" if bound is None else f"{bound:.1%}"])
+            cell = [r for r in train if r["impl"] == model and r["size"] == size and r["batch_size"] == batch
+                    and (r.get("execution") or "K=1") == execution]  # rows from before K read as K=1
+
+            def fit(feed, metric, cell=cell):
+                return value_of(cell, feed=feed, metric=metric)
+
+            ours, mem = fit("ours", "fit_s_per_epoch"), fit("in-memory", "fit_s_per_epoch")
+            k = next((r.get("steps_per_execution") for r in cell if r["metric"] == "fit_s_per_epoch"), None)
+            bound = fit("ours", "fit_input_bound_fraction")
+            body.append([size, batch, model, k or 1, number(ours), number(fit("ours", "fit_ms_per_step")),
+                         number(mem), number(fit("in-memory", "fit_ms_per_step")), ratio(ours, mem),
+                         number(fit("synthetic", "fit_ms_per_step")), "-" if bound is None else f"{bound:.1%}"])
         out += table(["size", "batch", "model", "K", "our loader s", "ms/step", "in-memory arrays s", "ms/step",
                       "loader / arrays", "one batch repeated, ms/step", "input-bound"], body, "rrlrrrrrrrr")
         calls = [r for r in train if r["metric"] == "call_ms" and not r["error"]]

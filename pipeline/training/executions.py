@@ -99,3 +99,12 @@ def measure(model, batch) -> tuple[float, float]:
             variable.assign(value)
         model.reset_metrics()
     return split_call(one, many, PROBE_K)
+
+
+def choose_and_set(model, batch, unit: int) -> tuple[int, float, float]:
+    """`auto`: measure `model`'s per-call cost and step on `batch` (`measure`), choose K among the divisors
+    of `unit` (`choose`) and set it; (K, per-call cost, per-step time), times in seconds."""
+    call_s, step_s = measure(model, batch)
+    k = choose(call_s, step_s, unit)
+    set_steps_per_execution(model, k)
+    return k, call_s, step_s

@@ -324,9 +324,7 @@ def steps_per_execution(args, model, steps: int, size: int, packed: bool) -> dic
         return {"k": asked, "asked": asked}
     shape = (args.batch_size, size ** 3 // 8) if packed else (args.batch_size, size, size, size)
     batch = (np.zeros(shape, np.uint8), np.zeros((args.batch_size,), np.uint8))
-    call_s, step_s = executions.measure(model, batch)
-    k = executions.choose(call_s, step_s, executions.granularity(steps, args.checkpoint_every))
-    executions.set_steps_per_execution(model, k)
+    k, call_s, step_s = executions.choose_and_set(model, batch, executions.granularity(steps, args.checkpoint_every))
     if args.verbose:
         print(f"steps per execution: {k} (a call costs {call_s * 1e3:.2f} ms beside {step_s * 1e3:.2f} ms a step)")
     return {"k": k, "asked": asked, "call_s": call_s, "step_s": step_s}
